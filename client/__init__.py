@@ -1,0 +1,1 @@
+"""The OpenAI-compatible adapter in front of Triton (no torch, no transformers)."""

@@ -1,0 +1,42 @@
+"""Typed API errors and the one OpenAI error envelope they all leave in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class APIError(Exception):
+    """An error with its HTTP status, rendered as `{"error": {...}}`."""
+
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def model_not_found(name: str, served: list[str]) -> APIError:
+    listing = ", ".join(served) or "none"
+    return APIError(404, f"The model {name!r} does not exist; served models: {listing}", "invalid_request_error",
+                    "model", "model_not_found")
+
+
+def too_large(message: str, param: str | None = None) -> APIError:
+    return APIError(413, message, "invalid_request_error", param, "request_too_large")
+
+
+def unavailable(message: str) -> APIError:
+    return APIError(503, message, "service_unavailable", None, "triton_unavailable")
+
+
+def internal(message: str) -> APIError:
+    return APIError(500, message, "internal_error", None, "internal_error")

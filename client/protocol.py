@@ -1,0 +1,56 @@
+"""Request and response bodies of the OpenAI embeddings API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EmbeddingRequest(BaseModel):
+    """`POST /v1/embeddings`; unknown fields are accepted, logged and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: str | list[str] = Field(description="one text or a list of texts")
+    model: str | None = Field(None, description="served model id or alias; optional when one model is served")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="not supported by the served models unless they declare it")
+    user: str | None = None
+    truncate: Literal["NONE", "START", "END"] | None = Field(
+        None, description="over-long input: cut at the START or END, or NONE to reject it"
+    )
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "triton"
+    aliases: list[str]
+    dimension: int
+    max_tokens: int
+    modalities: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,48 @@
+"""Which models are served and under which names, refreshed from Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from client.errors import bad_request, model_not_found
+from client.triton import ServedModel, TritonClient
+
+
+class ModelRegistry:
+    """Resolves request model names (ids, Hugging Face ids, aliases) to ensembles."""
+
+    def __init__(self, triton: TritonClient, refresh_s: float) -> None:
+        self.triton = triton
+        self.refresh_s = refresh_s
+        self._models: list[ServedModel] = []
+        self._by_name: dict[str, ServedModel] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> list[ServedModel]:
+        async with self._lock:
+            models = await self.triton.models()
+            self._models = models
+            self._by_name = {name: m for m in models for name in m.names}
+            self._loaded_at = time.monotonic()
+            return models
+
+    async def models(self) -> list[ServedModel]:
+        if time.monotonic() - self._loaded_at > self.refresh_s or not self._models:
+            await self.refresh()
+        return self._models
+
+    async def resolve(self, name: str | None) -> ServedModel:
+        """The model a request names; with no name, the only served model."""
+        models = await self.models()
+        if name is None or name == "":
+            if len(models) == 1:
+                return models[0]
+            raise bad_request("model is required when several models are served", param="model")
+        if name not in self._by_name:
+            models = await self.refresh()
+        if name not in self._by_name:
+            raise model_not_found(name, sorted(n for m in models for n in m.names))
+        return self._by_name[name]
+

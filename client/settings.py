@@ -1,0 +1,27 @@
+"""The adapter's one settings object: environment variables (`EMBED_*`) and CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the adapter, typed, defaulted and described."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="address the adapter listens on")
+    port: int = Field(30000, description="port of the OpenAI-compatible API")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint host:port")
+    triton_timeout_s: float = Field(60.0, description="deadline of one Triton inference call")
+    connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
+    model_refresh_s: float = Field(10.0, description="how often the list of served models is re-read from Triton")
+    max_items_per_request: int = Field(2048, ge=1, description="most inputs in one request (413 beyond)")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
+    default_truncate: Literal["NONE", "START", "END"] | None = Field(
+        None, description="truncation when the request names none (unset: each model's export default)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

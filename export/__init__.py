@@ -1,0 +1,1 @@
+"""Offline build: Hugging Face checkpoint → validated engine → Triton model repository."""

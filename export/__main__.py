@@ -1,0 +1,69 @@
+"""`python -m export CHECKPOINT --name NAME --target local|onnxruntime|tensorrt`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.build import ExportRequest, Progress, export
+from export.errors import ExportError
+from export.repository import TARGETS, Serving
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    ap.add_argument("checkpoint", type=Path, help="Hugging Face or sentence-transformers checkpoint folder")
+    ap.add_argument("--name", help="Triton model name (default: the folder name)")
+    ap.add_argument("--hf-id", default="", help="Hugging Face id the API also answers to")
+    ap.add_argument("--alias", action="append", default=[], help="another model name for the API (repeatable)")
+    ap.add_argument("--target", choices=TARGETS, default="local", help="engine target (default: local)")
+    ap.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository folder")
+    ap.add_argument("--max-length", type=int, help="token limit (default: the checkpoint's)")
+    ap.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
+                    help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)")
+    ap.add_argument("--gpu", action="store_true", help="run the onnxruntime target on the GPU")
+    ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
+    ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us)
+    ap.add_argument("--preprocess-instances", type=int, default=Serving.preprocess_instances)
+    ap.add_argument("--encoder-instances", type=int, default=Serving.encoder_instances)
+    ap.add_argument("--intra-op-threads", type=int, default=Serving.intra_op_threads)
+    ap.add_argument("--truncate", choices=("NONE", "START", "END"), default=Serving.default_truncate,
+                    help="default truncation of over-long input")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    serving = Serving(
+        max_batch_size=args.max_batch_size,
+        queue_delay_us=args.queue_delay_us,
+        preprocess_instances=args.preprocess_instances,
+        encoder_instances=args.encoder_instances,
+        intra_op_threads=args.intra_op_threads,
+        default_truncate=args.truncate,
+    )
+    request = ExportRequest(
+        checkpoint=args.checkpoint.resolve(),
+        repository=args.repository.resolve(),
+        name=args.name or args.checkpoint.resolve().name,
+        target=args.target,
+        hf_id=args.hf_id,
+        aliases=tuple(args.alias),
+        max_length=args.max_length,
+        external_data=args.external_data,
+        gpu=args.gpu,
+        serving=serving,
+    )
+    progress = Progress()
+    try:
+        export(request, progress)
+    except ExportError as exc:
+        progress.console.print(f"[red]export failed:[/] {exc}")
+        return 1
+    progress.console.print(f"[bold]{request.name}[/] is ready in {request.repository}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The exported graph: backbone + pooling + L2 normalisation, and its fatal check."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.errors import ValidationError
+from export.pooling import PoolingMode, pool
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "EMBEDDING"
+
+
+class EmbeddingGraph(torch.nn.Module):
+    """`(input_ids, attention_mask) → EMBEDDING [batch, dim]`: only pooled vectors leave."""
+
+    def __init__(self, backbone: torch.nn.Module, pooling: PoolingMode, normalize: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.normalize = normalize
+        self.zero_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.zero_token_types else {}
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+def export_onnx(graph: EmbeddingGraph, path: Path, max_length: int, external_data: bool) -> None:
+    """Export with dynamic batch and sequence axes (torch's dynamo exporter)."""
+    sample = torch.ones((2, min(16, max_length)), dtype=torch.int64)
+    batch = torch.export.Dim("batch", max=4096)
+    seq = torch.export.Dim("seq", max=max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        graph.eval(),
+        (sample, sample.clone()),
+        str(path),
+        dynamo=True,
+        input_names=list(INPUT_NAMES),
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        external_data=external_data,
+        verbose=False,
+    )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely an engine matched the reference on the validation batch."""
+
+    max_abs_error: float
+    min_cosine: float
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosine: float) -> Agreement:
+    """Raise `ValidationError` unless every row agrees within tolerance."""
+    if reference.shape != candidate.shape:
+        raise ValidationError(f"shape {candidate.shape} differs from the reference {reference.shape}")
+    err = float(np.abs(reference - candidate).max())
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cos = float((ref * cand).sum(axis=1).min())
+    if not np.isfinite(err) or err > atol or cos < min_cosine:
+        raise ValidationError(f"engine disagrees with PyTorch: max |error| {err:.3g} (limit {atol:g}), min cosine {cos:.7f} (limit {min_cosine})")
+    return Agreement(err, cos)
+
+
+def torch_reference(graph: EmbeddingGraph, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return graph(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).float().numpy()

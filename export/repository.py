@@ -1,0 +1,167 @@
+"""Write a model's entries into a Triton model repository.
+
+Every `config.pbtxt` is built as Triton's own `ModelConfig` protobuf message and
+printed with `text_format`, so what we write is what Triton parses. The Python
+models are the shells of `runtime/` plus a copy of that package.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from runtime.text import TextLayout
+
+Target = Literal["local", "onnxruntime", "tensorrt"]
+TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Batching and instance settings of the generated models."""
+
+    max_batch_size: int = 64
+    queue_delay_us: int = 1000
+    preprocess_instances: int = 1
+    encoder_instances: int = 1
+    intra_op_threads: int = 0
+    default_truncate: str = "END"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the adapter learns about an ensemble from its parameters."""
+
+    name: str
+    dimension: int
+    max_tokens: int
+    hf_id: str = ""
+    aliases: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ("text",)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def parameters(self) -> dict[str, str]:
+        return {
+            "embedding_model": "true",
+            "hf_id": self.hf_id,
+            "aliases": ",".join(self.aliases),
+            "dimension": str(self.dimension),
+            "max_tokens": str(self.max_tokens),
+            "modalities": ",".join(self.modalities),
+            **self.extra,
+        }
+
+
+def _tensor(cls, name: str, dtype: int, dims: list[int], optional: bool = False):
+    t = cls(name=name, data_type=dtype, dims=dims)
+    if optional:
+        t.optional = True
+    return t
+
+
+def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = value
+
+
+def _batching(config: mc.ModelConfig, serving: Serving, instances: int, kind: int) -> None:
+    config.max_batch_size = serving.max_batch_size
+    config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
+    config.instance_group.add(count=instances, kind=kind)
+
+
+def preprocess_config(name: str, layout: TextLayout, serving: Serving) -> mc.ModelConfig:
+    c = mc.ModelConfig(name=f"{name}_preprocess", backend="python")
+    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    c.input.extend([
+        _tensor(mc.ModelInput, "TEXT", mc.TYPE_STRING, [1]),
+        _tensor(mc.ModelInput, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
+    ])
+    c.output.extend([
+        _tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+    ])
+    _params(c, {
+        "tokenizer": "tokenizer.json",
+        "prefix_ids": ",".join(map(str, layout.prefix_ids)),
+        "suffix_ids": ",".join(map(str, layout.suffix_ids)),
+        "max_length": str(layout.max_length),
+        "pad_id": str(layout.pad_id),
+        "buckets": ",".join(map(str, layout.buckets)),
+        "default_truncate": serving.default_truncate,
+    })
+    return c
+
+
+def encoder_config(name: str, dimension: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
+    c = mc.ModelConfig(name=f"{name}_encoder")
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    if target == "local":
+        c.backend = "python"
+        kind = mc.ModelInstanceGroup.KIND_CPU
+        _params(c, {"onnx_file": "model.onnx", "intra_op_threads": str(serving.intra_op_threads)})
+    elif target == "onnxruntime":
+        c.backend = "onnxruntime"
+        c.default_model_filename = "model.onnx"
+    else:
+        c.platform = "tensorrt_plan"
+        c.default_model_filename = "model.plan"
+    _batching(c, serving, serving.encoder_instances, kind)
+    c.input.extend([
+        _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
+    ])
+    c.output.extend([_tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension])])
+    return c
+
+
+def ensemble_config(card: ModelCard, serving: Serving) -> mc.ModelConfig:
+    c = mc.ModelConfig(name=card.name, platform="ensemble", max_batch_size=serving.max_batch_size)
+    c.input.extend([
+        _tensor(mc.ModelInput, "TEXT", mc.TYPE_STRING, [1]),
+        _tensor(mc.ModelInput, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
+    ])
+    c.output.extend([
+        _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [card.dimension]),
+        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+    ])
+    pre = c.ensemble_scheduling.step.add(model_name=f"{card.name}_preprocess", model_version=-1)
+    pre.input_map.update({"TEXT": "TEXT", "TRUNCATE": "TRUNCATE"})
+    pre.output_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask", "TOKEN_COUNT": "TOKEN_COUNT"})
+    enc = c.ensemble_scheduling.step.add(model_name=f"{card.name}_encoder", model_version=-1)
+    enc.input_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask"})
+    enc.output_map.update({"EMBEDDING": "EMBEDDING"})
+    _params(c, card.parameters())
+    return c
+
+
+def write_config(model_dir: Path, config: mc.ModelConfig) -> Path:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "1").mkdir(exist_ok=True)
+    path = model_dir / "config.pbtxt"
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+def install_python_model(version_dir: Path, shell_module: str) -> None:
+    """Copy `runtime/` beside a `model.py` that re-exports one of its shells."""
+    target = version_dir / "runtime"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(RUNTIME_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (version_dir / "model.py").write_text(
+        f'"""Generated by export: the shell lives in runtime/{shell_module}.py."""\n\n'
+        f"from runtime.{shell_module} import TritonPythonModel  # noqa: F401\n"
+    )
+
+
+def parse_config(path: Path) -> mc.ModelConfig:
+    """Parse a `config.pbtxt` as Triton does (unknown fields are errors)."""
+    return text_format.Parse(path.read_text(), mc.ModelConfig())

@@ -1,0 +1,104 @@
+"""`python -m launcher serve [--model CHECKPOINT]`: export, start Triton and the adapter, wait for Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from launcher import default_model
+from launcher.processes import port_in_use, start_adapter, stop, wait_http
+from launcher.tritonserver import TritonPorts, TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console(stderr=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m launcher serve", description=__doc__)
+    ap.add_argument("command", choices=["serve"])
+    ap.add_argument("--model", type=Path, help="checkpoint folder (default: the embedded all-MiniLM-L6-v2)")
+    ap.add_argument("--name", help="served model name (default: the folder name)")
+    ap.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    ap.add_argument("--port", type=int, default=30000, help="adapter port")
+    ap.add_argument("--triton-http-port", type=int, default=8000)
+    ap.add_argument("--triton-grpc-port", type=int, default=8001)
+    ap.add_argument("--triton-metrics-port", type=int, default=8002)
+    ap.add_argument("--reexport", action="store_true", help="export again even if the model is in the repository")
+    ap.add_argument("--export-arg", action="append", default=[], help="extra flag for python -m export (repeatable)")
+    return ap.parse_args(argv)
+
+
+def ensure_exported(args: argparse.Namespace) -> str:
+    from export.__main__ import main as export_main
+
+    if args.model is None:
+        checkpoint, name = default_model.checkpoint(), args.name or default_model.NAME
+        extra = ["--hf-id", default_model.HF_ID]
+    else:
+        checkpoint, name, extra = args.model.resolve(), args.name or args.model.resolve().name, []
+    if (args.repository / name / "config.pbtxt").exists() and not args.reexport:
+        console.print(f"[green]✓[/] {name} is already in {args.repository} (--reexport to rebuild)")
+        return name
+    code = export_main([str(checkpoint), "--name", name, "--repository", str(args.repository), *extra, *args.export_arg])
+    if code != 0:
+        sys.exit(code)
+    return name
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(args: argparse.Namespace) -> int:
+    ports = TritonPorts(args.triton_http_port, args.triton_grpc_port, args.triton_metrics_port)
+    busy = [p for p in (args.port, *vars(ports).values()) if port_in_use(p)]
+    if busy:
+        console.print(f"[red]ports in use:[/] {busy}; pick others with PORT=… TRITON_HTTP_PORT=… (see README)")
+        return 1
+    name = ensure_exported(args)
+    workdir = ROOT / "build" / f"serve-{args.port}"
+    triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", f"--load-model={name}"))
+    adapter = None
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with console.status(f"starting tritonserver (log: {triton.log_path})"):
+            triton.start()
+            triton.wait_ready()
+        console.print(f"[green]✓[/] Triton ready: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}")
+        with console.status("starting the adapter"):
+            adapter = start_adapter(args.port, triton.grpc_url, workdir / "adapter.log")
+            wait_http(f"http://127.0.0.1:{args.port}/health", adapter)
+        console.print(f"[green]✓[/] adapter ready on port {args.port} (log: {workdir / 'adapter.log'})\n")
+        console.print(
+            f"Try:\n  curl localhost:{args.port}/v1/embeddings -H 'Content-Type: application/json' \\\n"
+            f"    -d '{{\"model\":\"{name}\",\"input\":[\"a cat\",\"a kitten\"]}}'\n\nCtrl-C stops both servers."
+        )
+        while True:
+            for proc, what in ((triton.process, "tritonserver"), (adapter, "adapter")):
+                if proc is not None and proc.poll() is not None:
+                    console.print(f"[red]{what} exited with {proc.returncode}[/]")
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping…")
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]failed:[/] {exc}")
+        return 1
+    finally:
+        stop(adapter)
+        triton.stop()
+        console.print("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

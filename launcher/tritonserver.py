@@ -1,0 +1,135 @@
+"""Start the `tritonserver` binary shipped in the `nvidia-pytriton` wheel, on the CPU.
+
+Facts from DESIGN.md: the Python-backend stub for the running interpreter must be
+copied into the backends folder; the venv's `bin/` goes first on `PATH` (so the
+stub finds the venv's packages) and `LD_LIBRARY_PATH` starts with the base
+interpreter's `LIBDIR` (so the stub's libpython is the interpreter's own build).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def prepare_backends(workdir: Path) -> Path:
+    """A backends folder with the Python backend and the stub for this interpreter."""
+    source = pytriton_dir()
+    backends = workdir / "backends"
+    if backends.exists():
+        shutil.rmtree(backends)
+    shutil.copytree(source / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    return backends
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    libs = [sysconfig.get_config_var("LIBDIR") or "", str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+class TritonServer:
+    """One `tritonserver` process over a model repository."""
+
+    def __init__(self, repository: Path, workdir: Path, ports: TritonPorts, log_path: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.repository = repository
+        self.workdir = workdir
+        self.ports = ports
+        self.log_path = log_path or workdir / "tritonserver.log"
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def command(self, backends: Path) -> list[str]:
+        return [
+            str(pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={pytriton_dir() / 'caches'}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--exit-on-error=true",
+            *self.extra_args,
+        ]
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        backends = prepare_backends(self.workdir)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command(backends), env=server_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}; see {self.log_path}:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s; see {self.log_path}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()

@@ -1,0 +1,27 @@
+"""Triton Python model hosting ONNX Runtime on the CPU (the `local` engine target).
+
+The bundled `tritonserver` of `nvidia-pytriton` has only the Python backend; this
+shell gives it the same encoder I/O as the `onnxruntime` and `tensorrt` targets.
+"""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from runtime.onnx_encoder import open_session, run_grouped
+from runtime.params import EncoderParams, model_config, version_dir
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        self.params = EncoderParams.from_config(config, version_dir(args))
+        self.inputs = [i["name"] for i in config["input"]]
+        self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads)
+
+    def execute(self, requests):
+        feeds = [
+            {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs} for r in requests
+        ]
+        outputs = run_grouped(self.session, feeds, self.params.output_name)
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs]

@@ -1,0 +1,77 @@
+"""Typed views of the `parameters` block of a generated `config.pbtxt`.
+
+Triton hands `initialize` the model config as JSON; these functions turn its
+string parameters into frozen dataclasses once, so `execute` never parses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.text import TRUNCATE_MODES, TextLayout
+
+
+def parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    """`{key: string_value}` of a model config as Triton passes it to `initialize`."""
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in value.split(",") if x.strip())
+
+
+def _require(params: dict[str, str], key: str) -> str:
+    if key not in params:
+        raise ValueError(f"config.pbtxt lacks the parameter {key!r}")
+    return params[key]
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything the text preprocessor needs, read from its config."""
+
+    tokenizer_path: Path
+    layout: TextLayout
+    default_truncate: str
+
+    @classmethod
+    def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> PreprocessParams:
+        p = parameters(model_config)
+        truncate = _require(p, "default_truncate")
+        if truncate not in TRUNCATE_MODES:
+            raise ValueError(f"default_truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
+        layout = TextLayout(
+            prefix_ids=_ints(p.get("prefix_ids", "")),
+            suffix_ids=_ints(p.get("suffix_ids", "")),
+            max_length=int(_require(p, "max_length")),
+            pad_id=int(_require(p, "pad_id")),
+            buckets=_ints(_require(p, "buckets")),
+        )
+        return cls(version_dir / _require(p, "tokenizer"), layout, truncate)
+
+
+@dataclass(frozen=True)
+class EncoderParams:
+    """The ONNX file and threading of the CPU encoder hosted in the Python backend."""
+
+    onnx_path: Path
+    intra_op_threads: int
+    output_name: str
+
+    @classmethod
+    def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
+        p = parameters(model_config)
+        output = model_config["output"][0]["name"]
+        return cls(version_dir / _require(p, "onnx_file"), int(p.get("intra_op_threads", "0")), output)
+
+
+def version_dir(args: dict[str, str]) -> Path:
+    """The `<repo>/<model>/<version>` folder of the instance being initialised."""
+    return Path(args["model_repository"]) / args["model_version"]
+
+
+def model_config(args: dict[str, str]) -> dict[str, Any]:
+    return json.loads(args["model_config"])

@@ -1,0 +1,123 @@
+"""Tokenisation for the encoders: special tokens, truncation, length buckets.
+
+The checkpoint's `tokenizer.json` is loaded with the `tokenizers` library and
+used without its own truncation, padding or post-processor; special tokens are
+added here from explicit id lists so that truncation keeps them and every family
+states its sequence layout (`[CLS] … [SEP]`, `<s> … </s>`) in one place.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from runtime.errors import InputError
+
+Truncate = Literal["NONE", "START", "END"]
+TRUNCATE_MODES: tuple[str, ...] = ("NONE", "START", "END")
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """How a sequence is framed and bounded."""
+
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    max_length: int
+    pad_id: int
+    buckets: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.max_length <= len(self.prefix_ids) + len(self.suffix_ids):
+            raise ValueError(f"max_length {self.max_length} leaves no room for content")
+        if not self.buckets or list(self.buckets) != sorted(set(self.buckets)):
+            raise ValueError(f"buckets must be increasing and unique, got {self.buckets}")
+        if self.buckets[-1] != self.max_length:
+            raise ValueError(f"the last bucket must equal max_length {self.max_length}, got {self.buckets}")
+
+
+def make_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
+    """Powers of two from `smallest` up to `max_length`, which always closes the list."""
+    out: list[int] = []
+    size = smallest
+    while size < max_length:
+        out.append(size)
+        size *= 2
+    out.append(max_length)
+    return tuple(out)
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """A tokenizer with its own truncation and padding switched off."""
+    tok = Tokenizer.from_file(path)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def special_token_frame(tok: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids the tokenizer's post-processor puts before and after the content."""
+    bare = tok.encode("hello", add_special_tokens=False).ids
+    full = tok.encode("hello", add_special_tokens=True).ids
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start]), tuple(full[start + len(bare) :])
+    raise ValueError("cannot locate the content inside the post-processed sequence")
+
+
+def frame(content: list[int], layout: TextLayout, truncate: str, index: int) -> list[int]:
+    """Add the special tokens, truncating the content per `truncate`."""
+    room = layout.max_length - len(layout.prefix_ids) - len(layout.suffix_ids)
+    if len(content) > room:
+        total = len(content) + len(layout.prefix_ids) + len(layout.suffix_ids)
+        if truncate == "NONE":
+            raise InputError(
+                f"input[{index}] has {total} tokens; the maximum is {layout.max_length} "
+                "(set truncate to START or END to cut it)"
+            )
+        content = content[:room] if truncate == "END" else content[len(content) - room :]
+    return [*layout.prefix_ids, *content, *layout.suffix_ids]
+
+
+def bucket_for(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket that holds `length` tokens."""
+    return buckets[min(bisect.bisect_left(buckets, length), len(buckets) - 1)]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token ids for one request, ready for the encoder."""
+
+    input_ids: np.ndarray  # int64 [rows, bucket]
+    attention_mask: np.ndarray  # int64 [rows, bucket]
+    token_count: np.ndarray  # int32 [rows, 1]
+
+
+def pad(rows: list[list[int]], layout: TextLayout) -> Batch:
+    """Pad `rows` on the right to the bucket of the longest one."""
+    width = bucket_for(max(len(r) for r in rows), layout.buckets)
+    ids = np.full((len(rows), width), layout.pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    counts = np.array([[len(r)] for r in rows], dtype=np.int32)
+    return Batch(ids, mask, counts)
+
+
+def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Content token ids (no special tokens) of a whole batch, in one call."""
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def frame_all(contents: list[list[int]], layout: TextLayout, truncate: str) -> list[list[int]]:
+    """Frame every row of one request; the first bad row fails the request."""
+    if truncate not in TRUNCATE_MODES:
+        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
+    if not contents:
+        raise InputError("the request holds no text")
+    return [frame(ids, layout, truncate, i) for i, ids in enumerate(contents)]
