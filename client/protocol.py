@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EmbeddingRequest(BaseModel):
@@ -20,6 +20,19 @@ class EmbeddingRequest(BaseModel):
     truncate: Literal["NONE", "START", "END"] | None = Field(
         None, description="over-long input: cut at the START or END, or NONE to reject it"
     )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        """Name the offending item instead of pydantic's union report."""
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError(f"input must be a string or a list of strings, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ValueError(f"input[{i}] must be a string, got {type(item).__name__}")
+        return value
 
 
 class Embedding(BaseModel):

@@ -35,7 +35,9 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
-        raise bad_request(f"{param or 'body'}: {first['msg']}", param=param) from exc
+        message = first["msg"].removeprefix("Value error, ")
+        raise bad_request(message if message.startswith(param or "\0") else f"{param or 'body'}: {message}",
+                          param=param) from exc
 
 
 def _service(request: Request) -> EmbeddingService:

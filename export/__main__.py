@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)")
     ap.add_argument("--gpu", action="store_true", help="run the onnxruntime target on the GPU")
     ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
+    ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us)
     ap.add_argument("--preprocess-instances", type=int, default=Serving.preprocess_instances)
     ap.add_argument("--encoder-instances", type=int, default=Serving.encoder_instances)
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     serving = Serving(
         max_batch_size=args.max_batch_size,
+        encoder_max_batch_size=args.encoder_max_batch_size,
         queue_delay_us=args.queue_delay_us,
         preprocess_instances=args.preprocess_instances,
         encoder_instances=args.encoder_instances,

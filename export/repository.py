@@ -26,7 +26,8 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 class Serving:
     """Batching and instance settings of the generated models."""
 
-    max_batch_size: int = 64
+    max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
+    encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
     queue_delay_us: int = 1000
     preprocess_instances: int = 1
     encoder_instances: int = 1
@@ -70,8 +71,8 @@ def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
-def _batching(config: mc.ModelConfig, serving: Serving, instances: int, kind: int) -> None:
-    config.max_batch_size = serving.max_batch_size
+def _batching(config: mc.ModelConfig, serving: Serving, instances: int, kind: int, max_batch: int | None = None) -> None:
+    config.max_batch_size = max_batch or serving.max_batch_size
     config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
     config.instance_group.add(count=instances, kind=kind)
 
@@ -113,11 +114,15 @@ def encoder_config(name: str, dimension: int, target: Target, serving: Serving, 
     else:
         c.platform = "tensorrt_plan"
         c.default_model_filename = "model.plan"
-    _batching(c, serving, serving.encoder_instances, kind)
+    _batching(c, serving, serving.encoder_instances, kind, max(serving.encoder_max_batch_size, serving.max_batch_size))
     c.input.extend([
         _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
     ])
+    if target == "local":
+        # The Python host re-pads rows itself, so requests of any length may share one execute.
+        for tensor in c.input:
+            tensor.allow_ragged_batch = True
     c.output.extend([_tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension])])
     return c
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnxruntime as ort
 
@@ -14,26 +16,51 @@ def open_session(path: str, intra_op_threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def run_grouped(
-    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str
-) -> list[np.ndarray]:
-    """Concatenate requests of equal shape, run each group once, split the rows back.
+@dataclass(frozen=True)
+class Packing:
+    """How rows of many requests are regrouped into engine calls."""
 
-    Triton's dynamic batcher hands a Python model a list of requests; requests
-    with the same padded length become one engine call.
+    max_rows: int = 32
+    max_tokens: int = 16384  # rows × padded width of one call
+
+
+def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
+    """Row indices sorted by length, cut so each group's padded size stays within the packing limits."""
+    order = np.argsort(lengths, kind="stable")
+    groups: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        rows = end - start
+        if end < len(order) and rows < packing.max_rows and (rows + 1) * int(lengths[order[end]]) <= packing.max_tokens:
+            continue
+        groups.append(order[start:end])
+        start = end
+    return groups
+
+
+def run_packed(
+    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, packing: Packing = Packing()
+) -> list[np.ndarray]:
+    """Embed the rows of all requests in length-sorted micro-batches trimmed to their real length.
+
+    Each request arrives right-padded to its own bucket; pooling ignores padding, so
+    regrouping rows across requests by length only removes wasted compute. The
+    results are scattered back to their requests in order.
     """
-    results: list[np.ndarray | None] = [None] * len(feeds)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, feed in enumerate(feeds):
-        key = tuple(feed[name].shape[1] for name in sorted(feed))
-        groups.setdefault(key, []).append(i)
-    for members in groups.values():
-        names = feeds[members[0]].keys()
-        joined = {n: np.concatenate([feeds[i][n] for i in members]) for n in names}
-        out = session.run([output], joined)[0]
-        start = 0
-        for i in members:
-            rows = next(iter(feeds[i].values())).shape[0]
-            results[i] = out[start : start + rows]
-            start += rows
-    return results  # type: ignore[return-value]
+    ids = [f["input_ids"] for f in feeds]
+    masks = [f["attention_mask"] for f in feeds]
+    sizes = [a.shape[0] for a in ids]
+    lengths = np.concatenate([m.sum(axis=1) for m in masks]).astype(np.int64)
+    width = max(a.shape[1] for a in ids)
+    all_ids = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids])
+    all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
+    out: np.ndarray | None = None
+    for group in micro_batches(lengths, packing):
+        w = max(int(lengths[group].max()), 1)
+        emb = session.run([output], {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]})[0]
+        if out is None:
+            out = np.empty((len(lengths), emb.shape[1]), dtype=emb.dtype)
+        out[group] = emb
+    assert out is not None
+    bounds = np.cumsum([0, *sizes])
+    return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]

@@ -1,5 +1,8 @@
 """Triton Python model hosting ONNX Runtime on the CPU (the `local` engine target).
 
+Its inputs allow ragged batching, so one `execute` receives every pending request
+whatever its padded length, and `run_packed` regroups their rows by length.
+
 The bundled `tritonserver` of `nvidia-pytriton` has only the Python backend; this
 shell gives it the same encoder I/O as the `onnxruntime` and `tensorrt` targets.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.onnx_encoder import open_session, run_grouped
+from runtime.onnx_encoder import open_session, run_packed
 from runtime.params import EncoderParams, model_config, version_dir
 
 
@@ -23,5 +26,5 @@ class TritonPythonModel:
         feeds = [
             {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs} for r in requests
         ]
-        outputs = run_grouped(self.session, feeds, self.params.output_name)
+        outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs]

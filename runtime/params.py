@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.onnx_encoder import Packing
 from runtime.text import TRUNCATE_MODES, TextLayout
 
 
@@ -60,12 +61,14 @@ class EncoderParams:
     onnx_path: Path
     intra_op_threads: int
     output_name: str
+    packing: Packing
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
         p = parameters(model_config)
         output = model_config["output"][0]["name"]
-        return cls(version_dir / _require(p, "onnx_file"), int(p.get("intra_op_threads", "0")), output)
+        packing = Packing(int(p.get("max_rows", Packing.max_rows)), int(p.get("max_tokens", Packing.max_tokens)))
+        return cls(version_dir / _require(p, "onnx_file"), int(p.get("intra_op_threads", "0")), output, packing)
 
 
 def version_dir(args: dict[str, str]) -> Path:

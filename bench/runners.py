@@ -1,0 +1,149 @@
+"""Ways to embed the same texts: the served path, Triton directly, and in-process alternatives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    name: str
+    items: int
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    tokens: int = 0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        return float(np.percentile(self.latencies, q) * 1000)
+
+    def row(self) -> dict[str, float | str | int]:
+        return {
+            "name": self.name, "items": self.items, "seconds": round(self.seconds, 3),
+            "items_per_s": round(self.items_per_s, 1), "tokens_per_s": round(self.tokens_per_s, 1),
+            "p50_ms": round(self.percentile(50), 2), "p99_ms": round(self.percentile(99), 2),
+        }
+
+
+def chunks(texts: list[str], size: int) -> list[list[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+async def _drive(requests: list[list[str]], concurrency: int, send) -> tuple[float, list[float], int]:
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+    tokens = 0
+
+    async def worker() -> None:
+        nonlocal tokens
+        while queue:
+            batch = queue.pop()
+            start = time.perf_counter()
+            n = await send(batch)
+            latencies.append(time.perf_counter() - start)
+            tokens += n
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies, tokens
+
+
+def served(url: str, model: str, texts: list[str], per_request: int, concurrency: int, name: str) -> Result:
+    """POST /v1/embeddings through the adapter with an async HTTP client."""
+    import httpx
+
+    async def run() -> Result:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+            async def send(batch: list[str]) -> int:
+                r = await client.post("/v1/embeddings", json={"model": model, "input": batch, "encoding_format": "base64"})
+                r.raise_for_status()
+                return r.json()["usage"]["prompt_tokens"]
+
+            await send(texts[:per_request])  # warm the connection pool
+            seconds, lat, tokens = await _drive(chunks(texts, per_request), concurrency, send)
+        return Result(name, len(texts), seconds, lat, tokens)
+
+    return asyncio.run(run())
+
+
+def triton_direct(grpc_url: str, model: str, texts: list[str], per_request: int, concurrency: int, name: str) -> Result:
+    """The ensemble over Triton's async gRPC client, skipping the adapter."""
+    import tritonclient.grpc.aio as grpcclient
+
+    async def run() -> Result:
+        client = grpcclient.InferenceServerClient(grpc_url)
+
+        async def send(batch: list[str]) -> int:
+            data = np.array([[t.encode()] for t in batch], dtype=np.object_)
+            inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            r = await client.infer(model, [inp])
+            return int(r.as_numpy("TOKEN_COUNT").sum())
+
+        await send(texts[:per_request])
+        seconds, lat, tokens = await _drive(chunks(texts, per_request), concurrency, send)
+        await client.close()
+        return Result(name, len(texts), seconds, lat, tokens)
+
+    return asyncio.run(run())
+
+
+def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
+    """The same exported graph and tokenizer, batches sorted by length, in this process."""
+    from google.protobuf import json_format
+
+    from export.repository import parse_config
+    from runtime.onnx_encoder import open_session
+    from runtime.params import PreprocessParams
+    from runtime.text import encode, frame_all, load_tokenizer, pad
+
+    pre = repository / f"{model}_preprocess"
+    config = json_format.MessageToDict(parse_config(pre / "config.pbtxt"), preserving_proto_field_name=True)
+    params = PreprocessParams.from_config(config, pre / "1")
+    tok = load_tokenizer(str(params.tokenizer_path))
+    session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
+    start = time.perf_counter()
+    rows = frame_all(encode(tok, texts), params.layout, "END")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    latencies = []
+    for i in range(0, len(order), batch):
+        t0 = time.perf_counter()
+        b = pad([rows[j] for j in order[i : i + batch]], params.layout)
+        width = int(b.attention_mask.sum(axis=1).max())  # pad to the longest row, as `padding=True` does
+        session.run(None, {"input_ids": b.input_ids[:, :width], "attention_mask": b.attention_mask[:, :width]})
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - start
+    return Result(name, len(texts), seconds, latencies, sum(len(r) for r in rows))
+
+
+def sentence_transformers_inprocess(checkpoint, texts: list[str], batch: int, name: str) -> Result:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(checkpoint), device="cpu")
+    model.encode(texts[:batch], batch_size=batch)
+    start = time.perf_counter()
+    model.encode(texts, batch_size=batch, normalize_embeddings=True)
+    seconds = time.perf_counter() - start
+    tokens = sum(min(len(ids), model.max_seq_length) for ids in model.tokenizer(texts)["input_ids"])
+    return Result(name, len(texts), seconds, [], tokens)
+
+
+def single_query_latency(url: str, model: str, texts: list[str], name: str) -> Result:
+    """One short query at a time (concurrency 1), for the latency target."""
+    return served(url, model, texts, 1, 1, name)
+

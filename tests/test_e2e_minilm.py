@@ -1,0 +1,193 @@
+"""The default model end to end: real tritonserver, real adapter, real weights, parity with sentence-transformers."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI
+
+from launcher import default_model
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sentences() -> list[str]:
+    """60 varied inputs: short, long beyond 256 tokens, non-ASCII, emoji, code, whitespace."""
+    fixed = [
+        "a cat", "a kitten", "A man is eating food.", "The new movie is awesome!",
+        "Triton Inference Server batches requests dynamically.", "¿Dónde está la biblioteca?",
+        "Ich habe heute keine Zeit.", "これは日本語の文です。", "这是一个中文句子。", "Это предложение на русском языке.",
+        "🚀🔥 emoji only 😀😃😄", "naïve café résumé façade", "def f(x):\n    return x ** 2", "SELECT * FROM t WHERE id = 42;",
+        "   leading and trailing spaces   ", "tabs\tand\nnewlines", "UPPER CASE SHOUTING", "1234567890", "a" * 300,
+        "http://example.com/path?query=1&b=2",
+    ]
+    rng = random.Random(7)
+    vocab = "the of and to in is was for on that with as by at from it an be this are or which one have had not but".split()
+    vocab += ["embedding", "server", "vector", "latency", "throughput", "naïve", "Zürich", "東京", "🙂"]
+    generated = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 40))) for _ in range(30)]
+    long = [" ".join(rng.choice(vocab) for _ in range(n)) for n in (300, 500, 1200)]
+    unicode_long = "Grüße aus Köln, 你好世界, مرحبا بالعالم. " * 40
+    return fixed + generated + long + [unicode_long]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(default_model.checkpoint()), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def openai_client(minilm_stack) -> OpenAI:
+    return OpenAI(base_url=f"{minilm_stack.adapter_url}/v1", api_key="unused", max_retries=0)
+
+
+def post(stack, body, **kw) -> httpx.Response:
+    return httpx.post(f"{stack.adapter_url}/v1/embeddings", json=body, timeout=60, **kw)
+
+
+def test_parity_with_sentence_transformers(minilm_stack, reference) -> None:
+    texts = sentences()
+    assert len(texts) >= 50
+    r = post(minilm_stack, {"model": "all-MiniLM-L6-v2", "input": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    served = np.array([d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])], dtype=np.float32)
+    assert [d["index"] for d in body["data"]] == list(range(len(texts)))
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert served.shape == (len(texts), 384)
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+    cosines = (served * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosines.min() >= 0.99999, [(t[:30], c) for t, c in zip(texts, cosines, strict=True) if c < 0.99999]
+    tokens = sum(min(len(reference.tokenizer(t)["input_ids"]), 256) for t in texts)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert body["model"] == "all-MiniLM-L6-v2"
+
+
+def test_a_batch_row_equals_the_same_input_alone(minilm_stack) -> None:
+    texts = ["short", "a somewhat longer sentence about Triton and batching " * 3, "中文 and emoji 🚀"]
+    batch = post(minilm_stack, {"input": texts}).json()["data"]
+    for i, text in enumerate(texts):
+        alone = post(minilm_stack, {"input": text}).json()["data"][0]["embedding"]
+        assert np.dot(alone, batch[i]["embedding"]) >= 0.999999
+
+
+def test_openai_sdk_base64_default_and_float(openai_client, reference) -> None:
+    texts = ["a cat", "a kitten", "a dog"]
+    default = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # the SDK asks for base64
+    floats = openai_client.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2", input=texts,
+                                             encoding_format="float")
+    a = np.array([d.embedding for d in default.data])
+    b = np.array([d.embedding for d in floats.data])
+    assert a.shape == (3, 384)
+    np.testing.assert_allclose(a, b, atol=1e-7)
+    np.testing.assert_allclose(a, reference.encode(texts, normalize_embeddings=True), atol=1e-5)
+    assert floats.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert default.usage.prompt_tokens == 12
+    single = openai_client.embeddings.create(model="minilm", input="a cat")
+    assert len(single.data) == 1 and np.allclose(single.data[0].embedding, a[0], atol=1e-7)
+
+
+def test_curl_form_from_the_readme(minilm_stack) -> None:
+    """`curl -d` sends no JSON content type; the body is still read as JSON."""
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings",
+                   content=b'{"model":"all-MiniLM-L6-v2","input":["a cat","a kitten"]}',
+                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert r.status_code == 200, r.text
+    vectors = np.array([d["embedding"] for d in r.json()["data"]])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_models_and_health(minilm_stack) -> None:
+    models = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()
+    assert models["data"] == [{
+        "id": "sentence-transformers/all-MiniLM-L6-v2", "object": "model", "created": 0, "owned_by": "triton",
+        "aliases": ["all-MiniLM-L6-v2", "minilm"], "dimension": 384, "max_tokens": 256, "modalities": ["text"],
+    }]
+    health = httpx.get(f"{minilm_stack.adapter_url}/health")
+    assert health.status_code == 200 and health.json()["models"] == ["all-MiniLM-L6-v2"]
+
+
+def assert_error(r: httpx.Response, status: int, param: str | None = None, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": []}, "input"),
+        ({"input": ""}, "input"),
+        ({"input": ["ok", "   "]}, "input"),
+        ({"input": 5}, "input"),
+        ({"input": ["ok", 3]}, "input"),
+        ({"model": 7, "input": "x"}, None),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "x", "dimensions": 128}, "dimensions"),
+        ({}, "input"),
+    ],
+)
+def test_bad_requests_are_400_in_the_openai_envelope(minilm_stack, body, param) -> None:
+    assert_error(post(minilm_stack, body), 400, param)
+
+
+def test_malformed_json_is_400(minilm_stack) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", content=b'{"input": ', timeout=10)
+    assert "not valid JSON" in assert_error(r, 400)["message"]
+
+
+def test_unknown_model_is_404(minilm_stack) -> None:
+    error = assert_error(post(minilm_stack, {"model": "no-such-model", "input": "x"}), 404, "model", "model_not_found")
+    assert "no-such-model" in error["message"]
+
+
+def test_overlong_input_with_truncate_none_is_400_and_the_server_keeps_serving(minilm_stack) -> None:
+    texts = ["fine", "word " * 600]
+    error = assert_error(post(minilm_stack, {"input": texts, "truncate": "NONE"}), 400, "input")
+    assert "input[1] has 602 tokens; the maximum is 256" in error["message"]
+    r = post(minilm_stack, {"input": texts})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 3 + 256
+
+
+def test_error_index_counts_across_chunks(minilm_stack) -> None:
+    """Inputs beyond the engine's max batch go in several Triton calls; error indices stay global."""
+    texts = ["ok"] * 70 + ["word " * 600]
+    error = assert_error(post(minilm_stack, {"input": texts, "truncate": "NONE"}), 400, "input")
+    assert "input[70]" in error["message"]
+    r = post(minilm_stack, {"input": [f"text number {i}" for i in range(150)]})
+    assert [d["index"] for d in r.json()["data"]] == list(range(150))
+
+
+def test_triton_unreachable_is_503(minilm_stack, tmp_path) -> None:
+    from launcher.processes import free_port, start_adapter, stop, wait_http
+
+    port = free_port()
+    adapter = start_adapter(port, f"127.0.0.1:{free_port()}", tmp_path / "adapter.log", "--connect-timeout-s", "1")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/docs", adapter, timeout=60)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x"}, timeout=30)
+        assert_error(r, 503)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 503
+    finally:
+        stop(adapter)
+
+
+def test_tritonclient_example(minilm_stack) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "client" / "examples" / "tritonclient_embed.py"), "--url", minilm_stack.grpc_url,
+         "a cat", "a kitten"], capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert out.count("384 dims, norm 1.000000") == 2
