@@ -20,6 +20,10 @@ class EmbeddingRequest(BaseModel):
     truncate: Literal["NONE", "START", "END"] | None = Field(
         None, description="over-long input: cut at the START or END, or NONE to reject it"
     )
+    input_type: Literal["query", "document"] | None = Field(
+        None, description="query: wrap in the model's instruction template; document (default): raw text"
+    )
+    instruction: str | None = Field(None, description="task description replacing the model's default, for queries")
 
     @field_validator("input", mode="before")
     @classmethod

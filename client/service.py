@@ -55,8 +55,7 @@ class EmbeddingService:
                 param="dimensions",
             )
         texts = texts_of(request, self.settings.max_items_per_request)
-        truncate = request.truncate or self.settings.default_truncate
-        vectors, counts = await self.triton.embed(model, texts, truncate)
+        vectors, counts = await self.triton.embed(model, texts, self.options(request))
         if vectors.shape[0] != len(texts):
             raise APIError(500, f"Triton returned {vectors.shape[0]} embeddings for {len(texts)} inputs", "internal_error")
         tokens = int(counts.sum())
@@ -68,11 +67,27 @@ class EmbeddingService:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    def options(self, request: EmbeddingRequest) -> dict[str, str]:
+        """The optional ensemble inputs this request sets."""
+        if request.instruction is not None and request.input_type == "document":
+            raise bad_request("instruction applies to queries only; drop it or set input_type to query", "instruction")
+        options = {}
+        truncate = request.truncate or self.settings.default_truncate
+        if truncate is not None:
+            options["TRUNCATE"] = truncate
+        if request.input_type is not None or request.instruction is not None:
+            options["INPUT_TYPE"] = request.input_type or "query"
+        if request.instruction is not None:
+            if not request.instruction.strip():
+                raise bad_request("instruction cannot be empty", "instruction")
+            options["INSTRUCTION"] = request.instruction
+        return options
+
     async def healthy(self) -> list[str]:
         """Names of models that answered a real one-text inference; raises when none is served."""
         models = await self.registry.refresh()
         if not models:
             raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model")
         for model in models:
-            await self.triton.embed(model, ["health check"], None)
+            await self.triton.embed(model, ["health check"])
         return [m.name for m in models]

@@ -89,21 +89,22 @@ class TritonClient:
         except InferenceServerException as exc:
             raise translate(exc) from exc
 
-    async def embed(self, model: ServedModel, texts: list[str], truncate: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` and token counts `[n]`, chunked by the model's max batch, in order."""
+    async def embed(self, model: ServedModel, texts: list[str], options: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings `[n, dim]` and token counts `[n]`, chunked by the model's max batch, in order.
+
+        `options` fills the ensemble's optional per-request inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION).
+        """
         size = model.max_batch_size
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-        parts = await asyncio.gather(*(self._infer(model.name, c, truncate, i * size) for i, c in enumerate(chunks)))
+        parts = await asyncio.gather(*(self._infer(model.name, c, options or {}, i * size) for i, c in enumerate(chunks)))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    async def _infer(self, name: str, texts: list[str], truncate: str | None, offset: int) -> tuple[np.ndarray, np.ndarray]:
-        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        inputs = [grpcclient.InferInput("TEXT", list(data.shape), "BYTES")]
-        inputs[0].set_data_from_numpy(data)
-        if truncate is not None:
-            modes = np.array([[truncate.encode()]] * len(texts), dtype=np.object_)
-            inputs.append(grpcclient.InferInput("TRUNCATE", list(modes.shape), "BYTES"))
-            inputs[1].set_data_from_numpy(modes)
+    async def _infer(self, name: str, texts: list[str], options: dict[str, str], offset: int) -> tuple[np.ndarray, np.ndarray]:
+        inputs = []
+        for tensor, values in (("TEXT", texts), *((k, [v] * len(texts)) for k, v in options.items())):
+            data = np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
+            inputs.append(grpcclient.InferInput(tensor, list(data.shape), "BYTES"))
+            inputs[-1].set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput("EMBEDDING"), grpcclient.InferRequestedOutput("TOKEN_COUNT")]
         try:
             result = await self.client.infer(name, inputs, outputs=outputs, client_timeout=self.timeout_s)

@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
                     help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)")
     ap.add_argument("--gpu", action="store_true", help="run the onnxruntime target on the GPU")
+    ap.add_argument("--attention", choices=("causal", "bidirectional"),
+                    help="decoder attention (default: read from the checkpoint; gte-Qwen2 is bidirectional)")
+    ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                    help="engine precision (default: float32 on the CPU, the family's choice on the GPU)")
+    ap.add_argument("--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096")
     ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us)
@@ -55,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
         external_data=args.external_data,
         gpu=args.gpu,
+        attention=args.attention,
+        dtype=args.dtype,
+        profile=None,
         serving=serving,
     )
     progress = Progress()
     try:
+        if args.profile:
+            from dataclasses import replace
+
+            from export.tensorrt import Profile
+
+            request = replace(request, profile=Profile.parse(args.profile, args.max_length or 1 << 20))
         export(request, progress)
-    except ExportError as exc:
+    except (ExportError, ValueError) as exc:
         progress.console.print(f"[red]export failed:[/] {exc}")
         return 1
     progress.console.print(f"[bold]{request.name}[/] is ready in {request.repository}")

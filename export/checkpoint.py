@@ -1,4 +1,4 @@
-"""Read a checkpoint folder and decide how it is served (family, pooling, lengths)."""
+"""Read a checkpoint folder and decide how it is served (family, pooling, lengths, attention)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from export.errors import ExportError
 from export.pooling import PoolingMode, read_modules
-from export.specs import FamilySpec, spec_for
+from export.specs import Attention, FamilySpec, spec_for
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
 
@@ -24,9 +24,13 @@ class Plan:
     model_type: str
     pooling: PoolingMode
     normalize: bool
+    attention: Attention
+    attention_signal: str  # why this attention mode was chosen
     dimension: int
     layout: TextLayout
     tokenizer: Tokenizer
+    query_template: str
+    default_instruction: str
 
 
 def _max_length(config: dict, st_max: int | None, spec: FamilySpec, override: int | None) -> int:
@@ -37,12 +41,14 @@ def _max_length(config: dict, st_max: int | None, spec: FamilySpec, override: in
     if chosen is None:
         raise ExportError("cannot tell the maximum sequence length; pass --max-length")
     if limit is not None and chosen > limit:
-        raise ExportError(f"max length {chosen} exceeds the model's {limit} positions")
+        if override or st_max:
+            raise ExportError(f"max length {chosen} exceeds the model's {limit} positions")
+        chosen = limit
     return int(chosen)
 
 
-def _served_tokenizer(transformer_dir: Path) -> Tokenizer:
-    """The fast tokenizer as transformers builds it (handles vocab.txt-only folders too)."""
+def _served_tokenizer(transformer_dir: Path) -> tuple[Tokenizer, int | None]:
+    """The fast tokenizer as transformers builds it, and its EOS id."""
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(str(transformer_dir))
@@ -51,10 +57,41 @@ def _served_tokenizer(transformer_dir: Path) -> Tokenizer:
     tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
     tok.no_truncation()
     tok.no_padding()
-    return tok
+    return tok, hf.eos_token_id
 
 
-def plan(checkpoint: Path, max_length: int | None = None) -> Plan:
+def attention_of(checkpoint: Path, config: dict, spec: FamilySpec, override: Attention | None) -> tuple[Attention, str]:
+    """Causal or bidirectional, and the signal that decided it.
+
+    In order: the export flag; an explicit `is_causal` in config.json; the gte-Qwen2
+    recipe, recognised by its `auto_map` pointing at the authors' `modeling_qwen`
+    code (their bidirectional Qwen2Model); else the family's default.
+    """
+    if override is not None:
+        return override, "--attention flag"
+    if "is_causal" in config:
+        return ("causal" if config["is_causal"] else "bidirectional"), "config.json is_causal"
+    auto_map = config.get("auto_map", {})
+    if config.get("model_type") == "qwen2" and any("modeling_qwen." in str(v) for v in auto_map.values()):
+        source = "present" if (checkpoint / "modeling_qwen.py").exists() else "named in auto_map only"
+        return "bidirectional", f"gte-Qwen2 recipe: auto_map → modeling_qwen ({source}; never executed)"
+    return spec.attention, f"{spec.family} default"
+
+
+def _prompt(checkpoint: Path, spec: FamilySpec) -> tuple[str, str]:
+    """The query template and default instruction; sentence-transformers' `query` prompt may refine the latter."""
+    if not spec.query_template:
+        return "", ""
+    instruction = spec.default_instruction
+    st = checkpoint / "config_sentence_transformers.json"
+    if st.exists():
+        query = json.loads(st.read_text()).get("prompts", {}).get("query", "")
+        if query.startswith("Instruct: ") and query.endswith("\nQuery: "):
+            instruction = query.removeprefix("Instruct: ").removesuffix("\nQuery: ")
+    return spec.query_template, instruction
+
+
+def plan(checkpoint: Path, max_length: int | None = None, attention: Attention | None = None) -> Plan:
     """Inspect `checkpoint` (a Hugging Face or sentence-transformers folder)."""
     if not (checkpoint / "config.json").exists() and not (checkpoint / "modules.json").exists():
         raise ExportError(f"{checkpoint} is not a checkpoint folder (no config.json or modules.json)")
@@ -62,12 +99,19 @@ def plan(checkpoint: Path, max_length: int | None = None) -> Plan:
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
     spec = spec_for(model_type)
-    tokenizer = _served_tokenizer(modules.transformer_dir)
+    tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)
+    if spec.append_eos:
+        if eos_id is None:
+            raise ExportError(f"{spec.family} needs an EOS token, and the tokenizer has none")
+        suffix = (eos_id,)  # the tokenizer's post-processor may or may not add it (e5 with transformers ≥ 5 does not)
     length = _max_length(config, modules.max_seq_length, spec, max_length)
     pad_id = config.get("pad_token_id")
-    layout = TextLayout(prefix, suffix, length, int(pad_id) if pad_id is not None else 0, make_buckets(length))
+    pad_id = pad_id if isinstance(pad_id, int) else (eos_id if eos_id is not None else 0)
+    layout = TextLayout(prefix, suffix, length, int(pad_id), make_buckets(length))
     has_modules = modules.pooling is not None
+    mode, signal = attention_of(modules.transformer_dir, config, spec, attention)
+    template, instruction = _prompt(checkpoint, spec)
     return Plan(
         checkpoint=checkpoint,
         transformer_dir=modules.transformer_dir,
@@ -75,7 +119,11 @@ def plan(checkpoint: Path, max_length: int | None = None) -> Plan:
         model_type=model_type,
         pooling=modules.pooling if has_modules else spec.default_pooling,
         normalize=modules.normalize if has_modules else spec.default_normalize,
+        attention=mode,
+        attention_signal=signal,
         dimension=int(config["hidden_size"]),
         layout=layout,
         tokenizer=tokenizer,
+        query_template=template,
+        default_instruction=instruction,
     )

@@ -15,7 +15,7 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from runtime.text import TextLayout
+from runtime.text import Prompt, TextLayout
 
 Target = Literal["local", "onnxruntime", "tensorrt"]
 TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
@@ -77,13 +77,20 @@ def _batching(config: mc.ModelConfig, serving: Serving, instances: int, kind: in
     config.instance_group.add(count=instances, kind=kind)
 
 
-def preprocess_config(name: str, layout: TextLayout, serving: Serving) -> mc.ModelConfig:
+def _text_inputs(cls) -> list:
+    """TEXT plus the optional per-request controls, shared by the ensemble and its preprocessor."""
+    return [
+        _tensor(cls, "TEXT", mc.TYPE_STRING, [1]),
+        _tensor(cls, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
+        _tensor(cls, "INPUT_TYPE", mc.TYPE_STRING, [1], optional=True),
+        _tensor(cls, "INSTRUCTION", mc.TYPE_STRING, [1], optional=True),
+    ]
+
+
+def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: Prompt = Prompt()) -> mc.ModelConfig:
     c = mc.ModelConfig(name=f"{name}_preprocess", backend="python")
     _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
-    c.input.extend([
-        _tensor(mc.ModelInput, "TEXT", mc.TYPE_STRING, [1]),
-        _tensor(mc.ModelInput, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
-    ])
+    c.input.extend(_text_inputs(mc.ModelInput))
     c.output.extend([
         _tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
@@ -97,6 +104,8 @@ def preprocess_config(name: str, layout: TextLayout, serving: Serving) -> mc.Mod
         "pad_id": str(layout.pad_id),
         "buckets": ",".join(map(str, layout.buckets)),
         "default_truncate": serving.default_truncate,
+        "query_template": prompt.query_template,
+        "default_instruction": prompt.default_instruction,
     })
     return c
 
@@ -129,16 +138,13 @@ def encoder_config(name: str, dimension: int, target: Target, serving: Serving, 
 
 def ensemble_config(card: ModelCard, serving: Serving) -> mc.ModelConfig:
     c = mc.ModelConfig(name=card.name, platform="ensemble", max_batch_size=serving.max_batch_size)
-    c.input.extend([
-        _tensor(mc.ModelInput, "TEXT", mc.TYPE_STRING, [1]),
-        _tensor(mc.ModelInput, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
-    ])
+    c.input.extend(_text_inputs(mc.ModelInput))
     c.output.extend([
         _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [card.dimension]),
         _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
     ])
     pre = c.ensemble_scheduling.step.add(model_name=f"{card.name}_preprocess", model_version=-1)
-    pre.input_map.update({"TEXT": "TEXT", "TRUNCATE": "TRUNCATE"})
+    pre.input_map.update({t.name: t.name for t in c.input})
     pre.output_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask", "TOKEN_COUNT": "TOKEN_COUNT"})
     enc = c.ensemble_scheduling.step.add(model_name=f"{card.name}_encoder", model_version=-1)
     enc.input_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask"})

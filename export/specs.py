@@ -7,9 +7,17 @@ builder in `export/graph.py`), never copying a module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from export.errors import ExportError
 from export.pooling import PoolingMode
+
+Attention = Literal["causal", "bidirectional"]
+Dtype = Literal["float32", "float16", "bfloat16"]
+
+# The instruction template of e5-mistral-7b-instruct and gte-Qwen2-7B-instruct (their model cards).
+INSTRUCT_QUERY = "Instruct: {instruction}\nQuery: {text}"
+WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
 @dataclass(frozen=True)
@@ -20,8 +28,14 @@ class FamilySpec:
     model_types: tuple[str, ...]
     default_pooling: PoolingMode  # when the checkpoint carries no sentence-transformers modules
     default_normalize: bool
-    default_max_length: int | None = None  # None: take the checkpoint's limit
-    atol: float = 1e-4  # max |onnx - torch| per embedding component
+    default_max_length: int | None = None  # None: the checkpoint's own limit
+    append_eos: bool = False  # end every sequence with the tokenizer's EOS token (last-token pooling reads it)
+    decoder: bool = False  # a causal LM backbone whose attention mode export sets (config.is_causal)
+    attention: Attention = "bidirectional"  # encoders attend both ways; decoders default to causal
+    query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
+    default_instruction: str = ""
+    gpu_dtype: Dtype = "float16"  # precision of the GPU targets
+    atol: float = 1e-4  # max |onnx - torch| per embedding component (fp32)
     min_cosine: float = 0.99999
 
 
@@ -32,7 +46,38 @@ ENCODER = FamilySpec(
     default_normalize=True,
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (ENCODER,)
+# e5-mistral-7b-instruct: <s> … </s>, causal, last token, 4096 tokens, fp16 on GPU.
+MISTRAL_EMBEDDER = FamilySpec(
+    family="mistral-embedder",
+    model_types=("mistral", "llama"),
+    default_pooling="lasttoken",
+    default_normalize=True,
+    default_max_length=4096,
+    append_eos=True,
+    decoder=True,
+    attention="causal",
+    query_template=INSTRUCT_QUERY,
+    default_instruction=WEB_SEARCH_TASK,
+    gpu_dtype="float16",
+)
+
+# gte-Qwen2-7B-instruct: … <|endoftext|>, last token, 8192 tokens, bf16 on GPU (fp16 overflows).
+# Causal unless the checkpoint carries the gte recipe (see export/checkpoint.py: attention_of).
+QWEN2_EMBEDDER = FamilySpec(
+    family="qwen2-embedder",
+    model_types=("qwen2",),
+    default_pooling="lasttoken",
+    default_normalize=True,
+    default_max_length=8192,
+    append_eos=True,
+    decoder=True,
+    attention="causal",
+    query_template=INSTRUCT_QUERY,
+    default_instruction=WEB_SEARCH_TASK,
+    gpu_dtype="bfloat16",
+)
+
+FAMILIES: tuple[FamilySpec, ...] = (ENCODER, MISTRAL_EMBEDDER, QWEN2_EMBEDDER)
 
 
 def spec_for(model_type: str) -> FamilySpec:

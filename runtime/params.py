@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from runtime.onnx_encoder import Packing
-from runtime.text import TRUNCATE_MODES, TextLayout
+from runtime.text import TRUNCATE_MODES, Prompt, TextLayout
 
 
 def parameters(model_config: dict[str, Any]) -> dict[str, str]:
     """`{key: string_value}` of a model config as Triton passes it to `initialize`."""
-    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -37,6 +37,7 @@ class PreprocessParams:
     tokenizer_path: Path
     layout: TextLayout
     default_truncate: str
+    prompt: Prompt
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> PreprocessParams:
@@ -51,7 +52,8 @@ class PreprocessParams:
             pad_id=int(_require(p, "pad_id")),
             buckets=_ints(_require(p, "buckets")),
         )
-        return cls(version_dir / _require(p, "tokenizer"), layout, truncate)
+        prompt = Prompt(p.get("query_template", ""), p.get("default_instruction", ""))
+        return cls(version_dir / _require(p, "tokenizer"), layout, truncate, prompt)
 
 
 @dataclass(frozen=True)

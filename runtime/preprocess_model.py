@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from runtime.errors import InputError
 from runtime.params import PreprocessParams, model_config, version_dir
-from runtime.text import encode, frame_all, load_tokenizer, pad
+from runtime.text import apply_prompt, encode, frame_all, load_tokenizer, pad
 
 
 def _strings(request, name: str) -> list[str] | None:
@@ -22,19 +22,36 @@ class TritonPythonModel:
         self.params = PreprocessParams.from_config(model_config(args), version_dir(args))
         self.tokenizer = load_tokenizer(str(self.params.tokenizer_path))
 
+    def _texts(self, request) -> list[str]:
+        """The request's texts with the query template applied (per request: INPUT_TYPE, INSTRUCTION)."""
+        input_type = _strings(request, "INPUT_TYPE")
+        instruction = _strings(request, "INSTRUCTION")
+        return apply_prompt(
+            _strings(request, "TEXT") or [],
+            input_type[0].lower() if input_type else "document",
+            instruction[0] if instruction else None,
+            self.params.prompt,
+        )
+
     def execute(self, requests):
-        texts: list[list[str]] = []
+        texts: list[list[str] | InputError] = []
         modes: list[str] = []
         for request in requests:
-            texts.append(_strings(request, "TEXT") or [])
+            try:
+                texts.append(self._texts(request))
+            except InputError as exc:
+                texts.append(exc)
             truncate = _strings(request, "TRUNCATE")
             modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
-        contents = encode(self.tokenizer, [t for rows in texts for t in rows])
+        rows_of = [rows if isinstance(rows, list) else [] for rows in texts]
+        contents = encode(self.tokenizer, [t for rows in rows_of for t in rows])  # one call for the whole batch
         responses = []
         start = 0
         for rows, mode in zip(texts, modes, strict=True):
-            part, start = contents[start : start + len(rows)], start + len(rows)
             try:
+                if isinstance(rows, InputError):
+                    raise rows
+                part, start = contents[start : start + len(rows)], start + len(rows)
                 batch = pad(frame_all(part, self.params.layout, mode), self.params.layout)
             except InputError as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))

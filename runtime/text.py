@@ -19,6 +19,27 @@ from runtime.errors import InputError
 
 Truncate = Literal["NONE", "START", "END"]
 TRUNCATE_MODES: tuple[str, ...] = ("NONE", "START", "END")
+INPUT_TYPES: tuple[str, ...] = ("query", "document")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The model's query template (`{instruction}`, `{text}`); documents are always raw."""
+
+    query_template: str = ""
+    default_instruction: str = ""
+
+
+def apply_prompt(texts: list[str], input_type: str, instruction: str | None, prompt: Prompt) -> list[str]:
+    """Wrap queries in the instruction template; leave documents (and template-less models) raw."""
+    if input_type not in INPUT_TYPES:
+        raise InputError(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
+    if instruction and input_type != "query":
+        raise InputError("instruction applies to queries only; set input_type to query")
+    if input_type == "document" or not prompt.query_template:
+        return texts
+    task = instruction or prompt.default_instruction
+    return [prompt.query_template.format(instruction=task, text=t) for t in texts]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def _infer(self, name, texts, truncate, offset):
+    async def _infer(self, name, texts, options, offset):
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":

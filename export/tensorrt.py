@@ -1,0 +1,95 @@
+"""Build a TensorRT plan from the exported ONNX graph and check it against ONNX Runtime.
+
+Needs an NVIDIA GPU and the `tensorrt` package of the *serving* container's version
+(a plan only loads in the TensorRT that built it). Networks are strongly typed
+(TensorRT ≥ 10.12 prefers it, 11 requires it): the precision comes from the ONNX
+tensor types, so export the graph in fp16/bf16 first (`--dtype`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError
+from export.graph import INPUT_NAMES
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimisation profile over (batch, sequence)."""
+
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    min_seq: int = 1
+    opt_seq: int = 512
+    max_seq: int = 4096
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise ValueError(f"batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {self}")
+        if not (1 <= self.min_seq <= self.opt_seq <= self.max_seq):
+            raise ValueError(f"sequence profile must satisfy 1 ≤ min ≤ opt ≤ max, got {self}")
+
+    def shapes(self) -> dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """`{input: (min, opt, max)}` for every engine input."""
+        shape = ((self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq))
+        return {name: shape for name in INPUT_NAMES}
+
+    @classmethod
+    def parse(cls, text: str, max_seq: int) -> Profile:
+        """`"1,8,32:1,512,4096"` → Profile; the sequence part defaults to 1,min(512,max),max."""
+        batch, _, seq = text.partition(":")
+        b = [int(x) for x in batch.split(",")]
+        s = [int(x) for x in seq.split(",")] if seq else [1, min(512, max_seq), max_seq]
+        return cls(*b, *s)
+
+
+def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, workspace_mib: int = 8192) -> None:
+    """Parse the ONNX file (external data resolves beside it) and serialise a strongly typed plan."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise ExportError("the tensorrt target needs the `tensorrt` package and an NVIDIA GPU") from exc
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    opt = builder.create_optimization_profile()
+    for name, (lo, mid, hi) in profile.shapes().items():
+        opt.set_shape(name, lo, mid, hi)
+    config.add_optimization_profile(opt)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build the engine; see its log above")
+    plan_path.write_bytes(bytes(serialized))
+
+
+def run_engine(plan_path: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Run the plan once on the GPU (torch CUDA tensors as buffers)."""
+    import tensorrt as trt
+    import torch
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+    context = engine.create_execution_context()
+    feeds = {"input_ids": torch.from_numpy(input_ids).cuda(), "attention_mask": torch.from_numpy(attention_mask).cuda()}
+    for name, tensor in feeds.items():
+        context.set_input_shape(name, tuple(tensor.shape))
+        context.set_tensor_address(name, tensor.data_ptr())
+    out = torch.empty(tuple(context.get_tensor_shape("EMBEDDING")), dtype=torch.float32, device="cuda")
+    context.set_tensor_address("EMBEDDING", out.data_ptr())
+    stream = torch.cuda.Stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise ExportError("TensorRT execution failed")
+    stream.synchronize()
+    return out.cpu().numpy()

@@ -1,0 +1,88 @@
+"""Tiny random checkpoints of the supported architectures, for tests and benchmarks.
+
+The Hugging Face hub is out of reach, so tests build these locally: a few layers, a
+small hidden size, and a byte-level BPE tokenizer trained on a built-in corpus that
+carries each family's special tokens, saved exactly as a real checkpoint folder is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CORPUS = [
+    "Triton serves embeddings from ONNX Runtime and TensorRT engines.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query",
+    "Query: how do I bake bread at home? Documents describe flour, water, salt and yeast.",
+    "Ünïcödé, 中文, 日本語, emoji 🚀 and numbers 0123456789 appear in real traffic.",
+    "def f(x): return x ** 2  # code and punctuation: {}, [], (), <>, /, \\",
+]
+
+
+def _bpe(special: list[str], vocab_size: int = 600):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    return tok
+
+
+def _save_tokenizer(tok, path: Path, **special: str) -> int:
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    hf.save_pretrained(str(path))
+    return len(hf)
+
+
+def mistral(path: Path, layers: int = 2, hidden: int = 64, positions: int = 512) -> Path:
+    """An e5-mistral-shaped checkpoint: `<s>` from the post-processor, `</s>` only if the server adds it."""
+    from tokenizers import processors
+    from transformers import MistralConfig, MistralModel
+
+    tok = _bpe(["<unk>", "<s>", "</s>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    vocab = _save_tokenizer(tok, path, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
+    config = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
+                           bos_token_id=tok.token_to_id("<s>"), eos_token_id=tok.token_to_id("</s>"),
+                           pad_token_id=tok.token_to_id("</s>"))
+    _save_model(MistralModel(config), path)
+    return path
+
+
+def qwen2(path: Path, gte: bool = True, layers: int = 2, hidden: int = 64, positions: int = 512) -> Path:
+    """A Qwen2 checkpoint; `gte=True` adds what gte-Qwen2-7B-instruct carries (auto_map → modeling_qwen, ST prompts)."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    tok = _bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    eos = tok.token_to_id("<|endoftext|>")
+    vocab = _save_tokenizer(tok, path, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
+                         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    _save_model(Qwen2Model(config), path)
+    if gte:
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["auto_map"] = {"AutoModel": "modeling_qwen.Qwen2Model", "AutoModelForCausalLM": "modeling_qwen.Qwen2ForCausalLM"}
+        (path / "config.json").write_text(json.dumps(cfg, indent=2))
+        (path / "modeling_qwen.py").write_text("# stands for the authors' bidirectional Qwen2Model; never executed\n")
+        (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {
+            "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: ",
+            "document": ""}}))
+    return path
+
+
+def _save_model(model, path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)  # larger than the default init, so positions and attention visibly matter
+    model.save_pretrained(str(path))

@@ -1,0 +1,41 @@
+"""What the export decides for decoder checkpoints, before any export work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export import tiny
+from export.checkpoint import attention_of, plan
+from export.specs import MISTRAL_EMBEDDER, QWEN2_EMBEDDER
+
+
+def test_default_lengths_and_dtypes(tmp_path) -> None:
+    e5 = plan(tiny.mistral(tmp_path / "e5", positions=32768))
+    gte = plan(tiny.qwen2(tmp_path / "gte", positions=131072))
+    assert (e5.layout.max_length, gte.layout.max_length) == (4096, 8192)
+    assert (MISTRAL_EMBEDDER.gpu_dtype, QWEN2_EMBEDDER.gpu_dtype) == ("float16", "bfloat16")
+    assert e5.query_template == "Instruct: {instruction}\nQuery: {text}"
+    assert plan(tiny.mistral(tmp_path / "short", positions=512)).layout.max_length == 512  # clamped to positions
+
+
+def test_attention_signals(tmp_path) -> None:
+    gte = tiny.qwen2(tmp_path / "gte", gte=True)
+    plain = tiny.qwen2(tmp_path / "plain", gte=False)
+    assert plan(gte).attention == "bidirectional" and "auto_map" in plan(gte).attention_signal
+    assert plan(plain).attention == "causal"  # a plain Qwen2 embedder stays causal
+    assert plan(gte, attention="causal").attention == "causal"  # the flag wins
+    cfg = json.loads((gte / "config.json").read_text())
+    assert attention_of(gte, {**cfg, "is_causal": True}, QWEN2_EMBEDDER, None) == ("causal", "config.json is_causal")
+    assert plan(tiny.mistral(tmp_path / "e5")).attention == "causal"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16"])
+def test_bf16_cannot_be_validated_without_a_gpu(tmp_path, dtype) -> None:
+    from export.build import ExportRequest, Progress, export
+    from export.errors import ExportError
+
+    ckpt = tiny.qwen2(tmp_path / "gte")
+    with pytest.raises(ExportError, match="bfloat16 graph can only be validated on a GPU"):
+        export(ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="g", max_length=64, dtype=dtype), Progress())
