@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +113,21 @@ def _validate(p: Plan, reference: np.ndarray, onnx_path: Path, dtype: Dtype) -> 
     return compare(reference, candidate, *_tolerance(p, dtype))
 
 
+def _export_graph(request: ExportRequest, dtype: Dtype, onnx_path: Path) -> np.ndarray:
+    """Load the weights once (in `dtype`), compute the PyTorch reference, export ONNX; returns the reference."""
+    progress = Progress()
+    p = plan(request.checkpoint, request.max_length, request.attention)
+    with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
+        graph = _load_graph(p, dtype)
+        batch = _validation_batch(p)
+        reference = torch_reference(graph, batch.input_ids, batch.attention_mask)
+    n_bytes = sum(t.numel() * t.element_size() for t in graph.parameters())
+    external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
+    with progress.step(f"export ONNX ({n_bytes / 1e6:.0f} MB of {dtype} weights{', external data' if external else ''})"):
+        export_onnx(graph, onnx_path, p.layout.max_length, external)
+    return reference
+
+
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
     """Export `request.checkpoint` and write its Triton models; raises on any failure."""
     progress = progress or Progress()
@@ -119,20 +136,15 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     dtype = request.resolved_dtype(p)
     progress.console.print(f"  {p.spec.family}: {p.pooling} pooling, normalize={p.normalize}, {p.attention} attention "
                            f"({p.attention_signal}), max {p.layout.max_length} tokens, {dtype}")
-    # One copy of the weights in memory: the PyTorch reference is the model being exported.
-    with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
-        graph = _load_graph(p, dtype)
-        batch = _validation_batch(p)
-        reference = torch_reference(graph, batch.input_ids, batch.attention_mask)
-    n_bytes = sum(t.numel() * t.element_size() for t in graph.parameters())
-    external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
     work_dir = request.repository / f"{request.name}_encoder" / "1"
     onnx_path = work_dir / "model.onnx"
     for stale in (onnx_path, onnx_path.with_name("model.onnx.data"), work_dir / "model.plan"):
         stale.unlink(missing_ok=True)
-    with progress.step(f"export ONNX ({n_bytes / 1e6:.0f} MB of {dtype} weights{', external data' if external else ''})"):
-        export_onnx(graph, onnx_path, p.layout.max_length, external)
-    del graph
+    # The weights live only in a child process, which exits before ONNX Runtime loads the graph:
+    # at no point are two copies of the model in memory.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        reference = pool.submit(_export_graph, request, dtype, onnx_path).result()
+    batch = _validation_batch(p)
     with progress.step("validate ONNX Runtime against PyTorch"):
         agreement = _validate(p, reference, onnx_path, dtype)
     progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")

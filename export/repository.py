@@ -123,7 +123,10 @@ def encoder_config(name: str, dimension: int, target: Target, serving: Serving, 
     else:
         c.platform = "tensorrt_plan"
         c.default_model_filename = "model.plan"
-    _batching(c, serving, serving.encoder_instances, kind, max(serving.encoder_max_batch_size, serving.max_batch_size))
+    # The local host regroups rows of many requests (ragged); engines take what one batch of requests holds,
+    # which for TensorRT must stay within the plan's profile (built with max batch = serving.max_batch_size).
+    rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if target == "local" else serving.max_batch_size
+    _batching(c, serving, serving.encoder_instances, kind, rows)
     c.input.extend([
         _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),

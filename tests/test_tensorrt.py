@@ -1,0 +1,39 @@
+"""What of the TensorRT path can be checked without a GPU: profiles and the generated config."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from export import repository as repo
+from export.errors import ExportError
+from export.tensorrt import Profile, build_engine
+
+
+def test_profile_parse_and_shapes() -> None:
+    p = Profile.parse("1,8,32:1,512,4096", max_seq=4096)
+    assert p == Profile(1, 8, 32, 1, 512, 4096)
+    assert p.shapes() == {name: ((1, 1), (8, 512), (32, 4096)) for name in ("input_ids", "attention_mask")}
+    assert Profile.parse("2,4,16", max_seq=128) == Profile(2, 4, 16, 1, 128, 128)
+
+
+@pytest.mark.parametrize("text", ["8,4,16", "0,1,2", "1,2,4:1,9000,4096"])
+def test_profile_rejects_disordered_bounds(text: str) -> None:
+    with pytest.raises(ValueError, match="must satisfy"):
+        Profile.parse(text, max_seq=4096)
+
+
+def test_tensorrt_config_batch_stays_within_the_default_profile() -> None:
+    serving = repo.Serving(max_batch_size=32, encoder_max_batch_size=512)
+    config = repo.encoder_config("m", 4096, "tensorrt", serving, gpu=True)
+    assert config.max_batch_size == 32 == Profile(max_batch=serving.max_batch_size).max_batch
+    assert config.platform == "tensorrt_plan" and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
+    assert not any(t.allow_ragged_batch for t in config.input)
+    assert repo.encoder_config("m", 4096, "local", serving, gpu=False).max_batch_size == 512
+
+
+def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as on a machine without TensorRT
+    with pytest.raises(ExportError, match="needs the `tensorrt` package and an NVIDIA GPU"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", Profile())
