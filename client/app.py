@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.errors import APIError, too_large
+from client.images import ImageLoader
 from client.registry import ModelRegistry
 from client.routes import router
 from client.service import EmbeddingService
@@ -52,13 +53,15 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = triton or TritonClient(settings.triton_url, settings.triton_timeout_s, settings.connect_timeout_s)
         registry = ModelRegistry(client, settings.model_refresh_s)
-        app.state.service = EmbeddingService(settings, client, registry)
+        images = ImageLoader(settings)
+        app.state.service = EmbeddingService(settings, client, registry, images)
         try:
             names = [m.name for m in await registry.refresh()]
             log.info("serving models: %s", ", ".join(names) or "none yet")
         except APIError as exc:
             log.warning("Triton not reachable at start (%s); will retry per request", exc.message)
         yield
+        await images.close()
         await client.close()
 
     app = FastAPI(title="Triton embeddings adapter", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)

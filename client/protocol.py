@@ -7,12 +7,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+class MultimodalItem(BaseModel):
+    """SGLang's item form: one embedding per item; text and image fused where the model allows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    image: str | None = Field(None, description="http(s) URL, data: URI or base64 of an encoded image")
+
+
 class EmbeddingRequest(BaseModel):
     """`POST /v1/embeddings`; unknown fields are accepted, logged and ignored."""
 
     model_config = ConfigDict(extra="allow")
 
-    input: str | list[str] = Field(description="one text or a list of texts")
+    input: str | list[str | MultimodalItem] = Field(description="a text, or a list of texts and {text, image} items")
     model: str | None = Field(None, description="served model id or alias; optional when one model is served")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="not supported by the served models unless they declare it")
@@ -34,8 +43,16 @@ class EmbeddingRequest(BaseModel):
         if not isinstance(value, list):
             raise ValueError(f"input must be a string or a list of strings, got {type(value).__name__}")
         for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ValueError(f"input[{i}] must be a string, got {type(item).__name__}")
+            if isinstance(item, dict):
+                unknown = set(item) - {"text", "image"}
+                if unknown:
+                    raise ValueError(f"input[{i}] has unknown keys {sorted(unknown)}; items take text and image")
+                if not any(isinstance(item.get(k), str) for k in ("text", "image")):
+                    raise ValueError(f"input[{i}] needs a text or an image string")
+                if any(item.get(k) is not None and not isinstance(item[k], str) for k in ("text", "image")):
+                    raise ValueError(f"input[{i}].text and .image must be strings")
+            elif not isinstance(item, str):
+                raise ValueError(f"input[{i}] must be a string or a {{text, image}} item, got {type(item).__name__}")
         return value
 
 

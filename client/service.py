@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
 import numpy as np
 
 from client.errors import APIError, bad_request, too_large
-from client.protocol import EmbeddingRequest
+from client.images import ImageLoader
+from client.protocol import EmbeddingRequest, MultimodalItem
 from client.registry import ModelRegistry
 from client.settings import Settings
-from client.triton import TritonClient
+from client.triton import ServedModel, TritonClient
 
 log = logging.getLogger("client.service")
 
 
-def texts_of(request: EmbeddingRequest, max_items: int) -> list[str]:
-    """The request's texts, each non-empty, within the item cap."""
-    texts = [request.input] if isinstance(request.input, str) else list(request.input)
-    if not texts:
+def items_of(request: EmbeddingRequest, max_items: int) -> list[MultimodalItem]:
+    """The request's items (plain strings are text items), each non-empty, within the item cap."""
+    raw = [request.input] if isinstance(request.input, str) else list(request.input)
+    if not raw:
         raise bad_request("input cannot be an empty list", param="input")
-    if len(texts) > max_items:
-        raise too_large(f"input has {len(texts)} items; the maximum is {max_items}", param="input")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            where = "input" if isinstance(request.input, str) else f"input[{i}]"
+    if len(raw) > max_items:
+        raise too_large(f"input has {len(raw)} items; the maximum is {max_items}", param="input")
+    items = [MultimodalItem(text=x) if isinstance(x, str) else x for x in raw]
+    for i, item in enumerate(items):
+        where = "input" if isinstance(request.input, str) else f"input[{i}]"
+        if item.text is not None and not item.text.strip():
             raise bad_request(f"{where} cannot be empty or whitespace only", param="input")
-    return texts
+        if item.image is not None and not item.image.strip():
+            raise bad_request(f"{where}.image cannot be empty", param="input")
+    return items
+
+
+def check_modalities(model: ServedModel, items: list[MultimodalItem]) -> None:
+    for i, item in enumerate(items):
+        if item.image is not None and not model.image_ensemble:
+            raise bad_request(f"input[{i}] holds an image, and model {model.name!r} embeds text only", "input")
+        if item.image is not None and item.text is not None and not model.fuses_modalities:
+            raise bad_request(f"input[{i}] holds both text and an image; model {model.name!r} does not fuse "
+                              "modalities (CLIP embeds each on its own tower): send them as separate items", "input")
 
 
 def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] | list[str]:
@@ -39,10 +53,11 @@ def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] 
 
 
 class EmbeddingService:
-    def __init__(self, settings: Settings, triton: TritonClient, registry: ModelRegistry) -> None:
+    def __init__(self, settings: Settings, triton: TritonClient, registry: ModelRegistry, images: ImageLoader) -> None:
         self.settings = settings
         self.triton = triton
         self.registry = registry
+        self.images = images
 
     async def embed(self, request: EmbeddingRequest) -> dict:
         if request.model_extra:
@@ -54,11 +69,9 @@ class EmbeddingService:
                 f"dimensions and dimensions={request.dimensions} was requested",
                 param="dimensions",
             )
-        texts = texts_of(request, self.settings.max_items_per_request)
-        vectors, counts = await self.triton.embed(model, texts, self.options(request))
-        if vectors.shape[0] != len(texts):
-            raise APIError(500, f"Triton returned {vectors.shape[0]} embeddings for {len(texts)} inputs", "internal_error")
-        tokens = int(counts.sum())
+        items = items_of(request, self.settings.max_items_per_request)
+        check_modalities(model, items)
+        vectors, tokens = await self._embed_items(model, items, self.options(request))
         rows = encode_rows(vectors, request.encoding_format)
         return {
             "object": "list",
@@ -66,6 +79,32 @@ class EmbeddingService:
             "model": request.model or model.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def _embed_items(self, model: ServedModel, items: list[MultimodalItem],
+                           options: dict[str, str]) -> tuple[np.ndarray, int]:
+        """Route each item to its tower, run the towers concurrently, reassemble in input order."""
+        text_at = [i for i, item in enumerate(items) if item.image is None]
+        image_at = [i for i, item in enumerate(items) if item.image is not None]
+
+        async def texts() -> tuple[np.ndarray, np.ndarray]:
+            values = [items[i].text or "" for i in text_at]
+            return await self.triton.embed(model.name, values, model.max_batch_size, options, text_at)
+
+        async def images() -> tuple[np.ndarray, np.ndarray]:
+            blobs = await self.images.load_all([items[i].image or "" for i in image_at], image_at)
+            return await self.triton.embed(model.image_ensemble, blobs, model.max_batch_size, None, image_at, "IMAGE")
+
+        jobs = [(text_at, texts()) if text_at else None, (image_at, images()) if image_at else None]
+        jobs = [j for j in jobs if j is not None]
+        results = await asyncio.gather(*(coro for _, coro in jobs))
+        out = np.empty((len(items), model.dimension), dtype=np.float32)
+        tokens = 0
+        for (positions, _), (vectors, counts) in zip(jobs, results, strict=True):
+            if vectors.shape != (len(positions), model.dimension):
+                raise APIError(500, f"Triton returned {vectors.shape} embeddings for {len(positions)} inputs", "internal_error")
+            out[positions] = vectors
+            tokens += int(counts.sum())
+        return out, tokens
 
     def options(self, request: EmbeddingRequest) -> dict[str, str]:
         """The optional ensemble inputs this request sets."""
@@ -89,5 +128,5 @@ class EmbeddingService:
         if not models:
             raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model")
         for model in models:
-            await self.triton.embed(model, ["health check"])
+            await self.triton.embed(model.name, ["health check"], model.max_batch_size)
         return [m.name for m in models]

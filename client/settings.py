@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -24,4 +25,17 @@ class Settings(BaseSettings):
     default_truncate: Literal["NONE", "START", "END"] | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )
+    image_timeout_s: float = Field(10.0, description="deadline to fetch one image URL")
+    image_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest image accepted, encoded")
+    image_max_redirects: int = Field(3, ge=0, description="redirects followed per image URL, each re-checked")
+    image_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts fetched even when they resolve to loopback or private addresses"
+    )
+    image_local_dir: Path | None = Field(None, description="local image paths are read only under this folder")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("image_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`EMBED_IMAGE_ALLOWED_HOSTS=a,b` and `--image-allowed-hosts a,b` alike."""
+        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value

@@ -18,6 +18,7 @@ from client.errors import APIError, bad_request, internal, unavailable
 
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
+_ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,24 @@ class ServedModel:
     max_tokens: int
     modalities: tuple[str, ...]
     max_batch_size: int
+    image_ensemble: str = ""
+    fuses_modalities: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(n for n in (self.name, self.hf_id, *self.aliases) if n))
 
 
-def translate(exc: InferenceServerException, offset: int = 0) -> APIError:
-    """Map a Triton error to an API error; `input[i]` in messages is shifted by `offset`."""
+def translate(exc: InferenceServerException, positions: list[int] | None = None) -> APIError:
+    """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
     if status in _UNAVAILABLE or "failed to connect" in message.lower():
         return unavailable(f"Triton is unavailable: {message}")
     if status == "StatusCode.INVALID_ARGUMENT":
-        message = _INPUT_INDEX.sub(lambda m: f"input[{int(m.group(1)) + offset}]", message)
+        message = _ENSEMBLE_PREFIX.sub("", message)
+        if positions is not None:
+            message = _INPUT_INDEX.sub(lambda m: f"input[{positions[int(m.group(1))]}]", message)
         return bad_request(message, param="input")
     return internal(f"Triton failed: {message}")
 
@@ -84,30 +89,38 @@ class TritonClient:
                     max_tokens=int(params["max_tokens"]),
                     modalities=tuple(params.get("modalities", "text").split(",")),
                     max_batch_size=int(cfg.get("max_batch_size", 0)) or 1,
+                    image_ensemble=params.get("image_ensemble", ""),
+                    fuses_modalities=params.get("fuses_modalities") == "true",
                 ))
             return served
         except InferenceServerException as exc:
             raise translate(exc) from exc
 
-    async def embed(self, model: ServedModel, texts: list[str], options: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    async def embed(self, ensemble: str, values: list[str] | list[bytes], max_batch: int,
+                    options: dict[str, str] | None = None, positions: list[int] | None = None,
+                    tensor: str = "TEXT") -> tuple[np.ndarray, np.ndarray]:
         """Embeddings `[n, dim]` and token counts `[n]`, chunked by the model's max batch, in order.
 
-        `options` fills the ensemble's optional per-request inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION).
+        `values` feed `tensor` (TEXT strings or IMAGE bytes); `options` fills the ensemble's optional
+        per-request inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item
+        indices of `values`, used in error messages.
         """
-        size = model.max_batch_size
-        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-        parts = await asyncio.gather(*(self._infer(model.name, c, options or {}, i * size) for i, c in enumerate(chunks)))
+        positions = positions if positions is not None else list(range(len(values)))
+        spans = [(i, min(i + max_batch, len(values))) for i in range(0, len(values), max_batch)]
+        parts = await asyncio.gather(*(
+            self._infer(ensemble, tensor, values[a:b], options or {}, positions[a:b]) for a, b in spans))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    async def _infer(self, name: str, texts: list[str], options: dict[str, str], offset: int) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer(self, name: str, tensor: str, values: list, options: dict[str, str],
+                     positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
-        for tensor, values in (("TEXT", texts), *((k, [v] * len(texts)) for k, v in options.items())):
-            data = np.array([[v.encode("utf-8")] for v in values], dtype=np.object_)
-            inputs.append(grpcclient.InferInput(tensor, list(data.shape), "BYTES"))
+        for input_name, column in ((tensor, values), *((k, [v] * len(values)) for k, v in options.items())):
+            data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
+            inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput("EMBEDDING"), grpcclient.InferRequestedOutput("TOKEN_COUNT")]
         try:
             result = await self.client.infer(name, inputs, outputs=outputs, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
-            raise translate(exc, offset) from exc
+            raise translate(exc, positions) from exc
         return result.as_numpy("EMBEDDING"), result.as_numpy("TOKEN_COUNT").reshape(-1)

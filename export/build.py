@@ -1,26 +1,37 @@
-"""The export pipeline: plan → ONNX → fatal validation → model repository."""
+"""The export pipeline: plan → ONNX per tower → fatal validation → (TensorRT) → model repository."""
 
 from __future__ import annotations
 
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
+from PIL import Image
 from rich.console import Console
 
 from export import repository as repo
 from export.checkpoint import Plan, plan
 from export.errors import ExportError
-from export.graph import Agreement, EmbeddingGraph, compare, export_onnx, torch_reference
+from export.graph import (
+    Agreement,
+    ClipImageGraph,
+    ClipTextGraph,
+    EmbeddingGraph,
+    compare,
+    export_onnx,
+    image_samples,
+    text_samples,
+    torch_reference,
+)
 from export.specs import Attention, Dtype
-from export.tensorrt import Profile, build_engine, run_engine
+from export.tensorrt import Profile, build_engine, image_shapes, run_engine
+from runtime.images import clip_pixels
 from runtime.text import Prompt, encode, frame_all, pad
 
 # Fixed validation inputs: short and long, ASCII and not, so padding is exercised.
@@ -30,6 +41,7 @@ VALIDATION_TEXTS = (
     "Triton serves embeddings; ONNX Runtime runs them on the CPU. " * 12,
     "Ünïcödé, 中文, emoji 🚀 and numbers 12345.",
 )
+VALIDATION_IMAGE_SIZES = ((640, 480), (300, 500), (336, 336))
 EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
@@ -54,11 +66,15 @@ class ExportRequest:
             return self.dtype
         return p.spec.gpu_dtype if self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu) else "float32"
 
+    def engine_dir(self, tower: str) -> Path:
+        """`<name>_encoder/1` for text, `<name>_vision/1` for images."""
+        return self.repository / f"{self.name}_{'encoder' if tower == 'text' else 'vision'}" / "1"
+
 
 @dataclass(frozen=True)
 class ExportResult:
     plan: Plan
-    agreement: Agreement
+    agreement: Agreement  # the worst tower's
     models: tuple[Path, ...]
 
 
@@ -76,20 +92,58 @@ class Progress:
         self.console.print(f"[green]✓[/] {what} ({time.perf_counter() - start:.1f} s)")
 
 
-def _load_graph(p: Plan, dtype: Dtype = "float32") -> EmbeddingGraph:
-    """The backbone in `dtype` with the plan's attention mode, wrapped with pooling and normalisation."""
+def validation_images() -> list[Image.Image]:
+    """Deterministic RGB gradients of several sizes and aspect ratios."""
+    images = []
+    for w, h in VALIDATION_IMAGE_SIZES:
+        x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
+        rgb = np.stack([x, y, (x + y) / 2 % 256], axis=-1).astype(np.uint8)
+        images.append(Image.fromarray(rgb, "RGB"))
+    return images
+
+
+def _validation_feeds(p: Plan, tower: str) -> dict[str, np.ndarray]:
+    if tower == "image":
+        assert p.image is not None
+        return {"pixel_values": np.stack([clip_pixels(img, p.image) for img in validation_images()])}
+    batch = pad(frame_all(encode(p.tokenizer, list(VALIDATION_TEXTS)), p.layout, "END"), p.layout)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+
+def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, "torch.nn.Module"]:  # noqa: F821
+    """Each tower's graph in `dtype`, with the plan's attention mode for decoders."""
     import torch
     from transformers import AutoModel
 
-    backbone = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
+    model = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
+    if p.spec.family == "clip":
+        return {"text": ClipTextGraph(model), "image": ClipImageGraph(model)}
     if p.spec.decoder:
         # transformers ≥ 5.2 builds a bidirectional mask for decoders when is_causal is False.
-        backbone.config.is_causal = p.attention == "causal"
-    return EmbeddingGraph(backbone, p.pooling, p.normalize)
+        model.config.is_causal = p.attention == "causal"
+    return {"text": EmbeddingGraph(model, p.pooling, p.normalize)}
 
 
-def _validation_batch(p: Plan):
-    return pad(frame_all(encode(p.tokenizer, list(VALIDATION_TEXTS)), p.layout, "END"), p.layout)
+def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, np.ndarray]:
+    """Load the weights once (in `dtype`), compute each tower's PyTorch reference, export ONNX; returns the references."""
+    progress = Progress()
+    p = plan(request.checkpoint, request.max_length, request.attention)
+    with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
+        graphs = _load_graphs(p, dtype)
+        references = {t: torch_reference(g, *_validation_feeds(p, t).values()) for t, g in graphs.items()}
+    n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
+    external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
+    for tower, graph in graphs.items():
+        if tower == "image":
+            assert p.image is not None
+            samples, dynamic = image_samples(p.image.crop_height, p.image.crop_width)
+        else:
+            samples, dynamic = text_samples(p.layout.max_length)
+        size = sum(t.numel() * t.element_size() for t in graph.parameters())
+        with progress.step(f"export the {tower} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
+                           f"{', external data' if external else ''})"):
+            export_onnx(graph, request.engine_dir(tower) / "model.onnx", samples, dynamic, external)
+    return references
 
 
 def _onnx_session(path: Path, dtype: Dtype):
@@ -107,25 +161,20 @@ def _tolerance(p: Plan, dtype: Dtype) -> tuple[float, float]:
     return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else (2e-2, 0.999)
 
 
-def _validate(p: Plan, reference: np.ndarray, onnx_path: Path, dtype: Dtype) -> Agreement:
-    batch = _validation_batch(p)
-    candidate = _onnx_session(onnx_path, dtype).run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})[0]
-    return compare(reference, candidate, *_tolerance(p, dtype))
-
-
-def _export_graph(request: ExportRequest, dtype: Dtype, onnx_path: Path) -> np.ndarray:
-    """Load the weights once (in `dtype`), compute the PyTorch reference, export ONNX; returns the reference."""
-    progress = Progress()
-    p = plan(request.checkpoint, request.max_length, request.attention)
-    with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
-        graph = _load_graph(p, dtype)
-        batch = _validation_batch(p)
-        reference = torch_reference(graph, batch.input_ids, batch.attention_mask)
-    n_bytes = sum(t.numel() * t.element_size() for t in graph.parameters())
-    external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
-    with progress.step(f"export ONNX ({n_bytes / 1e6:.0f} MB of {dtype} weights{', external data' if external else ''})"):
-        export_onnx(graph, onnx_path, p.layout.max_length, external)
-    return reference
+def _build_plan(request: ExportRequest, p: Plan, tower: str, feeds: dict[str, np.ndarray],
+                reference: np.ndarray, dtype: Dtype, progress: Progress) -> Agreement:
+    work_dir = request.engine_dir(tower)
+    profile = request.profile or Profile(max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length),
+                                         max_seq=p.layout.max_length)
+    if tower == "image":
+        assert p.image is not None
+        shapes = image_shapes(profile, p.image.crop_height, p.image.crop_width)
+    else:
+        shapes = profile.shapes()
+    with progress.step(f"build the {tower} TensorRT plan {shapes}"):
+        build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes)
+    with progress.step(f"validate the {tower} TensorRT plan against PyTorch"):
+        return compare(reference, run_engine(work_dir / "model.plan", feeds), *_tolerance(p, dtype))
 
 
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
@@ -134,56 +183,80 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = plan(request.checkpoint, request.max_length, request.attention)
     dtype = request.resolved_dtype(p)
-    progress.console.print(f"  {p.spec.family}: {p.pooling} pooling, normalize={p.normalize}, {p.attention} attention "
-                           f"({p.attention_signal}), max {p.layout.max_length} tokens, {dtype}")
-    work_dir = request.repository / f"{request.name}_encoder" / "1"
-    onnx_path = work_dir / "model.onnx"
-    for stale in (onnx_path, onnx_path.with_name("model.onnx.data"), work_dir / "model.plan"):
-        stale.unlink(missing_ok=True)
-    # The weights live only in a child process, which exits before ONNX Runtime loads the graph:
+    progress.console.print(f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
+                           f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
+                           f"max {p.layout.max_length} tokens, {dtype}")
+    for tower in p.spec.towers:
+        work_dir = request.engine_dir(tower)
+        for stale in ("model.onnx", "model.onnx.data", "model.plan"):
+            (work_dir / stale).unlink(missing_ok=True)
+    # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        reference = pool.submit(_export_graph, request, dtype, onnx_path).result()
-    batch = _validation_batch(p)
-    with progress.step("validate ONNX Runtime against PyTorch"):
-        agreement = _validate(p, reference, onnx_path, dtype)
-    progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
-    if request.target == "tensorrt":
-        profile = request.profile or Profile(max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length),
-                                             max_seq=p.layout.max_length)
-        with progress.step(f"build TensorRT plan {profile}"):
-            build_engine(onnx_path, work_dir / "model.plan", profile)
-        with progress.step("validate TensorRT against PyTorch"):
-            agreement = compare(reference, run_engine(work_dir / "model.plan", batch.input_ids, batch.attention_mask),
-                                *_tolerance(p, dtype))
+        references = pool.submit(_export_graphs, request, dtype).result()
+    agreements = []
+    for tower in p.spec.towers:
+        feeds = _validation_feeds(p, tower)
+        with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
+            session = _onnx_session(request.engine_dir(tower) / "model.onnx", dtype)
+            agreement = compare(references[tower], session.run(None, feeds)[0], *_tolerance(p, dtype))
+            del session
         progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
+        if request.target == "tensorrt":
+            agreement = _build_plan(request, p, tower, feeds, references[tower], dtype, progress)
+            progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
+        agreements.append(agreement)
     with progress.step(f"write Triton models to {request.repository}"):
         models = _write_models(request, p)
-    return ExportResult(p, agreement, models)
+    worst = max(agreements, key=lambda a: a.max_abs_error)
+    return ExportResult(p, worst, models)
+
+
+def _clear_engine_dir(request: ExportRequest, version_dir: Path) -> None:
+    """Python-hosted engines keep model.py + runtime/; TensorRT needs only the plan."""
+    leftovers = {"local": (), "onnxruntime": ("model.py", "runtime"),
+                 "tensorrt": ("model.py", "runtime", "model.onnx", "model.onnx.data")}[request.target]
+    for leftover in leftovers:
+        path = version_dir / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
+    image_ensemble = f"{request.name}_image" if "image" in p.spec.towers else ""
     card = repo.ModelCard(
         name=request.name,
         dimension=p.dimension,
         max_tokens=p.layout.max_length,
         hf_id=request.hf_id,
         aliases=request.aliases,
+        modalities=p.spec.towers,
+        image_ensemble=image_ensemble,
+        fuses_modalities=p.spec.fuses_modalities,
     )
+    serving = request.serving
     pre_dir = request.repository / f"{request.name}_preprocess"
     enc_dir = request.repository / f"{request.name}_encoder"
     ens_dir = request.repository / request.name
     prompt = Prompt(p.query_template, p.default_instruction)
-    repo.write_config(pre_dir, repo.preprocess_config(request.name, p.layout, request.serving, prompt))
+    repo.write_config(pre_dir, repo.preprocess_config(request.name, p.layout, serving, prompt))
     repo.install_python_model(pre_dir / "1", "preprocess_model")
     p.tokenizer.save(str(pre_dir / "1" / "tokenizer.json"))
-    repo.write_config(enc_dir, repo.encoder_config(request.name, p.dimension, request.target, request.serving, request.gpu))
-    if request.target == "local":
-        repo.install_python_model(enc_dir / "1", "onnx_encoder_model")
-    else:
-        leftovers = ("model.py", "runtime") if request.target == "onnxruntime" else ("model.py", "runtime", "model.onnx", "model.onnx.data")
-        for leftover in leftovers:
-            path = enc_dir / "1" / leftover
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    repo.write_config(ens_dir, repo.ensemble_config(card, request.serving))
-    return (ens_dir, pre_dir, enc_dir)
+    repo.write_config(enc_dir, repo.encoder_config(request.name, p.dimension, request.target, serving, request.gpu))
+    models = [ens_dir, pre_dir, enc_dir]
+    if image_ensemble:
+        assert p.image is not None
+        img_pre = request.repository / f"{image_ensemble}_preprocess"
+        vis_dir = request.repository / f"{request.name}_vision"
+        img_ens = request.repository / image_ensemble
+        repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
+        repo.install_python_model(img_pre / "1", "image_preprocess_model")
+        repo.write_config(vis_dir, repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu))
+        repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
+        models += [img_ens, img_pre, vis_dir]
+    for engine_dir in models[2::3]:
+        if request.target == "local":
+            repo.install_python_model(engine_dir / "1", "onnx_encoder_model")
+        else:
+            _clear_engine_dir(request, engine_dir / "1")
+    repo.write_config(ens_dir, repo.ensemble_config(card, serving))
+    return tuple(models)

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from export.errors import ExportError
 from export.pooling import PoolingMode, read_modules
 from export.specs import Attention, FamilySpec, spec_for
+from runtime.images import ClipImageSpec
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
 
@@ -31,6 +32,7 @@ class Plan:
     tokenizer: Tokenizer
     query_template: str
     default_instruction: str
+    image: ClipImageSpec | None = None  # families with an image tower
 
 
 def _max_length(config: dict, st_max: int | None, spec: FamilySpec, override: int | None) -> int:
@@ -91,6 +93,23 @@ def _prompt(checkpoint: Path, spec: FamilySpec) -> tuple[str, str]:
     return spec.query_template, instruction
 
 
+def _image_spec(checkpoint: Path) -> ClipImageSpec:
+    """Resize / crop / normalisation from `preprocessor_config.json` (CLIPImageProcessor's fields)."""
+    path = checkpoint / "preprocessor_config.json"
+    if not path.exists():
+        raise ExportError(f"{checkpoint} has no preprocessor_config.json for its image tower")
+    cfg = json.loads(path.read_text())
+    size, crop = cfg.get("size", {}), cfg.get("crop_size", {})
+    edge = size.get("shortest_edge") if isinstance(size, dict) else size
+    crop_h, crop_w = (crop.get("height"), crop.get("width")) if isinstance(crop, dict) else (crop, crop)
+    if not (edge and crop_h and crop_w):
+        raise ExportError(f"unsupported image size settings in {path}: size={size}, crop_size={crop}")
+    if not (cfg.get("do_resize", True) and cfg.get("do_center_crop", True) and cfg.get("do_normalize", True)):
+        raise ExportError(f"{path} switches off resize, crop or normalisation, which the served path always applies")
+    return ClipImageSpec(int(edge), int(crop_h), int(crop_w), tuple(cfg["image_mean"]), tuple(cfg["image_std"]),
+                         int(cfg.get("resample", 3)))
+
+
 def plan(checkpoint: Path, max_length: int | None = None, attention: Attention | None = None) -> Plan:
     """Inspect `checkpoint` (a Hugging Face or sentence-transformers folder)."""
     if not (checkpoint / "config.json").exists() and not (checkpoint / "modules.json").exists():
@@ -99,14 +118,15 @@ def plan(checkpoint: Path, max_length: int | None = None, attention: Attention |
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
     spec = spec_for(model_type)
+    text_config = config.get("text_config", config) if "image" in spec.towers else config
     tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)
     if spec.append_eos:
         if eos_id is None:
             raise ExportError(f"{spec.family} needs an EOS token, and the tokenizer has none")
         suffix = (eos_id,)  # the tokenizer's post-processor may or may not add it (e5 with transformers ≥ 5 does not)
-    length = _max_length(config, modules.max_seq_length, spec, max_length)
-    pad_id = config.get("pad_token_id")
+    length = _max_length(text_config, modules.max_seq_length, spec, max_length)
+    pad_id = text_config.get("pad_token_id")
     pad_id = pad_id if isinstance(pad_id, int) else (eos_id if eos_id is not None else 0)
     layout = TextLayout(prefix, suffix, length, int(pad_id), make_buckets(length))
     has_modules = modules.pooling is not None
@@ -121,9 +141,10 @@ def plan(checkpoint: Path, max_length: int | None = None, attention: Attention |
         normalize=modules.normalize if has_modules else spec.default_normalize,
         attention=mode,
         attention_signal=signal,
-        dimension=int(config["hidden_size"]),
+        dimension=int(config["projection_dim"] if "image" in spec.towers else config["hidden_size"]),
         layout=layout,
         tokenizer=tokenizer,
         query_template=template,
         default_instruction=instruction,
+        image=_image_spec(checkpoint) if "image" in spec.towers else None,
     )

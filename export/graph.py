@@ -33,23 +33,58 @@ class EmbeddingGraph(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
-def export_onnx(graph: EmbeddingGraph, path: Path, max_length: int, external_data: bool) -> None:
-    """Export with dynamic batch and sequence axes (torch's dynamo exporter)."""
-    sample = torch.ones((2, min(16, max_length)), dtype=torch.int64)
-    batch = torch.export.Dim("batch", max=4096)
-    seq = torch.export.Dim("seq", max=max_length)
+class ClipTextGraph(torch.nn.Module):
+    """CLIPModel text tower: EOS-position pooling, `text_projection`, L2 (as `get_text_features`, normalised)."""
+
+    def __init__(self, clip: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_model, self.projection = clip.text_model, clip.text_projection
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
+
+
+class ClipImageGraph(torch.nn.Module):
+    """CLIPModel vision tower: CLS after `post_layernorm`, `visual_projection`, L2."""
+
+    def __init__(self, clip: torch.nn.Module) -> None:
+        super().__init__()
+        self.vision_model, self.projection = clip.vision_model, clip.visual_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision_model(pixel_values=pixel_values).pooler_output
+        return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
+
+
+def export_onnx(graph: torch.nn.Module, path: Path, samples: dict[str, torch.Tensor],
+                dynamic: dict[str, dict[int, object]], external_data: bool) -> None:
+    """Export `graph(**samples)` with the given dynamic axes (torch's dynamo exporter)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         graph.eval(),
-        (sample, sample.clone()),
+        tuple(samples.values()),
         str(path),
         dynamo=True,
-        input_names=list(INPUT_NAMES),
+        input_names=list(samples),
         output_names=[OUTPUT_NAME],
-        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        dynamic_shapes=dynamic,
         external_data=external_data,
         verbose=False,
     )
+
+
+def text_samples(max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, object]]]:
+    """Sample ids/mask and their dynamic batch and sequence axes."""
+    sample = torch.ones((2, min(16, max_length)), dtype=torch.int64)
+    batch = torch.export.Dim("batch", max=4096)
+    seq = torch.export.Dim("seq", max=max_length)
+    return {"input_ids": sample, "attention_mask": sample.clone()}, {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+
+
+def image_samples(height: int, width: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, object]]]:
+    """Sample pixels and their dynamic batch axis (the image size is fixed by the tower)."""
+    return {"pixel_values": torch.zeros((2, 3, height, width))}, {"pixel_values": {0: torch.export.Dim("batch", max=4096)}}
 
 
 @dataclass(frozen=True)
@@ -73,6 +108,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
     return Agreement(err, cos)
 
 
-def torch_reference(graph: EmbeddingGraph, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+def torch_reference(graph: torch.nn.Module, *inputs: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
-        return graph(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).float().numpy()
+        return graph(*(torch.from_numpy(x) for x in inputs)).float().numpy()

@@ -15,6 +15,7 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from runtime.images import ClipImageSpec
 from runtime.text import Prompt, TextLayout
 
 Target = Literal["local", "onnxruntime", "tensorrt"]
@@ -27,6 +28,7 @@ class Serving:
     """Batching and instance settings of the generated models."""
 
     max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
+    max_image_pixels: int = 50_000_000  # decoded-pixel cap per image (decompression bombs)
     encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
     queue_delay_us: int = 1000
     preprocess_instances: int = 1
@@ -45,6 +47,8 @@ class ModelCard:
     hf_id: str = ""
     aliases: tuple[str, ...] = ()
     modalities: tuple[str, ...] = ("text",)
+    image_ensemble: str = ""  # the ensemble embedding images, for models with an image tower
+    fuses_modalities: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -55,6 +59,8 @@ class ModelCard:
             "dimension": str(self.dimension),
             "max_tokens": str(self.max_tokens),
             "modalities": ",".join(self.modalities),
+            "image_ensemble": self.image_ensemble,
+            "fuses_modalities": str(self.fuses_modalities).lower(),
             **self.extra,
         }
 
@@ -110,13 +116,15 @@ def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: P
     return c
 
 
-def encoder_config(name: str, dimension: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
-    c = mc.ModelConfig(name=f"{name}_encoder")
+def _engine_config(model: str, inputs: list, dimension: int, target: Target, serving: Serving, gpu: bool,
+                   batching: str) -> mc.ModelConfig:
+    """An encoder engine for one of the three targets; `batching` tells the local host how to merge requests."""
+    c = mc.ModelConfig(name=model)
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     if target == "local":
         c.backend = "python"
         kind = mc.ModelInstanceGroup.KIND_CPU
-        _params(c, {"onnx_file": "model.onnx", "intra_op_threads": str(serving.intra_op_threads)})
+        _params(c, {"onnx_file": "model.onnx", "intra_op_threads": str(serving.intra_op_threads), "batching": batching})
     elif target == "onnxruntime":
         c.backend = "onnxruntime"
         c.default_model_filename = "model.onnx"
@@ -125,17 +133,64 @@ def encoder_config(name: str, dimension: int, target: Target, serving: Serving, 
         c.default_model_filename = "model.plan"
     # The local host regroups rows of many requests (ragged); engines take what one batch of requests holds,
     # which for TensorRT must stay within the plan's profile (built with max batch = serving.max_batch_size).
-    rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if target == "local" else serving.max_batch_size
+    ragged = target == "local" and batching == "length_packed"
+    rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if ragged else serving.max_batch_size
     _batching(c, serving, serving.encoder_instances, kind, rows)
-    c.input.extend([
-        _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
-    ])
-    if target == "local":
-        # The Python host re-pads rows itself, so requests of any length may share one execute.
+    c.input.extend(inputs)
+    if ragged:
         for tensor in c.input:
             tensor.allow_ragged_batch = True
     c.output.extend([_tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension])])
+    return c
+
+
+def encoder_config(name: str, dimension: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
+    inputs = [_tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
+              _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1])]
+    return _engine_config(f"{name}_encoder", inputs, dimension, target, serving, gpu, "length_packed")
+
+
+def vision_config(name: str, dimension: int, image: ClipImageSpec, target: Target, serving: Serving,
+                  gpu: bool) -> mc.ModelConfig:
+    inputs = [_tensor(mc.ModelInput, "pixel_values", mc.TYPE_FP32, [3, image.crop_height, image.crop_width])]
+    return _engine_config(f"{name}_vision", inputs, dimension, target, serving, gpu, "concatenate")
+
+
+def image_preprocess_config(name: str, image: ClipImageSpec, serving: Serving) -> mc.ModelConfig:
+    c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
+    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
+    c.output.extend([
+        _tensor(mc.ModelOutput, "pixel_values", mc.TYPE_FP32, [3, image.crop_height, image.crop_width]),
+        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+    ])
+    _params(c, {
+        "shortest_edge": str(image.shortest_edge),
+        "crop_height": str(image.crop_height),
+        "crop_width": str(image.crop_width),
+        "image_mean": ",".join(map(str, image.mean)),
+        "image_std": ",".join(map(str, image.std)),
+        "resample": str(image.resample),
+        "max_pixels": str(serving.max_image_pixels),
+    })
+    return c
+
+
+def image_ensemble_config(name: str, dimension: int, serving: Serving) -> mc.ModelConfig:
+    """`IMAGE` (encoded bytes) → `<name>_image_preprocess` → `<name>_vision` → `EMBEDDING`."""
+    c = mc.ModelConfig(name=f"{name}_image", platform="ensemble", max_batch_size=serving.max_batch_size)
+    c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
+    c.output.extend([
+        _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension]),
+        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+    ])
+    pre = c.ensemble_scheduling.step.add(model_name=f"{name}_image_preprocess", model_version=-1)
+    pre.input_map.update({"IMAGE": "IMAGE"})
+    pre.output_map.update({"pixel_values": "pixel_values", "TOKEN_COUNT": "TOKEN_COUNT"})
+    vis = c.ensemble_scheduling.step.add(model_name=f"{name}_vision", model_version=-1)
+    vis.input_map.update({"pixel_values": "pixel_values"})
+    vis.output_map.update({"EMBEDDING": "EMBEDDING"})
+    _params(c, {"embedding_role": "image", "text_model": name})
     return c
 
 

@@ -34,6 +34,8 @@ class FamilySpec:
     attention: Attention = "bidirectional"  # encoders attend both ways; decoders default to causal
     query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
     default_instruction: str = ""
+    towers: tuple[str, ...] = ("text",)  # "image": a vision tower served by its own ensemble
+    fuses_modalities: bool = False  # one item may hold text and an image together
     gpu_dtype: Dtype = "float16"  # precision of the GPU targets
     atol: float = 1e-4  # max |onnx - torch| per embedding component (fp32)
     min_cosine: float = 0.99999
@@ -77,7 +79,17 @@ QWEN2_EMBEDDER = FamilySpec(
     gpu_dtype="bfloat16",
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (ENCODER, MISTRAL_EMBEDDER, QWEN2_EMBEDDER)
+# CLIP (openai/clip-vit-large-patch14-336): two towers in one space, projection and L2 fused, 77 tokens.
+CLIP = FamilySpec(
+    family="clip",
+    model_types=("clip",),
+    default_pooling="cls",  # unused: CLIPModel pools itself (EOS position for text, CLS for images)
+    default_normalize=True,
+    default_max_length=77,
+    towers=("text", "image"),
+)
+
+FAMILIES: tuple[FamilySpec, ...] = (ENCODER, MISTRAL_EMBEDDER, QWEN2_EMBEDDER, CLIP)
 
 
 def spec_for(model_type: str) -> FamilySpec:

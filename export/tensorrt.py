@@ -48,7 +48,16 @@ class Profile:
         return cls(*b, *s)
 
 
-def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, workspace_mib: int = 8192) -> None:
+Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def image_shapes(profile: Profile, height: int, width: int) -> Shapes:
+    """The profile's batch range over fixed-size `pixel_values`."""
+    dims = lambda b: (b, 3, height, width)  # noqa: E731
+    return {"pixel_values": (dims(profile.min_batch), dims(profile.opt_batch), dims(profile.max_batch))}
+
+
+def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib: int = 8192) -> None:
     """Parse the ONNX file (external data resolves beside it) and serialise a strongly typed plan."""
     try:
         import tensorrt as trt
@@ -65,7 +74,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, workspace_m
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     opt = builder.create_optimization_profile()
-    for name, (lo, mid, hi) in profile.shapes().items():
+    for name, (lo, mid, hi) in shapes.items():
         opt.set_shape(name, lo, mid, hi)
     config.add_optimization_profile(opt)
     serialized = builder.build_serialized_network(network, config)
@@ -74,7 +83,7 @@ def build_engine(onnx_path: Path, plan_path: Path, profile: Profile, workspace_m
     plan_path.write_bytes(bytes(serialized))
 
 
-def run_engine(plan_path: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+def run_engine(plan_path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     """Run the plan once on the GPU (torch CUDA tensors as buffers)."""
     import tensorrt as trt
     import torch
@@ -82,8 +91,8 @@ def run_engine(plan_path: Path, input_ids: np.ndarray, attention_mask: np.ndarra
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
     context = engine.create_execution_context()
-    feeds = {"input_ids": torch.from_numpy(input_ids).cuda(), "attention_mask": torch.from_numpy(attention_mask).cuda()}
-    for name, tensor in feeds.items():
+    tensors = {name: torch.from_numpy(array).cuda() for name, array in feeds.items()}
+    for name, tensor in tensors.items():
         context.set_input_shape(name, tuple(tensor.shape))
         context.set_tensor_address(name, tensor.data_ptr())
     out = torch.empty(tuple(context.get_tensor_shape("EMBEDDING")), dtype=torch.float32, device="cuda")

@@ -50,6 +50,15 @@ def ensure_exported(args: argparse.Namespace) -> str:
     return name
 
 
+def ensembles_of(repository: Path, name: str) -> list[str]:
+    """The model's ensembles: its own, plus its image ensemble when it has an image tower."""
+    from export.repository import parse_config
+
+    config = parse_config(repository / name / "config.pbtxt")
+    image = config.parameters["image_ensemble"].string_value if "image_ensemble" in config.parameters else ""
+    return [name, image] if image else [name]
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -62,7 +71,8 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     name = ensure_exported(args)
     workdir = ROOT / "build" / f"serve-{args.port}"
-    triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", f"--load-model={name}"))
+    load = [f"--load-model={m}" for m in ensembles_of(args.repository, name)]
+    triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", *load))
     adapter = None
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -64,3 +64,11 @@ def run_packed(
     assert out is not None
     bounds = np.cumsum([0, *sizes])
     return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]
+
+
+def run_concatenated(session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
+    """Fixed-shape inputs (images): one engine call over all requests, split back in order."""
+    joined = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+    out = session.run([output], joined)[0]
+    bounds = np.cumsum([0, *(next(iter(f.values())).shape[0] for f in feeds)])
+    return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.onnx_encoder import open_session, run_packed
+from runtime.onnx_encoder import open_session, run_concatenated, run_packed
 from runtime.params import EncoderParams, model_config, version_dir
 
 
@@ -26,5 +26,8 @@ class TritonPythonModel:
         feeds = [
             {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs} for r in requests
         ]
-        outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)
+        if self.params.packing is None:
+            outputs = run_concatenated(self.session, feeds, self.params.output_name)
+        else:
+            outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs]

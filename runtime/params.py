@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.images import ClipImageSpec
 from runtime.onnx_encoder import Packing
 from runtime.text import TRUNCATE_MODES, Prompt, TextLayout
 
@@ -63,14 +64,38 @@ class EncoderParams:
     onnx_path: Path
     intra_op_threads: int
     output_name: str
-    packing: Packing
+    packing: Packing | None  # None: fixed-shape inputs, requests are concatenated as they are
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
         p = parameters(model_config)
         output = model_config["output"][0]["name"]
-        packing = Packing(int(p.get("max_rows", Packing.max_rows)), int(p.get("max_tokens", Packing.max_tokens)))
+        packing = None
+        if p.get("batching", "length_packed") == "length_packed":
+            packing = Packing(int(p.get("max_rows", Packing.max_rows)), int(p.get("max_tokens", Packing.max_tokens)))
         return cls(version_dir / _require(p, "onnx_file"), int(p.get("intra_op_threads", "0")), output, packing)
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """The image preprocessor's resize / crop / normalisation and its decoding cap."""
+
+    spec: ClipImageSpec
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> ImageParams:
+        p = parameters(model_config)
+        floats = lambda key: tuple(float(x) for x in _require(p, key).split(","))  # noqa: E731
+        spec = ClipImageSpec(
+            shortest_edge=int(_require(p, "shortest_edge")),
+            crop_height=int(_require(p, "crop_height")),
+            crop_width=int(_require(p, "crop_width")),
+            mean=floats("image_mean"),  # type: ignore[arg-type]
+            std=floats("image_std"),  # type: ignore[arg-type]
+            resample=int(p.get("resample", "3")),
+        )
+        return cls(spec, int(_require(p, "max_pixels")))
 
 
 def version_dir(args: dict[str, str]) -> Path:

@@ -49,7 +49,7 @@ def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, E
     return repo, result
 
 
-def start_stack(repository: Path, workdir: Path) -> Stack:
+def start_stack(repository: Path, workdir: Path, *adapter_args: str) -> Stack:
     ports = TritonPorts(free_port(), free_port(), free_port())
     triton = TritonServer(repository, workdir, ports)
     triton.start()
@@ -60,7 +60,7 @@ def start_stack(repository: Path, workdir: Path) -> Stack:
         raise
     port = free_port()
     log = workdir / "adapter.log"
-    adapter = start_adapter(port, triton.grpc_url, log)
+    adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", adapter, timeout=120)
     except Exception:

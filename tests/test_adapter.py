@@ -30,11 +30,11 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def _infer(self, name, texts, options, offset):
+    async def _infer(self, name, tensor, texts, options, positions):
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":
-                raise translate(InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT"), offset)
+                raise translate(InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT"), positions)
         vectors = np.array([[len(t), 0, 0, 0] for t in texts], dtype=np.float32)
         return vectors, np.array([len(t) for t in texts], dtype=np.int32)
 

@@ -18,6 +18,12 @@ def test_profile_parse_and_shapes() -> None:
     assert Profile.parse("2,4,16", max_seq=128) == Profile(2, 4, 16, 1, 128, 128)
 
 
+def test_image_profile_keeps_the_tower_size() -> None:
+    from export.tensorrt import image_shapes
+
+    assert image_shapes(Profile(1, 8, 32), 336, 336) == {"pixel_values": ((1, 3, 336, 336), (8, 3, 336, 336), (32, 3, 336, 336))}
+
+
 @pytest.mark.parametrize("text", ["8,4,16", "0,1,2", "1,2,4:1,9000,4096"])
 def test_profile_rejects_disordered_bounds(text: str) -> None:
     with pytest.raises(ValueError, match="must satisfy"):
@@ -36,4 +42,4 @@ def test_tensorrt_config_batch_stays_within_the_default_profile() -> None:
 def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as on a machine without TensorRT
     with pytest.raises(ExportError, match="needs the `tensorrt` package and an NVIDIA GPU"):
-        build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", Profile())
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", Profile().shapes())

@@ -1,0 +1,36 @@
+"""Triton Python model: encoded image bytes → CLIP `pixel_values` (the `<model>_image_preprocess` step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from runtime.errors import InputError
+from runtime.images import clip_pixels, decode_image
+from runtime.params import ImageParams, model_config, version_dir
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        self.params = ImageParams.from_config(model_config(args), version_dir(args))
+
+    def _pixels(self, request) -> np.ndarray:
+        tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+        blobs = tensor.as_numpy().reshape(-1) if tensor is not None else []
+        if len(blobs) == 0:
+            raise InputError("the request holds no image")
+        images = [decode_image(bytes(b), self.params.max_pixels, i) for i, b in enumerate(blobs)]
+        return np.stack([clip_pixels(image, self.params.spec) for image in images])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                pixels = self._pixels(request)
+            except InputError as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
+                continue
+            count = np.zeros((pixels.shape[0], 1), dtype=np.int32)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("pixel_values", pixels), pb_utils.Tensor("TOKEN_COUNT", count)]))
+        return responses

@@ -1,0 +1,205 @@
+"""CLIP end to end: both towers through real Triton against Hugging Face CLIPModel."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from export import tiny
+from export.build import ExportRequest, Progress, export
+from launcher.processes import free_port
+
+pytestmark = pytest.mark.e2e
+TEXTS = ["a photo of a cat", "a dog", "Ünïcödé 中文 🚀 " * 4, "x"]
+
+
+def make_images() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 255, (90, 120, 4), dtype=np.uint8), "RGBA")
+    gray = Image.fromarray(rng.integers(0, 255, (80, 60), dtype=np.uint8), "L")
+    wide = Image.fromarray(rng.integers(0, 255, (40, 300, 3), dtype=np.uint8), "RGB")
+    tiny_px = Image.fromarray(rng.integers(0, 255, (1, 1, 3), dtype=np.uint8), "RGB")
+    out = {}
+    for name, image, fmt in (("alpha.png", rgba, "PNG"), ("gray.jpg", gray, "JPEG"), ("wide.png", wide, "PNG"),
+                             ("one.png", tiny_px, "PNG")):
+        buf = io.BytesIO()
+        image.save(buf, fmt)
+        out[name] = buf.getvalue()
+    return out
+
+
+IMAGES = make_images()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny.clip(tmp_path_factory.mktemp("clip") / "clip-vit-large-patch14-336")
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for name, data in IMAGES.items():
+        (root / name).write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoint, tmp_path_factory):
+    from tests.conftest import start_stack, stop_stack
+
+    repo = tmp_path_factory.mktemp("clip-repo")
+    export(ExportRequest(checkpoint=checkpoint, repository=repo, name="clip-vit-large-patch14-336",
+                         hf_id="openai/clip-vit-large-patch14-336"), Progress())
+    s = start_stack(repo, tmp_path_factory.mktemp("clip-stack"), "--image-allowed-hosts", "127.0.0.1")
+    yield s
+    stop_stack(s)
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(str(checkpoint)).eval()
+    tok = AutoTokenizer.from_pretrained(str(checkpoint))
+    proc = AutoImageProcessor.from_pretrained(str(checkpoint))
+
+    def features(out) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def text(texts: list[str]) -> np.ndarray:
+        batch = tok(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        with torch.inference_mode():
+            emb = features(model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
+        return torch.nn.functional.normalize(emb, dim=-1).numpy()
+
+    def image(blobs: list[bytes]) -> np.ndarray:
+        pixels = proc([Image.open(io.BytesIO(b)).convert("RGB") for b in blobs], return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            emb = features(model.get_image_features(pixel_values=pixels))
+        return torch.nn.functional.normalize(emb, dim=-1).numpy()
+
+    return text, image, proc
+
+
+def post(stack, items, **fields) -> httpx.Response:
+    return httpx.post(f"{stack.adapter_url}/v1/embeddings",
+                      json={"model": "clip-vit-large-patch14-336", "input": items, **fields}, timeout=60)
+
+
+def vectors(r: httpx.Response) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(data)))
+    return np.array([d["embedding"] for d in data], dtype=np.float32)
+
+
+def data_uri(name: str) -> str:
+    kind = "jpeg" if name.endswith(".jpg") else "png"
+    return f"data:image/{kind};base64,{base64.b64encode(IMAGES[name]).decode()}"
+
+
+def assert_close(served: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+    cos = (served * expected).sum(axis=1)
+    assert cos.min() >= 0.99999, cos
+
+
+def test_pixels_match_the_hugging_face_processor(reference) -> None:
+    from runtime.images import ClipImageSpec, clip_pixels, decode_image
+
+    _, _, proc = reference
+    spec = ClipImageSpec(56, 56, 56, tuple(proc.image_mean), tuple(proc.image_std))
+    for data in IMAGES.values():
+        ours = clip_pixels(decode_image(data, 10**8), spec)
+        theirs = proc([Image.open(io.BytesIO(data)).convert("RGB")], return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_text_tower_matches_clip_and_rows_do_not_see_each_other(stack, reference) -> None:
+    text, _, _ = reference
+    served = vectors(post(stack, TEXTS))
+    assert served.shape == (4, 16)
+    assert_close(served, text(TEXTS))
+    for i, t in enumerate(TEXTS):  # each text alone equals its row in the padded batch
+        assert float(vectors(post(stack, t))[0] @ served[i]) >= 0.999999
+
+
+def test_image_tower_matches_clip_for_every_source_form(stack, reference, image_server) -> None:
+    _, image, _ = reference
+    names = list(IMAGES)
+    expected = image([IMAGES[n] for n in names])
+    assert_close(vectors(post(stack, [{"image": data_uri(n)} for n in names])), expected)
+    assert_close(vectors(post(stack, [{"image": base64.b64encode(IMAGES[n]).decode()} for n in names])), expected)
+    assert_close(vectors(post(stack, [{"image": f"{image_server}/{n}"} for n in names])), expected)
+
+
+def test_mixed_list_keeps_input_order_and_cross_modal_similarity(stack, reference) -> None:
+    text, image, _ = reference
+    items = [TEXTS[0], {"image": data_uri("alpha.png")}, {"text": TEXTS[1]}, {"image": data_uri("gray.jpg")}]
+    r = post(stack, items)
+    served = vectors(r)
+    t, i = text(TEXTS[:2]), image([IMAGES["alpha.png"], IMAGES["gray.jpg"]])
+    assert_close(served[[0, 2]], t)
+    assert_close(served[[1, 3]], i)
+    np.testing.assert_allclose(served[[0, 2]] @ served[[1, 3]].T, t @ i.T, atol=1e-5)
+    assert r.json()["usage"]["prompt_tokens"] > 0
+
+
+def test_fused_item_and_bad_images_are_400_and_the_server_keeps_serving(stack, image_server) -> None:
+    r = post(stack, [{"text": "a cat", "image": data_uri("alpha.png")}])
+    assert r.status_code == 400 and "does not fuse" in r.json()["error"]["message"]
+    cases = {
+        "not an image": base64.b64encode(b"hello, not an image").decode(),
+        "truncated": base64.b64encode(IMAGES["alpha.png"][:40]).decode(),
+        "missing": f"{image_server}/nope.png",
+        "scheme": "ftp://example.com/x.png",
+    }
+    for what, source in cases.items():
+        r = post(stack, ["fine", {"image": source}])
+        assert r.status_code == 400, (what, r.text)
+        assert r.json()["error"]["message"].startswith("input[1]"), (what, r.json())
+    assert vectors(post(stack, [{"image": data_uri("wide.png")}])).shape == (1, 16)
+
+
+def test_models_list_both_modalities(stack) -> None:
+    data = httpx.get(f"{stack.adapter_url}/v1/models").json()["data"]
+    assert [(m["id"], m["modalities"], m["max_tokens"]) for m in data] == [
+        ("openai/clip-vit-large-patch14-336", ["text", "image"], 77)]
+
+
+def test_text_only_model_refuses_images(minilm_stack) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": [{"image": data_uri("one.png")}]})
+    assert r.status_code == 400 and "embeds text only" in r.json()["error"]["message"]
+
+
+def test_private_addresses_are_refused_unless_allowed(image_server) -> None:
+    import asyncio
+
+    from client.errors import APIError
+    from client.images import ImageLoader
+    from client.settings import Settings
+
+    async def load(settings: Settings) -> bytes:
+        loader = ImageLoader(settings)
+        try:
+            return await loader.load(f"{image_server}/one.png", 0)
+        finally:
+            await loader.close()
+
+    with pytest.raises(APIError, match="non-public address"):
+        asyncio.run(load(Settings()))
+    assert asyncio.run(load(Settings(image_allowed_hosts="127.0.0.1"))) == IMAGES["one.png"]
