@@ -35,7 +35,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--skip-st", action="store_true", help="skip in-process sentence-transformers")
-    ap.add_argument("--export-arg", action="append", default=[], help="flag for the export, e.g. --export-arg=--encoder-instances=2")
+    ap.add_argument(
+        "--export-arg", action="append", default=[], help="flag for the export, e.g. --export-arg=--encoder-instances=2"
+    )
     return ap.parse_args()
 
 
@@ -48,10 +50,15 @@ def prepare(args: argparse.Namespace) -> tuple[Path, str, Path]:
     parsed = export_args([str(checkpoint), *args.export_arg])
     from export.repository import Serving
 
-    serving = Serving(max_batch_size=parsed.max_batch_size, encoder_max_batch_size=parsed.encoder_max_batch_size,
-                      queue_delay_us=parsed.queue_delay_us, preprocess_instances=parsed.preprocess_instances,
-                      encoder_instances=parsed.encoder_instances, intra_op_threads=parsed.intra_op_threads,
-                      default_truncate=parsed.truncate)
+    serving = Serving(
+        max_batch_size=parsed.max_batch_size,
+        encoder_max_batch_size=parsed.encoder_max_batch_size,
+        queue_delay_us=parsed.queue_delay_us,
+        preprocess_instances=parsed.preprocess_instances,
+        encoder_instances=parsed.encoder_instances,
+        intra_op_threads=parsed.intra_op_threads,
+        default_truncate=parsed.truncate,
+    )
     export(ExportRequest(checkpoint=checkpoint, repository=repo, name=name, serving=serving), Progress())
     return repo, name, checkpoint
 
@@ -70,7 +77,7 @@ def triton_stats(triton: TritonServer, name: str, when: str) -> str:
         lines.append(
             f"  {m['name']:34} executes {m['execution_count']:6} requests {inf['success']['count']:6} "
             f"queue/req {inf['queue']['ns'] / n_req / 1e6:8.2f} compute/exec "
-            f"{(inf['compute_input']['ns'] + inf['compute_infer']['ns'] + inf['compute_output']['ns']) / n_exec / 1e6:8.2f}"
+            f"{sum(inf[k]['ns'] for k in ('compute_input', 'compute_infer', 'compute_output')) / n_exec / 1e6:8.2f}"
         )
     return "\n".join(lines)
 
@@ -79,8 +86,10 @@ def table(results: list[runners.Result], baseline: runners.Result) -> str:
     head = f"{'path':44} {'items/s':>9} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'× ORT':>7}"
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.name:44} {r.items_per_s:9.1f} {r.tokens_per_s:10.0f} {r.percentile(50):8.1f} "
-                     f"{r.percentile(99):8.1f} {r.items_per_s / baseline.items_per_s:7.2f}")
+        lines.append(
+            f"{r.name:44} {r.items_per_s:9.1f} {r.tokens_per_s:10.0f} {r.percentile(50):8.1f} "
+            f"{r.percentile(99):8.1f} {r.items_per_s / baseline.items_per_s:7.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -104,12 +113,18 @@ def main() -> None:
         ort = runners.onnxruntime_inprocess(repo, name, texts, b, f"in-process ORT (sorted batches of {b})")
         results.append(ort)
         if not args.skip_st:
-            results.append(runners.sentence_transformers_inprocess(checkpoint, texts, b, f"in-process sentence-transformers ({b})"))
+            results.append(
+                runners.sentence_transformers_inprocess(checkpoint, texts, b, f"in-process sentence-transformers ({b})")
+            )
         results.append(runners.served(url, name, texts, b, c, f"served: {b}/request, concurrency {c}"))
         print(triton_stats(triton, name, "after served 32/request"))
         results.append(runners.served(url, name, texts, 1, c, f"served: 1/request, concurrency {c}"))
-        results.append(runners.triton_direct(triton.grpc_url, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"))
-        results.append(runners.triton_direct(triton.grpc_url, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"))
+        results.append(
+            runners.triton_direct(triton.grpc_url, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}")
+        )
+        results.append(
+            runners.triton_direct(triton.grpc_url, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}")
+        )
         single_ort = runners.onnxruntime_inprocess(repo, name, queries, 1, "in-process ORT: one short query")
         single = runners.served(url, name, queries, 1, 1, "served: one short query, concurrency 1")
         results += [single_ort, single]
@@ -118,12 +133,24 @@ def main() -> None:
         triton.stop()
     print(f"\n{args.workload}, {args.n} texts; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
     print(table(results, ort))
-    print(f"\nsingle short query p50: served {single.percentile(50):.1f} ms vs in-process ORT "
-          f"{single_ort.percentile(50):.1f} ms (+{single.percentile(50) - single_ort.percentile(50):.1f} ms)")
+    print(
+        f"\nsingle short query p50: served {single.percentile(50):.1f} ms vs in-process ORT "
+        f"{single_ort.percentile(50):.1f} ms (+{single.percentile(50) - single_ort.percentile(50):.1f} ms)"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"bench-{name}-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"workload": args.workload, "n": args.n, "cores": os.cpu_count(),
-                               "baseline": ort.name, "results": [r.row() for r in results]}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "workload": args.workload,
+                "n": args.n,
+                "cores": os.cpu_count(),
+                "baseline": ort.name,
+                "results": [r.row() for r in results],
+            },
+            indent=2,
+        )
+    )
     print(f"\nwritten {out}")
 
 

@@ -33,9 +33,13 @@ class Result:
 
     def row(self) -> dict[str, float | str | int]:
         return {
-            "name": self.name, "items": self.items, "seconds": round(self.seconds, 3),
-            "items_per_s": round(self.items_per_s, 1), "tokens_per_s": round(self.tokens_per_s, 1),
-            "p50_ms": round(self.percentile(50), 2), "p99_ms": round(self.percentile(99), 2),
+            "name": self.name,
+            "items": self.items,
+            "seconds": round(self.seconds, 3),
+            "items_per_s": round(self.items_per_s, 1),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "p50_ms": round(self.percentile(50), 2),
+            "p99_ms": round(self.percentile(99), 2),
         }
 
 
@@ -69,8 +73,11 @@ def served(url: str, model: str, texts: list[str], per_request: int, concurrency
     async def run() -> Result:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+
             async def send(batch: list[str]) -> int:
-                r = await client.post("/v1/embeddings", json={"model": model, "input": batch, "encoding_format": "base64"})
+                r = await client.post(
+                    "/v1/embeddings", json={"model": model, "input": batch, "encoding_format": "base64"}
+                )
                 r.raise_for_status()
                 return r.json()["usage"]["prompt_tokens"]
 
@@ -146,4 +153,3 @@ def sentence_transformers_inprocess(checkpoint, texts: list[str], batch: int, na
 def single_query_latency(url: str, model: str, texts: list[str], name: str) -> Result:
     """One short query at a time (concurrency 1), for the latency target."""
     return served(url, model, texts, 1, 1, name)
-

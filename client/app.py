@@ -64,14 +64,18 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
         await images.close()
         await client.close()
 
-    app = FastAPI(title="Triton embeddings adapter", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse)
+    app = FastAPI(
+        title="Triton embeddings adapter", version="0.1.0", lifespan=lifespan, default_response_class=JSONResponse
+    )
     app.state.settings = settings
 
     @app.middleware("http")
     async def body_limit(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error_response(too_large(f"request body has {length} bytes; the maximum is {settings.max_body_bytes}"))
+            return error_response(
+                too_large(f"request body has {length} bytes; the maximum is {settings.max_body_bytes}")
+            )
         return await call_next(request)
 
     @app.exception_handler(APIError)

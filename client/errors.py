@@ -26,8 +26,13 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def model_not_found(name: str, served: list[str]) -> APIError:
     listing = ", ".join(served) or "none"
-    return APIError(404, f"The model {name!r} does not exist; served models: {listing}", "invalid_request_error",
-                    "model", "model_not_found")
+    return APIError(
+        404,
+        f"The model {name!r} does not exist; served models: {listing}",
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
 
 
 def too_large(message: str, param: str | None = None) -> APIError:

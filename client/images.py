@@ -46,7 +46,9 @@ class ImageLoader:
             try:
                 return await asyncio.wait_for(self._fetch(source, where), self.settings.image_timeout_s)
             except TimeoutError as exc:
-                raise bad_request(f"{where}: fetching the image took longer than {self.settings.image_timeout_s} s", "input") from exc
+                raise bad_request(
+                    f"{where}: fetching the image took longer than {self.settings.image_timeout_s} s", "input"
+                ) from exc
         if scheme and len(scheme) > 1:
             raise bad_request(f"{where}: unsupported URL scheme {scheme!r} (use http, https or data)", "input")
         local = self._local(source)
@@ -58,7 +60,9 @@ class ImageLoader:
         try:
             return base64.b64decode(payload.strip(), validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise bad_request(f"{where} is neither an http(s) URL, a data URI, an allowed local path nor base64", "input") from exc
+            raise bad_request(
+                f"{where} is neither an http(s) URL, a data URI, an allowed local path nor base64", "input"
+            ) from exc
 
     def _cap(self, data: bytes, where: str) -> bytes:
         if len(data) > self.settings.image_max_bytes:
@@ -91,7 +95,9 @@ class ImageLoader:
         for info in infos:
             address = ipaddress.ip_address(info[4][0])
             if not address.is_global or address.is_multicast:
-                raise bad_request(f"{where}: {host} resolves to {address}, a non-public address, which is refused", "input")
+                raise bad_request(
+                    f"{where}: {host} resolves to {address}, a non-public address, which is refused", "input"
+                )
 
     async def _fetch(self, url: str, where: str) -> bytes:
         for _ in range(self.settings.image_max_redirects + 1):
@@ -109,4 +115,3 @@ class ImageLoader:
                         raise bad_request(f"{where} is larger than {self.settings.image_max_bytes} bytes", "input")
                 return self._cap(bytes(data), where)
         raise bad_request(f"{where}: more than {self.settings.image_max_redirects} redirects", "input")
-

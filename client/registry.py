@@ -45,4 +45,3 @@ class ModelRegistry:
         if name not in self._by_name:
             raise model_not_found(name, sorted(n for m in models for n in m.names))
         return self._by_name[name]
-

@@ -36,8 +36,9 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         message = first["msg"].removeprefix("Value error, ")
-        raise bad_request(message if message.startswith(param or "\0") else f"{param or 'body'}: {message}",
-                          param=param) from exc
+        raise bad_request(
+            message if message.startswith(param or "\0") else f"{param or 'body'}: {message}", param=param
+        ) from exc
 
 
 def _service(request: Request) -> EmbeddingService:

@@ -40,8 +40,11 @@ def check_modalities(model: ServedModel, items: list[MultimodalItem]) -> None:
         if item.image is not None and not model.image_ensemble:
             raise bad_request(f"input[{i}] holds an image, and model {model.name!r} embeds text only", "input")
         if item.image is not None and item.text is not None and not model.fuses_modalities:
-            raise bad_request(f"input[{i}] holds both text and an image; model {model.name!r} does not fuse "
-                              "modalities (CLIP embeds each on its own tower): send them as separate items", "input")
+            raise bad_request(
+                f"input[{i}] holds both text and an image; model {model.name!r} does not fuse "
+                "modalities (CLIP embeds each on its own tower): send them as separate items",
+                "input",
+            )
 
 
 def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] | list[str]:
@@ -80,8 +83,9 @@ class EmbeddingService:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    async def _embed_items(self, model: ServedModel, items: list[MultimodalItem],
-                           options: dict[str, str]) -> tuple[np.ndarray, int]:
+    async def _embed_items(
+        self, model: ServedModel, items: list[MultimodalItem], options: dict[str, str]
+    ) -> tuple[np.ndarray, int]:
         """Route each item to its tower, run the towers concurrently, reassemble in input order."""
         text_at = [i for i, item in enumerate(items) if item.image is None]
         image_at = [i for i, item in enumerate(items) if item.image is not None]
@@ -101,7 +105,9 @@ class EmbeddingService:
         tokens = 0
         for (positions, _), (vectors, counts) in zip(jobs, results, strict=True):
             if vectors.shape != (len(positions), model.dimension):
-                raise APIError(500, f"Triton returned {vectors.shape} embeddings for {len(positions)} inputs", "internal_error")
+                raise APIError(
+                    500, f"Triton returned {vectors.shape} embeddings for {len(positions)} inputs", "internal_error"
+                )
             out[positions] = vectors
             tokens += int(counts.sum())
         return out, tokens

@@ -68,37 +68,45 @@ class TritonClient:
     async def models(self) -> list[ServedModel]:
         """The ready embedding ensembles (models whose config says `embedding_model`)."""
         try:
-            index = await self.client.get_model_repository_index(
-                as_json=True, client_timeout=self.connect_timeout_s
-            )
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=self.connect_timeout_s)
             served = []
             for entry in index.get("models", []):
                 if entry.get("state") != "READY":
                     continue
-                cfg = (await self.client.get_model_config(
-                    entry["name"], as_json=True, client_timeout=self.connect_timeout_s
-                ))["config"]
+                cfg = (
+                    await self.client.get_model_config(
+                        entry["name"], as_json=True, client_timeout=self.connect_timeout_s
+                    )
+                )["config"]
                 params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
                 if params.get("embedding_model") != "true":
                     continue
-                served.append(ServedModel(
-                    name=cfg["name"],
-                    hf_id=params.get("hf_id", ""),
-                    aliases=tuple(a for a in params.get("aliases", "").split(",") if a),
-                    dimension=int(params["dimension"]),
-                    max_tokens=int(params["max_tokens"]),
-                    modalities=tuple(params.get("modalities", "text").split(",")),
-                    max_batch_size=int(cfg.get("max_batch_size", 0)) or 1,
-                    image_ensemble=params.get("image_ensemble", ""),
-                    fuses_modalities=params.get("fuses_modalities") == "true",
-                ))
+                served.append(
+                    ServedModel(
+                        name=cfg["name"],
+                        hf_id=params.get("hf_id", ""),
+                        aliases=tuple(a for a in params.get("aliases", "").split(",") if a),
+                        dimension=int(params["dimension"]),
+                        max_tokens=int(params["max_tokens"]),
+                        modalities=tuple(params.get("modalities", "text").split(",")),
+                        max_batch_size=int(cfg.get("max_batch_size", 0)) or 1,
+                        image_ensemble=params.get("image_ensemble", ""),
+                        fuses_modalities=params.get("fuses_modalities") == "true",
+                    )
+                )
             return served
         except InferenceServerException as exc:
             raise translate(exc) from exc
 
-    async def embed(self, ensemble: str, values: list[str] | list[bytes], max_batch: int,
-                    options: dict[str, str] | None = None, positions: list[int] | None = None,
-                    tensor: str = "TEXT") -> tuple[np.ndarray, np.ndarray]:
+    async def embed(
+        self,
+        ensemble: str,
+        values: list[str] | list[bytes],
+        max_batch: int,
+        options: dict[str, str] | None = None,
+        positions: list[int] | None = None,
+        tensor: str = "TEXT",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings `[n, dim]` and token counts `[n]`, chunked by the model's max batch, in order.
 
         `values` feed `tensor` (TEXT strings or IMAGE bytes); `options` fills the ensemble's optional
@@ -107,12 +115,14 @@ class TritonClient:
         """
         positions = positions if positions is not None else list(range(len(values)))
         spans = [(i, min(i + max_batch, len(values))) for i in range(0, len(values), max_batch)]
-        parts = await asyncio.gather(*(
-            self._infer(ensemble, tensor, values[a:b], options or {}, positions[a:b]) for a, b in spans))
+        parts = await asyncio.gather(
+            *(self._infer(ensemble, tensor, values[a:b], options or {}, positions[a:b]) for a, b in spans)
+        )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    async def _infer(self, name: str, tensor: str, values: list, options: dict[str, str],
-                     positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer(
+        self, name: str, tensor: str, values: list, options: dict[str, str], positions: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
         for input_name, column in ((tensor, values), *((k, [v] * len(values)) for k, v in options.items())):
             data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)

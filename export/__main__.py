@@ -20,22 +20,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--target", choices=TARGETS, default="local", help="engine target (default: local)")
     ap.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository folder")
     ap.add_argument("--max-length", type=int, help="token limit (default: the checkpoint's)")
-    ap.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
-                    help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)")
+    ap.add_argument(
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)",
+    )
     ap.add_argument("--gpu", action="store_true", help="run the onnxruntime target on the GPU")
-    ap.add_argument("--attention", choices=("causal", "bidirectional"),
-                    help="decoder attention (default: read from the checkpoint; gte-Qwen2 is bidirectional)")
-    ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
-                    help="engine precision (default: float32 on the CPU, the family's choice on the GPU)")
-    ap.add_argument("--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096")
+    ap.add_argument(
+        "--attention",
+        choices=("causal", "bidirectional"),
+        help="decoder attention (default: read from the checkpoint; gte-Qwen2 is bidirectional)",
+    )
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        help="engine precision (default: float32 on the CPU, the family's choice on the GPU)",
+    )
+    ap.add_argument(
+        "--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096"
+    )
     ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us)
     ap.add_argument("--preprocess-instances", type=int, default=Serving.preprocess_instances)
     ap.add_argument("--encoder-instances", type=int, default=Serving.encoder_instances)
     ap.add_argument("--intra-op-threads", type=int, default=Serving.intra_op_threads)
-    ap.add_argument("--truncate", choices=("NONE", "START", "END"), default=Serving.default_truncate,
-                    help="default truncation of over-long input")
+    ap.add_argument(
+        "--truncate",
+        choices=("NONE", "START", "END"),
+        default=Serving.default_truncate,
+        help="default truncation of over-long input",
+    )
     return ap.parse_args(argv)
 
 

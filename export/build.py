@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.console import Console
 
@@ -64,7 +65,9 @@ class ExportRequest:
     def resolved_dtype(self, p: Plan) -> Dtype:
         if self.dtype is not None:
             return self.dtype
-        return p.spec.gpu_dtype if self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu) else "float32"
+        return (
+            p.spec.gpu_dtype if self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu) else "float32"
+        )
 
     def engine_dir(self, tower: str) -> Path:
         """`<name>_encoder/1` for text, `<name>_vision/1` for images."""
@@ -110,9 +113,8 @@ def _validation_feeds(p: Plan, tower: str) -> dict[str, np.ndarray]:
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
 
 
-def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, "torch.nn.Module"]:  # noqa: F821
+def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     """Each tower's graph in `dtype`, with the plan's attention mode for decoders."""
-    import torch
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
@@ -125,7 +127,7 @@ def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, "torch.nn.Module"]:  # noqa
 
 
 def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, np.ndarray]:
-    """Load the weights once (in `dtype`), compute each tower's PyTorch reference, export ONNX; returns the references."""
+    """Load the weights once (in `dtype`), compute each tower's reference, export ONNX; returns the references."""
     progress = Progress()
     p = plan(request.checkpoint, request.max_length, request.attention)
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
@@ -140,8 +142,10 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, np.ndarray
         else:
             samples, dynamic = text_samples(p.layout.max_length)
         size = sum(t.numel() * t.element_size() for t in graph.parameters())
-        with progress.step(f"export the {tower} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
-                           f"{', external data' if external else ''})"):
+        with progress.step(
+            f"export the {tower} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
+            f"{', external data' if external else ''})"
+        ):
             export_onnx(graph, request.engine_dir(tower) / "model.onnx", samples, dynamic, external)
     return references
 
@@ -152,8 +156,10 @@ def _onnx_session(path: Path, dtype: Dtype):
 
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     if dtype == "bfloat16" and "CUDAExecutionProvider" not in providers:
-        raise ExportError("a bfloat16 graph can only be validated on a GPU (ONNX Runtime has no bf16 CPU kernels); "
-                          "export on the GPU host, or pass --dtype float32")
+        raise ExportError(
+            "a bfloat16 graph can only be validated on a GPU (ONNX Runtime has no bf16 CPU kernels); "
+            "export on the GPU host, or pass --dtype float32"
+        )
     return ort.InferenceSession(str(path), providers=providers)
 
 
@@ -161,11 +167,19 @@ def _tolerance(p: Plan, dtype: Dtype) -> tuple[float, float]:
     return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else (2e-2, 0.999)
 
 
-def _build_plan(request: ExportRequest, p: Plan, tower: str, feeds: dict[str, np.ndarray],
-                reference: np.ndarray, dtype: Dtype, progress: Progress) -> Agreement:
+def _build_plan(
+    request: ExportRequest,
+    p: Plan,
+    tower: str,
+    feeds: dict[str, np.ndarray],
+    reference: np.ndarray,
+    dtype: Dtype,
+    progress: Progress,
+) -> Agreement:
     work_dir = request.engine_dir(tower)
-    profile = request.profile or Profile(max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length),
-                                         max_seq=p.layout.max_length)
+    profile = request.profile or Profile(
+        max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length), max_seq=p.layout.max_length
+    )
     if tower == "image":
         assert p.image is not None
         shapes = image_shapes(profile, p.image.crop_height, p.image.crop_width)
@@ -183,9 +197,11 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = plan(request.checkpoint, request.max_length, request.attention)
     dtype = request.resolved_dtype(p)
-    progress.console.print(f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
-                           f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
-                           f"max {p.layout.max_length} tokens, {dtype}")
+    progress.console.print(
+        f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
+        f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
+        f"max {p.layout.max_length} tokens, {dtype}"
+    )
     for tower in p.spec.towers:
         work_dir = request.engine_dir(tower)
         for stale in ("model.onnx", "model.onnx.data", "model.plan"):
@@ -204,7 +220,9 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
         progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
         if request.target == "tensorrt":
             agreement = _build_plan(request, p, tower, feeds, references[tower], dtype, progress)
-            progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
+            progress.console.print(
+                f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
+            )
         agreements.append(agreement)
     with progress.step(f"write Triton models to {request.repository}"):
         models = _write_models(request, p)
@@ -214,8 +232,11 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
 
 def _clear_engine_dir(request: ExportRequest, version_dir: Path) -> None:
     """Python-hosted engines keep model.py + runtime/; TensorRT needs only the plan."""
-    leftovers = {"local": (), "onnxruntime": ("model.py", "runtime"),
-                 "tensorrt": ("model.py", "runtime", "model.onnx", "model.onnx.data")}[request.target]
+    leftovers = {
+        "local": (),
+        "onnxruntime": ("model.py", "runtime"),
+        "tensorrt": ("model.py", "runtime", "model.onnx", "model.onnx.data"),
+    }[request.target]
     for leftover in leftovers:
         path = version_dir / leftover
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -250,7 +271,9 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
         img_ens = request.repository / image_ensemble
         repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
         repo.install_python_model(img_pre / "1", "image_preprocess_model")
-        repo.write_config(vis_dir, repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu))
+        repo.write_config(
+            vis_dir, repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu)
+        )
         repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
         models += [img_ens, img_pre, vis_dir]
     for engine_dir in models[2::3]:

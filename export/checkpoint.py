@@ -106,8 +106,14 @@ def _image_spec(checkpoint: Path) -> ClipImageSpec:
         raise ExportError(f"unsupported image size settings in {path}: size={size}, crop_size={crop}")
     if not (cfg.get("do_resize", True) and cfg.get("do_center_crop", True) and cfg.get("do_normalize", True)):
         raise ExportError(f"{path} switches off resize, crop or normalisation, which the served path always applies")
-    return ClipImageSpec(int(edge), int(crop_h), int(crop_w), tuple(cfg["image_mean"]), tuple(cfg["image_std"]),
-                         int(cfg.get("resample", 3)))
+    return ClipImageSpec(
+        int(edge),
+        int(crop_h),
+        int(crop_w),
+        tuple(cfg["image_mean"]),
+        tuple(cfg["image_std"]),
+        int(cfg.get("resample", 3)),
+    )
 
 
 def plan(checkpoint: Path, max_length: int | None = None, attention: Attention | None = None) -> Plan:

@@ -57,8 +57,13 @@ class ClipImageGraph(torch.nn.Module):
         return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
 
 
-def export_onnx(graph: torch.nn.Module, path: Path, samples: dict[str, torch.Tensor],
-                dynamic: dict[str, dict[int, object]], external_data: bool) -> None:
+def export_onnx(
+    graph: torch.nn.Module,
+    path: Path,
+    samples: dict[str, torch.Tensor],
+    dynamic: dict[str, dict[int, object]],
+    external_data: bool,
+) -> None:
     """Export `graph(**samples)` with the given dynamic axes (torch's dynamo exporter)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -79,12 +84,17 @@ def text_samples(max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, di
     sample = torch.ones((2, min(16, max_length)), dtype=torch.int64)
     batch = torch.export.Dim("batch", max=4096)
     seq = torch.export.Dim("seq", max=max_length)
-    return {"input_ids": sample, "attention_mask": sample.clone()}, {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    return {"input_ids": sample, "attention_mask": sample.clone()}, {
+        "input_ids": {0: batch, 1: seq},
+        "attention_mask": {0: batch, 1: seq},
+    }
 
 
 def image_samples(height: int, width: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, object]]]:
     """Sample pixels and their dynamic batch axis (the image size is fixed by the tower)."""
-    return {"pixel_values": torch.zeros((2, 3, height, width))}, {"pixel_values": {0: torch.export.Dim("batch", max=4096)}}
+    return {"pixel_values": torch.zeros((2, 3, height, width))}, {
+        "pixel_values": {0: torch.export.Dim("batch", max=4096)}
+    }
 
 
 @dataclass(frozen=True)
@@ -104,7 +114,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
     cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
     cos = float((ref * cand).sum(axis=1).min())
     if not np.isfinite(err) or err > atol or cos < min_cosine:
-        raise ValidationError(f"engine disagrees with PyTorch: max |error| {err:.3g} (limit {atol:g}), min cosine {cos:.7f} (limit {min_cosine})")
+        raise ValidationError(
+            f"engine disagrees with PyTorch: max |error| {err:.3g} (limit {atol:g}), "
+            f"min cosine {cos:.7f} (limit {min_cosine})"
+        )
     return Agreement(err, cos)
 
 

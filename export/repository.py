@@ -77,7 +77,9 @@ def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
-def _batching(config: mc.ModelConfig, serving: Serving, instances: int, kind: int, max_batch: int | None = None) -> None:
+def _batching(
+    config: mc.ModelConfig, serving: Serving, instances: int, kind: int, max_batch: int | None = None
+) -> None:
     config.max_batch_size = max_batch or serving.max_batch_size
     config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
     config.instance_group.add(count=instances, kind=kind)
@@ -93,31 +95,38 @@ def _text_inputs(cls) -> list:
     ]
 
 
-def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: Prompt = Prompt()) -> mc.ModelConfig:
+def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: Prompt | None = None) -> mc.ModelConfig:
+    prompt = prompt or Prompt()
     c = mc.ModelConfig(name=f"{name}_preprocess", backend="python")
     _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend(_text_inputs(mc.ModelInput))
-    c.output.extend([
-        _tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
-        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
-    ])
-    _params(c, {
-        "tokenizer": "tokenizer.json",
-        "prefix_ids": ",".join(map(str, layout.prefix_ids)),
-        "suffix_ids": ",".join(map(str, layout.suffix_ids)),
-        "max_length": str(layout.max_length),
-        "pad_id": str(layout.pad_id),
-        "buckets": ",".join(map(str, layout.buckets)),
-        "default_truncate": serving.default_truncate,
-        "query_template": prompt.query_template,
-        "default_instruction": prompt.default_instruction,
-    })
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+        ]
+    )
+    _params(
+        c,
+        {
+            "tokenizer": "tokenizer.json",
+            "prefix_ids": ",".join(map(str, layout.prefix_ids)),
+            "suffix_ids": ",".join(map(str, layout.suffix_ids)),
+            "max_length": str(layout.max_length),
+            "pad_id": str(layout.pad_id),
+            "buckets": ",".join(map(str, layout.buckets)),
+            "default_truncate": serving.default_truncate,
+            "query_template": prompt.query_template,
+            "default_instruction": prompt.default_instruction,
+        },
+    )
     return c
 
 
-def _engine_config(model: str, inputs: list, dimension: int, target: Target, serving: Serving, gpu: bool,
-                   batching: str) -> mc.ModelConfig:
+def _engine_config(
+    model: str, inputs: list, dimension: int, target: Target, serving: Serving, gpu: bool, batching: str
+) -> mc.ModelConfig:
     """An encoder engine for one of the three targets; `batching` tells the local host how to merge requests."""
     c = mc.ModelConfig(name=model)
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
@@ -145,13 +154,16 @@ def _engine_config(model: str, inputs: list, dimension: int, target: Target, ser
 
 
 def encoder_config(name: str, dimension: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
-    inputs = [_tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
-              _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1])]
+    inputs = [
+        _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
+        _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
+    ]
     return _engine_config(f"{name}_encoder", inputs, dimension, target, serving, gpu, "length_packed")
 
 
-def vision_config(name: str, dimension: int, image: ClipImageSpec, target: Target, serving: Serving,
-                  gpu: bool) -> mc.ModelConfig:
+def vision_config(
+    name: str, dimension: int, image: ClipImageSpec, target: Target, serving: Serving, gpu: bool
+) -> mc.ModelConfig:
     inputs = [_tensor(mc.ModelInput, "pixel_values", mc.TYPE_FP32, [3, image.crop_height, image.crop_width])]
     return _engine_config(f"{name}_vision", inputs, dimension, target, serving, gpu, "concatenate")
 
@@ -160,19 +172,24 @@ def image_preprocess_config(name: str, image: ClipImageSpec, serving: Serving) -
     c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
     _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
-    c.output.extend([
-        _tensor(mc.ModelOutput, "pixel_values", mc.TYPE_FP32, [3, image.crop_height, image.crop_width]),
-        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
-    ])
-    _params(c, {
-        "shortest_edge": str(image.shortest_edge),
-        "crop_height": str(image.crop_height),
-        "crop_width": str(image.crop_width),
-        "image_mean": ",".join(map(str, image.mean)),
-        "image_std": ",".join(map(str, image.std)),
-        "resample": str(image.resample),
-        "max_pixels": str(serving.max_image_pixels),
-    })
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "pixel_values", mc.TYPE_FP32, [3, image.crop_height, image.crop_width]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+        ]
+    )
+    _params(
+        c,
+        {
+            "shortest_edge": str(image.shortest_edge),
+            "crop_height": str(image.crop_height),
+            "crop_width": str(image.crop_width),
+            "image_mean": ",".join(map(str, image.mean)),
+            "image_std": ",".join(map(str, image.std)),
+            "resample": str(image.resample),
+            "max_pixels": str(serving.max_image_pixels),
+        },
+    )
     return c
 
 
@@ -180,10 +197,12 @@ def image_ensemble_config(name: str, dimension: int, serving: Serving) -> mc.Mod
     """`IMAGE` (encoded bytes) → `<name>_image_preprocess` → `<name>_vision` → `EMBEDDING`."""
     c = mc.ModelConfig(name=f"{name}_image", platform="ensemble", max_batch_size=serving.max_batch_size)
     c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
-    c.output.extend([
-        _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension]),
-        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
-    ])
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+        ]
+    )
     pre = c.ensemble_scheduling.step.add(model_name=f"{name}_image_preprocess", model_version=-1)
     pre.input_map.update({"IMAGE": "IMAGE"})
     pre.output_map.update({"pixel_values": "pixel_values", "TOKEN_COUNT": "TOKEN_COUNT"})
@@ -197,10 +216,12 @@ def image_ensemble_config(name: str, dimension: int, serving: Serving) -> mc.Mod
 def ensemble_config(card: ModelCard, serving: Serving) -> mc.ModelConfig:
     c = mc.ModelConfig(name=card.name, platform="ensemble", max_batch_size=serving.max_batch_size)
     c.input.extend(_text_inputs(mc.ModelInput))
-    c.output.extend([
-        _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [card.dimension]),
-        _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
-    ])
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [card.dimension]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+        ]
+    )
     pre = c.ensemble_scheduling.step.add(model_name=f"{card.name}_preprocess", model_version=-1)
     pre.input_map.update({t.name: t.name for t in c.input})
     pre.output_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask", "TOKEN_COUNT": "TOKEN_COUNT"})

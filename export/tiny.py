@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from export.specs import WEB_SEARCH_TASK
+
 CORPUS = [
     "Triton serves embeddings from ONNX Runtime and TensorRT engines.",
     "The quick brown fox jumps over the lazy dog.",
@@ -26,8 +28,9 @@ def _bpe(special: list[str], vocab_size: int = 600):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(CORPUS * 20, trainer)
     return tok
 
@@ -46,12 +49,22 @@ def mistral(path: Path, layers: int = 2, hidden: int = 64, positions: int = 512)
     from transformers import MistralConfig, MistralModel
 
     tok = _bpe(["<unk>", "<s>", "</s>"])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     vocab = _save_tokenizer(tok, path, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
-    config = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
-                           bos_token_id=tok.token_to_id("<s>"), eos_token_id=tok.token_to_id("</s>"),
-                           pad_token_id=tok.token_to_id("</s>"))
+    config = MistralConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        bos_token_id=tok.token_to_id("<s>"),
+        eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("</s>"),
+    )
     _save_model(MistralModel(config), path)
     return path
 
@@ -63,18 +76,37 @@ def qwen2(path: Path, gte: bool = True, layers: int = 2, hidden: int = 64, posit
     tok = _bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     eos = tok.token_to_id("<|endoftext|>")
     vocab = _save_tokenizer(tok, path, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
-                         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
     _save_model(Qwen2Model(config), path)
     if gte:
         cfg = json.loads((path / "config.json").read_text())
-        cfg["auto_map"] = {"AutoModel": "modeling_qwen.Qwen2Model", "AutoModelForCausalLM": "modeling_qwen.Qwen2ForCausalLM"}
+        cfg["auto_map"] = {
+            "AutoModel": "modeling_qwen.Qwen2Model",
+            "AutoModelForCausalLM": "modeling_qwen.Qwen2ForCausalLM",
+        }
         (path / "config.json").write_text(json.dumps(cfg, indent=2))
         (path / "modeling_qwen.py").write_text("# stands for the authors' bidirectional Qwen2Model; never executed\n")
-        (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {
-            "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: ",
-            "document": ""}}))
+        (path / "config_sentence_transformers.json").write_text(
+            json.dumps(
+                {
+                    "prompts": {
+                        "query": f"Instruct: {WEB_SEARCH_TASK}\nQuery: ",
+                        "document": "",
+                    }
+                }
+            )
+        )
     return path
 
 
@@ -96,21 +128,47 @@ def clip(path: Path, image_size: int = 56, patch: int = 14, hidden: int = 32, pr
     tok = _bpe(["<|startoftext|>", "<|endoftext|>"])
     bos, eos = tok.token_to_id("<|startoftext|>"), tok.token_to_id("<|endoftext|>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)])
-    vocab = _save_tokenizer(tok, path, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                            unk_token="<|endoftext|>")
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", bos), ("<|endoftext|>", eos)]
+    )
+    vocab = _save_tokenizer(
+        tok,
+        path,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     tower = {"hidden_size": hidden, "intermediate_size": hidden * 2, "num_hidden_layers": 2, "num_attention_heads": 4}
     config = CLIPConfig(
-        text_config={**tower, "vocab_size": vocab, "max_position_embeddings": 77, "bos_token_id": bos,
-                     "eos_token_id": eos, "pad_token_id": eos},
+        text_config={
+            **tower,
+            "vocab_size": vocab,
+            "max_position_embeddings": 77,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
         vision_config={**tower, "image_size": image_size, "patch_size": patch},
         projection_dim=projection,
     )
     _save_model(CLIPModel(config), path)
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": image_size},
-        "resample": 3, "do_center_crop": True, "crop_size": {"height": image_size, "width": image_size},
-        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-    }, indent=2))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": image_size},
+                "resample": 3,
+                "do_center_crop": True,
+                "crop_size": {"height": image_size, "width": image_size},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "do_convert_rgb": True,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+            },
+            indent=2,
+        )
+    )
     return path

@@ -44,7 +44,9 @@ def ensure_exported(args: argparse.Namespace) -> str:
     if (args.repository / name / "config.pbtxt").exists() and not args.reexport:
         console.print(f"[green]✓[/] {name} is already in {args.repository} (--reexport to rebuild)")
         return name
-    code = export_main([str(checkpoint), "--name", name, "--repository", str(args.repository), *extra, *args.export_arg])
+    code = export_main(
+        [str(checkpoint), "--name", name, "--repository", str(args.repository), *extra, *args.export_arg]
+    )
     if code != 0:
         sys.exit(code)
     return name
@@ -86,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
         console.print(f"[green]✓[/] adapter ready on port {args.port} (log: {workdir / 'adapter.log'})\n")
         console.print(
             f"Try:\n  curl localhost:{args.port}/v1/embeddings -H 'Content-Type: application/json' \\\n"
-            f"    -d '{{\"model\":\"{name}\",\"input\":[\"a cat\",\"a kitten\"]}}'\n\nCtrl-C stops both servers."
+            f'    -d \'{{"model":"{name}","input":["a cat","a kitten"]}}\'\n\nCtrl-C stops both servers.'
         )
         while True:
             for proc, what in ((triton.process, "tritonserver"), (adapter, "adapter")):

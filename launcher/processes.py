@@ -26,8 +26,22 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def start_adapter(port: int, triton_grpc: str, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "client", "--host", "127.0.0.1", "--port", str(port), "--triton-url", triton_grpc, *extra],
-        stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--triton-url",
+            triton_grpc,
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
     )
 
 

@@ -60,8 +60,14 @@ class TritonPorts:
 class TritonServer:
     """One `tritonserver` process over a model repository."""
 
-    def __init__(self, repository: Path, workdir: Path, ports: TritonPorts, log_path: Path | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        workdir: Path,
+        ports: TritonPorts,
+        log_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.repository = repository
         self.workdir = workdir
         self.ports = ports
@@ -112,7 +118,9 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}; see {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"tritonserver exited with {self.process.returncode}; see {self.log_path}:\n{self.log_tail()}"
+                )
             if self.ready():
                 return
             time.sleep(0.5)

@@ -28,9 +28,14 @@ class TritonPythonModel:
             try:
                 pixels = self._pixels(request)
             except InputError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             count = np.zeros((pixels.shape[0], 1), dtype=np.int32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("pixel_values", pixels), pb_utils.Tensor("TOKEN_COUNT", count)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("pixel_values", pixels), pb_utils.Tensor("TOKEN_COUNT", count)]
+                )
+            )
         return responses

@@ -39,7 +39,7 @@ def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
 
 
 def run_packed(
-    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, packing: Packing = Packing()
+    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, packing: Packing | None = None
 ) -> list[np.ndarray]:
     """Embed the rows of all requests in length-sorted micro-batches trimmed to their real length.
 
@@ -47,6 +47,7 @@ def run_packed(
     regrouping rows across requests by length only removes wasted compute. The
     results are scattered back to their requests in order.
     """
+    packing = packing or Packing()
     ids = [f["input_ids"] for f in feeds]
     masks = [f["attention_mask"] for f in feeds]
     sizes = [a.shape[0] for a in ids]
@@ -66,7 +67,9 @@ def run_packed(
     return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]
 
 
-def run_concatenated(session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
+def run_concatenated(
+    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str
+) -> list[np.ndarray]:
     """Fixed-shape inputs (images): one engine call over all requests, split back in order."""
     joined = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
     out = session.run([output], joined)[0]

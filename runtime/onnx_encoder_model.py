@@ -30,4 +30,6 @@ class TritonPythonModel:
             outputs = run_concatenated(self.session, feeds, self.params.output_name)
         else:
             outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)
-        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs]
+        return [
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs
+        ]

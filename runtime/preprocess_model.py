@@ -54,7 +54,9 @@ class TritonPythonModel:
                 part, start = contents[start : start + len(rows)], start + len(rows)
                 batch = pad(frame_all(part, self.params.layout, mode), self.params.layout)
             except InputError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             responses.append(
                 pb_utils.InferenceResponse(

@@ -34,7 +34,9 @@ class FakeTriton(TritonClient):
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":
-                raise translate(InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT"), positions)
+                raise translate(
+                    InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT"), positions
+                )
         vectors = np.array([[len(t), 0, 0, 0] for t in texts], dtype=np.float32)
         return vectors, np.array([len(t) for t in texts], dtype=np.int32)
 

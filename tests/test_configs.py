@@ -50,8 +50,11 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
         assert parsed[name].name == name
     check_ensemble(parsed["m"], parsed)
     encoder = parsed["m_encoder"]
-    expected = {"local": ("python", "", ""), "onnxruntime": ("onnxruntime", "", "model.onnx"),
-                "tensorrt": ("", "tensorrt_plan", "model.plan")}[target]
+    expected = {
+        "local": ("python", "", ""),
+        "onnxruntime": ("onnxruntime", "", "model.onnx"),
+        "tensorrt": ("", "tensorrt_plan", "model.plan"),
+    }[target]
     assert (encoder.backend, encoder.platform, encoder.default_model_filename) == expected
     assert encoder.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
 
@@ -60,11 +63,15 @@ def test_runtime_reads_back_what_export_writes(tmp_path: Path) -> None:
     """The Python models parse the parameters the export generated (JSON as Triton passes it)."""
     from google.protobuf import json_format
 
-    pre = json_format.MessageToDict(repo.preprocess_config("m", LAYOUT, repo.Serving()), preserving_proto_field_name=True)
+    pre = json_format.MessageToDict(
+        repo.preprocess_config("m", LAYOUT, repo.Serving()), preserving_proto_field_name=True
+    )
     params = PreprocessParams.from_config(pre, tmp_path)
     assert params.layout == LAYOUT and params.default_truncate == "END"
     assert params.tokenizer_path == tmp_path / "tokenizer.json"
-    enc = json_format.MessageToDict(repo.encoder_config("m", 384, "local", repo.Serving(), False), preserving_proto_field_name=True)
+    enc = json_format.MessageToDict(
+        repo.encoder_config("m", 384, "local", repo.Serving(), False), preserving_proto_field_name=True
+    )
     assert EncoderParams.from_config(enc, tmp_path).output_name == "EMBEDDING"
 
 

@@ -38,7 +38,10 @@ def test_bf16_cannot_be_validated_without_a_gpu(tmp_path, dtype) -> None:
 
     ckpt = tiny.qwen2(tmp_path / "gte")
     with pytest.raises(ExportError, match="bfloat16 graph can only be validated on a GPU"):
-        export(ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="g", max_length=64, dtype=dtype), Progress())
+        export(
+            ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="g", max_length=64, dtype=dtype),
+            Progress(),
+        )
 
 
 def test_fp16_export_for_the_gpu_targets_validates_and_keeps_fp32_io(tmp_path) -> None:
@@ -49,8 +52,12 @@ def test_fp16_export_for_the_gpu_targets_validates_and_keeps_fp32_io(tmp_path) -
     from export.repository import parse_config
 
     ckpt = tiny.mistral(tmp_path / "e5")
-    result = export(ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="e5", max_length=64,
-                                  target="onnxruntime", gpu=True), Progress())
+    result = export(
+        ExportRequest(
+            checkpoint=ckpt, repository=tmp_path / "repo", name="e5", max_length=64, target="onnxruntime", gpu=True
+        ),
+        Progress(),
+    )
     assert result.agreement.min_cosine >= 0.999
     model = onnx.load(str(tmp_path / "repo" / "e5_encoder" / "1" / "model.onnx"))
     weights = {i.data_type for i in model.graph.initializer if len(i.dims) == 2}

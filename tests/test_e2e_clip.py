@@ -29,8 +29,12 @@ def make_images() -> dict[str, bytes]:
     wide = Image.fromarray(rng.integers(0, 255, (40, 300, 3), dtype=np.uint8), "RGB")
     tiny_px = Image.fromarray(rng.integers(0, 255, (1, 1, 3), dtype=np.uint8), "RGB")
     out = {}
-    for name, image, fmt in (("alpha.png", rgba, "PNG"), ("gray.jpg", gray, "JPEG"), ("wide.png", wide, "PNG"),
-                             ("one.png", tiny_px, "PNG")):
+    for name, image, fmt in (
+        ("alpha.png", rgba, "PNG"),
+        ("gray.jpg", gray, "JPEG"),
+        ("wide.png", wide, "PNG"),
+        ("one.png", tiny_px, "PNG"),
+    ):
         buf = io.BytesIO()
         image.save(buf, fmt)
         out[name] = buf.getvalue()
@@ -62,8 +66,15 @@ def stack(checkpoint, tmp_path_factory):
     from tests.conftest import start_stack, stop_stack
 
     repo = tmp_path_factory.mktemp("clip-repo")
-    export(ExportRequest(checkpoint=checkpoint, repository=repo, name="clip-vit-large-patch14-336",
-                         hf_id="openai/clip-vit-large-patch14-336"), Progress())
+    export(
+        ExportRequest(
+            checkpoint=checkpoint,
+            repository=repo,
+            name="clip-vit-large-patch14-336",
+            hf_id="openai/clip-vit-large-patch14-336",
+        ),
+        Progress(),
+    )
     s = start_stack(repo, tmp_path_factory.mktemp("clip-stack"), "--image-allowed-hosts", "127.0.0.1")
     yield s
     stop_stack(s)
@@ -83,7 +94,9 @@ def reference(checkpoint):
     def text(texts: list[str]) -> np.ndarray:
         batch = tok(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
         with torch.inference_mode():
-            emb = features(model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
+            emb = features(
+                model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            )
         return torch.nn.functional.normalize(emb, dim=-1).numpy()
 
     def image(blobs: list[bytes]) -> np.ndarray:
@@ -96,8 +109,11 @@ def reference(checkpoint):
 
 
 def post(stack, items, **fields) -> httpx.Response:
-    return httpx.post(f"{stack.adapter_url}/v1/embeddings",
-                      json={"model": "clip-vit-large-patch14-336", "input": items, **fields}, timeout=60)
+    return httpx.post(
+        f"{stack.adapter_url}/v1/embeddings",
+        json={"model": "clip-vit-large-patch14-336", "input": items, **fields},
+        timeout=60,
+    )
 
 
 def vectors(r: httpx.Response) -> np.ndarray:
@@ -178,7 +194,8 @@ def test_fused_item_and_bad_images_are_400_and_the_server_keeps_serving(stack, i
 def test_models_list_both_modalities(stack) -> None:
     data = httpx.get(f"{stack.adapter_url}/v1/models").json()["data"]
     assert [(m["id"], m["modalities"], m["max_tokens"]) for m in data] == [
-        ("openai/clip-vit-large-patch14-336", ["text", "image"], 77)]
+        ("openai/clip-vit-large-patch14-336", ["text", "image"], 77)
+    ]
 
 
 def test_text_only_model_refuses_images(minilm_stack) -> None:

@@ -30,8 +30,9 @@ def last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tens
     return last_hidden_states[torch.arange(last_hidden_states.shape[0]), sequence_lengths]
 
 
-def card_reference(checkpoint: Path, texts: list[str], causal: bool, side: str = "right",
-                   truncation_side: str = "right") -> tuple[np.ndarray, list[int]]:
+def card_reference(
+    checkpoint: Path, texts: list[str], causal: bool, side: str = "right", truncation_side: str = "right"
+) -> tuple[np.ndarray, list[int]]:
     """The cards' recipe: tokenize to max_length - 1, append EOS by hand, pad, last-token pool, L2-normalise."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -67,11 +68,22 @@ def stack(checkpoints, tmp_path_factory):
     from tests.conftest import start_stack, stop_stack
 
     repo = tmp_path_factory.mktemp("decoder-repo")
-    for key, hf_id, external in (("e5", "intfloat/e5-mistral-7b-instruct", True),
-                                 ("gte", "Alibaba-NLP/gte-Qwen2-7B-instruct", False)):
+    for key, hf_id, external in (
+        ("e5", "intfloat/e5-mistral-7b-instruct", True),
+        ("gte", "Alibaba-NLP/gte-Qwen2-7B-instruct", False),
+    ):
         name = checkpoints[key].name
-        export(ExportRequest(checkpoint=checkpoints[key], repository=repo, name=name, hf_id=hf_id,
-                             max_length=MAX_LEN, external_data=external), Progress())
+        export(
+            ExportRequest(
+                checkpoint=checkpoints[key],
+                repository=repo,
+                name=name,
+                hf_id=hf_id,
+                max_length=MAX_LEN,
+                external_data=external,
+            ),
+            Progress(),
+        )
     s = start_stack(repo, tmp_path_factory.mktemp("decoder-stack"))
     yield s
     stop_stack(s)
@@ -130,7 +142,9 @@ def test_truncation_modes_at_the_length_limit(stack, checkpoints, key, alias, ca
         assert r.json()["usage"]["prompt_tokens"] == sum(lengths)
     r = embed(stack, alias, ["short", long_text], truncate="NONE")
     assert r.status_code == 400
-    assert f"the maximum is {MAX_LEN}" in r.json()["error"]["message"] and "input[1] has" in r.json()["error"]["message"]
+    assert (
+        f"the maximum is {MAX_LEN}" in r.json()["error"]["message"] and "input[1] has" in r.json()["error"]["message"]
+    )
 
 
 def test_gte_is_bidirectional_and_e5_causal(stack, checkpoints) -> None:

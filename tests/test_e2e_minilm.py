@@ -21,15 +21,31 @@ ROOT = Path(__file__).resolve().parent.parent
 def sentences() -> list[str]:
     """60 varied inputs: short, long beyond 256 tokens, non-ASCII, emoji, code, whitespace."""
     fixed = [
-        "a cat", "a kitten", "A man is eating food.", "The new movie is awesome!",
-        "Triton Inference Server batches requests dynamically.", "¿Dónde está la biblioteca?",
-        "Ich habe heute keine Zeit.", "これは日本語の文です。", "这是一个中文句子。", "Это предложение на русском языке.",
-        "🚀🔥 emoji only 😀😃😄", "naïve café résumé façade", "def f(x):\n    return x ** 2", "SELECT * FROM t WHERE id = 42;",
-        "   leading and trailing spaces   ", "tabs\tand\nnewlines", "UPPER CASE SHOUTING", "1234567890", "a" * 300,
+        "a cat",
+        "a kitten",
+        "A man is eating food.",
+        "The new movie is awesome!",
+        "Triton Inference Server batches requests dynamically.",
+        "¿Dónde está la biblioteca?",
+        "Ich habe heute keine Zeit.",
+        "これは日本語の文です。",
+        "这是一个中文句子。",
+        "Это предложение на русском языке.",
+        "🚀🔥 emoji only 😀😃😄",
+        "naïve café résumé façade",
+        "def f(x):\n    return x ** 2",
+        "SELECT * FROM t WHERE id = 42;",
+        "   leading and trailing spaces   ",
+        "tabs\tand\nnewlines",
+        "UPPER CASE SHOUTING",
+        "1234567890",
+        "a" * 300,
         "http://example.com/path?query=1&b=2",
     ]
     rng = random.Random(7)
-    vocab = "the of and to in is was for on that with as by at from it an be this are or which one have had not but".split()
+    vocab = (
+        "the of and to in is was for on that with as by at from it an be this are or which one have had not but".split()
+    )
     vocab += ["embedding", "server", "vector", "latency", "throughput", "naïve", "Zürich", "東京", "🙂"]
     generated = [" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 40))) for _ in range(30)]
     long = [" ".join(rng.choice(vocab) for _ in range(n)) for n in (300, 500, 1200)]
@@ -82,8 +98,9 @@ def test_a_batch_row_equals_the_same_input_alone(minilm_stack) -> None:
 def test_openai_sdk_base64_default_and_float(openai_client, reference) -> None:
     texts = ["a cat", "a kitten", "a dog"]
     default = openai_client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # the SDK asks for base64
-    floats = openai_client.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2", input=texts,
-                                             encoding_format="float")
+    floats = openai_client.embeddings.create(
+        model="sentence-transformers/all-MiniLM-L6-v2", input=texts, encoding_format="float"
+    )
     a = np.array([d.embedding for d in default.data])
     b = np.array([d.embedding for d in floats.data])
     assert a.shape == (3, 384)
@@ -97,9 +114,12 @@ def test_openai_sdk_base64_default_and_float(openai_client, reference) -> None:
 
 def test_curl_form_from_the_readme(minilm_stack) -> None:
     """`curl -d` sends no JSON content type; the body is still read as JSON."""
-    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings",
-                   content=b'{"model":"all-MiniLM-L6-v2","input":["a cat","a kitten"]}',
-                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    r = httpx.post(
+        f"{minilm_stack.adapter_url}/v1/embeddings",
+        content=b'{"model":"all-MiniLM-L6-v2","input":["a cat","a kitten"]}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     vectors = np.array([d["embedding"] for d in r.json()["data"]])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
@@ -107,10 +127,18 @@ def test_curl_form_from_the_readme(minilm_stack) -> None:
 
 def test_models_and_health(minilm_stack) -> None:
     models = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()
-    assert models["data"] == [{
-        "id": "sentence-transformers/all-MiniLM-L6-v2", "object": "model", "created": 0, "owned_by": "triton",
-        "aliases": ["all-MiniLM-L6-v2", "minilm"], "dimension": 384, "max_tokens": 256, "modalities": ["text"],
-    }]
+    assert models["data"] == [
+        {
+            "id": "sentence-transformers/all-MiniLM-L6-v2",
+            "object": "model",
+            "created": 0,
+            "owned_by": "triton",
+            "aliases": ["all-MiniLM-L6-v2", "minilm"],
+            "dimension": 384,
+            "max_tokens": 256,
+            "modalities": ["text"],
+        }
+    ]
     health = httpx.get(f"{minilm_stack.adapter_url}/health")
     assert health.status_code == 200 and health.json()["models"] == ["all-MiniLM-L6-v2"]
 
@@ -187,7 +215,17 @@ def test_triton_unreachable_is_503(minilm_stack, tmp_path) -> None:
 
 def test_tritonclient_example(minilm_stack) -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "client" / "examples" / "tritonclient_embed.py"), "--url", minilm_stack.grpc_url,
-         "a cat", "a kitten"], capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            str(ROOT / "client" / "examples" / "tritonclient_embed.py"),
+            "--url",
+            minilm_stack.grpc_url,
+            "a cat",
+            "a kitten",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert out.count("384 dims, norm 1.000000") == 2

@@ -18,8 +18,16 @@ def test_pool_matches_sentence_transformers(mode: str) -> None:
     torch.manual_seed(0)
     hidden = torch.randn(3, 7, 16)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
-    st_mode = {"mean": "mean", "cls": "cls", "max": "max", "mean_sqrt_len": "mean_sqrt_len_tokens", "lasttoken": "lasttoken"}[mode]
-    reference = Pooling(16, pooling_mode=st_mode)({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    st_mode = {
+        "mean": "mean",
+        "cls": "cls",
+        "max": "max",
+        "mean_sqrt_len": "mean_sqrt_len_tokens",
+        "lasttoken": "lasttoken",
+    }[mode]
+    reference = Pooling(16, pooling_mode=st_mode)({"token_embeddings": hidden, "attention_mask": mask})[
+        "sentence_embedding"
+    ]
     torch.testing.assert_close(pool(hidden, mask, mode), reference, rtol=0, atol=1e-6)
 
 
@@ -36,10 +44,14 @@ def test_reads_the_default_model_pipeline() -> None:
 
 def test_unsupported_pooling_is_an_error(tmp_path) -> None:
     (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_weightedmean_tokens": True}))
     with pytest.raises(ExportError, match="weighted-mean"):
         read_modules(tmp_path)

@@ -21,7 +21,9 @@ def test_profile_parse_and_shapes() -> None:
 def test_image_profile_keeps_the_tower_size() -> None:
     from export.tensorrt import image_shapes
 
-    assert image_shapes(Profile(1, 8, 32), 336, 336) == {"pixel_values": ((1, 3, 336, 336), (8, 3, 336, 336), (32, 3, 336, 336))}
+    assert image_shapes(Profile(1, 8, 32), 336, 336) == {
+        "pixel_values": ((1, 3, 336, 336), (8, 3, 336, 336), (32, 3, 336, 336))
+    }
 
 
 @pytest.mark.parametrize("text", ["8,4,16", "0,1,2", "1,2,4:1,9000,4096"])

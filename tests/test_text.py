@@ -7,7 +7,17 @@ import pytest
 
 from launcher import default_model
 from runtime.errors import InputError
-from runtime.text import TextLayout, bucket_for, encode, frame, frame_all, load_tokenizer, make_buckets, pad, special_token_frame
+from runtime.text import (
+    TextLayout,
+    bucket_for,
+    encode,
+    frame,
+    frame_all,
+    load_tokenizer,
+    make_buckets,
+    pad,
+    special_token_frame,
+)
 
 LAYOUT = TextLayout(prefix_ids=(101,), suffix_ids=(102,), max_length=8, pad_id=0, buckets=(4, 8))
 
@@ -26,7 +36,9 @@ def test_frame_adds_special_tokens() -> None:
     assert frame([5, 6], LAYOUT, "END", 0) == [101, 5, 6, 102]
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("END", [101, 1, 2, 3, 4, 5, 6, 102]), ("START", [101, 3, 4, 5, 6, 7, 8, 102])])
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("END", [101, 1, 2, 3, 4, 5, 6, 102]), ("START", [101, 3, 4, 5, 6, 7, 8, 102])]
+)
 def test_truncation_keeps_the_special_tokens(mode: str, expected: list[int]) -> None:
     assert frame(list(range(1, 9)), LAYOUT, mode, 0) == expected
 

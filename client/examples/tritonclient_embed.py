@@ -1,6 +1,6 @@
 """Call an embedding ensemble directly through Triton's gRPC API (no adapter).
 
-    python client/examples/tritonclient_embed.py --url localhost:8001 --model all-MiniLM-L6-v2 "a cat" "a kitten"
+python client/examples/tritonclient_embed.py --url localhost:8001 --model all-MiniLM-L6-v2 "a cat" "a kitten"
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ def embed(url: str, model: str, texts: list[str]) -> tuple[np.ndarray, np.ndarra
     data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)  # TEXT: BYTES [batch, 1]
     text = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
     text.set_data_from_numpy(data)
-    result = client.infer(model, [text], outputs=[grpcclient.InferRequestedOutput("EMBEDDING"),
-                                                  grpcclient.InferRequestedOutput("TOKEN_COUNT")])
+    result = client.infer(
+        model,
+        [text],
+        outputs=[grpcclient.InferRequestedOutput("EMBEDDING"), grpcclient.InferRequestedOutput("TOKEN_COUNT")],
+    )
     return result.as_numpy("EMBEDDING"), result.as_numpy("TOKEN_COUNT").ravel()
 
 
@@ -29,7 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     vectors, tokens = embed(args.url, args.model, args.texts)
     for text, vector, n in zip(args.texts, vectors, tokens, strict=True):
-        print(f"{text!r}: {vector.shape[0]} dims, norm {np.linalg.norm(vector):.6f}, {n} tokens, head {vector[:3].round(4).tolist()}")
+        head = vector[:3].round(4).tolist()
+        print(f"{text!r}: {vector.shape[0]} dims, norm {np.linalg.norm(vector):.6f}, {n} tokens, head {head}")
 
 
 if __name__ == "__main__":
