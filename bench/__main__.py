@@ -108,7 +108,7 @@ def main() -> None:
         port = free_port()
         adapter = start_adapter(port, triton.grpc_url, workdir / "adapter.log", "--log-level", "warning")
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health", adapter)
+        wait_http(f"{url}/health/ready", adapter)
         b, c = args.batch, args.concurrency
         ort = runners.onnxruntime_inprocess(repo, name, texts, b, f"in-process ORT (sorted batches of {b})")
         results.append(ort)

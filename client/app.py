@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.errors import APIError, too_large
 from client.images import ImageLoader
+from client.metrics import Metrics
 from client.registry import ModelRegistry
+from client.responses import JSONResponse, error_response
 from client.routes import router
 from client.service import EmbeddingService
 from client.settings import Settings
 from client.triton import TritonClient
 
 log = logging.getLogger("client")
-
-
-class JSONResponse(Response):
-    """orjson-encoded responses (numpy-free, fast float formatting)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+OPEN_PATHS = ("/health", "/health/ready", "/metrics")
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -69,14 +57,50 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
     )
     app.state.settings = settings
 
+    metrics = Metrics()
+    app.state.metrics = metrics
+    in_flight = 0
+
     @app.middleware("http")
-    async def body_limit(request: Request, call_next):
+    async def gate(request: Request, call_next):
+        """API key, body size and the in-flight bound, before any work; health and metrics stay open."""
+        nonlocal in_flight
+        path = request.url.path
+        if path in OPEN_PATHS or path.startswith(("/docs", "/openapi")):
+            return await call_next(request)
+        if settings.api_key is not None:
+            auth = request.headers.get("authorization", "")
+            if not secrets.compare_digest(auth.encode(), f"Bearer {settings.api_key}".encode()):
+                error = APIError(
+                    401,
+                    "missing or wrong API key (Authorization: Bearer <key>)",
+                    "invalid_request_error",
+                    None,
+                    "invalid_api_key",
+                )
+                return error_response(error, {"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return error_response(
                 too_large(f"request body has {length} bytes; the maximum is {settings.max_body_bytes}")
             )
-        return await call_next(request)
+        if in_flight >= settings.max_in_flight:
+            metrics.rejected.inc()
+            error = APIError(
+                429,
+                f"the server is at its limit of {settings.max_in_flight} requests in flight; retry shortly",
+                "rate_limit_error",
+                None,
+                "server_overloaded",
+            )
+            return error_response(error, {"Retry-After": "1"})
+        in_flight += 1
+        metrics.in_flight.inc()
+        try:
+            return await call_next(request)
+        finally:
+            in_flight -= 1
+            metrics.in_flight.dec()
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:

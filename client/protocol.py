@@ -21,7 +21,9 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    input: str | list[str | MultimodalItem] = Field(description="a text, or a list of texts and {text, image} items")
+    input: str | list[int] | list[list[int]] | list[str | MultimodalItem] = Field(
+        description="a text, a list of texts and {text, image} items, token ids, or a list of token-id lists"
+    )
     model: str | None = Field(None, description="served model id or alias; optional when one model is served")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="not supported by the served models unless they declare it")
@@ -41,7 +43,15 @@ class EmbeddingRequest(BaseModel):
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
-            raise ValueError(f"input must be a string or a list of strings, got {type(value).__name__}")
+            raise ValueError(f"input must be a string or a list, got {type(value).__name__}")
+        is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
+        if value and all(is_int(x) for x in value):
+            return value
+        if value and all(isinstance(x, list) for x in value):
+            for i, ids in enumerate(value):
+                if not ids or not all(is_int(x) for x in ids):
+                    raise ValueError(f"input[{i}] must be a non-empty list of integer token ids")
+            return value
         for i, item in enumerate(value):
             if isinstance(item, dict):
                 unknown = set(item) - {"text", "image"}
@@ -52,7 +62,29 @@ class EmbeddingRequest(BaseModel):
                 if any(item.get(k) is not None and not isinstance(item[k], str) for k in ("text", "image")):
                     raise ValueError(f"input[{i}].text and .image must be strings")
             elif not isinstance(item, str):
-                raise ValueError(f"input[{i}] must be a string or a {{text, image}} item, got {type(item).__name__}")
+                raise ValueError(
+                    f"input[{i}] must be a string or a {{text, image}} item, got {type(item).__name__} "
+                    "(token ids go as a list of ints or a list of int lists, not mixed with text)"
+                )
+        return value
+
+
+class TokenizeRequest(BaseModel):
+    """`POST /tokenize`: the token ids a text becomes after the model's template and special tokens."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: str | list[str] = Field(description="one text or a list of texts")
+    model: str | None = None
+    input_type: Literal["query", "document"] | None = None
+    instruction: str | None = None
+    truncate: Literal["NONE", "START", "END"] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        if isinstance(value, list) and not all(isinstance(x, str) for x in value):
+            raise ValueError("input must be a string or a list of strings")
         return value
 
 

@@ -1,33 +1,50 @@
-"""HTTP routes: no logic here, only the mapping to the service."""
+"""HTTP routes: no logic here, only the mapping to the service, timing headers and metrics."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from client.errors import APIError, bad_request
-from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelList
-from client.service import EmbeddingService
+from client.errors import APIError, bad_request, too_large
+from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelList, TokenizeRequest
+from client.responses import JSONResponse
+from client.service import EmbeddingService, Timings
 
 router = APIRouter()
-
-
 Body = TypeVar("Body", bound=BaseModel)
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace `{"$ref": "#/$defs/X"}` by the definition itself (the schema must stand alone in OpenAPI)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """Document the JSON body in OpenAPI while the route parses it itself."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = model.model_json_schema()
+    schema = _inline(schema, schema.get("$defs", {}))
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The body as JSON whatever its Content-Type (curl -d sends form encoding)."""
+    """The body as JSON whatever its Content-Type (curl -d sends form encoding), within the size cap."""
+    limit = request.app.state.settings.max_body_bytes
+    raw = await request.body()
+    if len(raw) > limit:
+        raise too_large(f"request body has {len(raw)} bytes; the maximum is {limit}")
     try:
-        data = orjson.loads(await request.body())
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
     try:
@@ -45,9 +62,47 @@ def _service(request: Request) -> EmbeddingService:
     return request.app.state.service
 
 
+def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
+    """TEI-style timing headers, in milliseconds."""
+    total = (time.perf_counter() - start) * 1000
+    triton, fetch = timings.triton * 1000, timings.image_fetch * 1000
+    return {
+        "x-total-time": f"{total:.1f}",
+        "x-triton-time": f"{triton:.1f}",
+        "x-image-fetch-time": f"{fetch:.1f}",
+        "x-adapter-time": f"{max(total - triton - fetch, 0):.1f}",
+    }
+
+
 @router.post("/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=_body_schema(EmbeddingRequest))
 async def create_embeddings(request: Request):
-    return await _service(request).embed(await parse_body(request, EmbeddingRequest))
+    start, timings = time.perf_counter(), Timings()
+    metrics = request.app.state.metrics
+    model = "unknown"
+    status = 500
+    try:
+        body = await parse_body(request, EmbeddingRequest)
+        model = body.model or "default"
+        result = await _service(request).embed(body, timings)
+        status = 200
+    except APIError as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels("embeddings", model, str(status)).inc()
+        metrics.latency.labels("embeddings", model).observe(time.perf_counter() - start)
+        metrics.stage.labels("triton", model).observe(timings.triton)
+        if timings.image_fetch:
+            metrics.stage.labels("image_fetch", model).observe(timings.image_fetch)
+    metrics.items.labels(model).inc(len(result["data"]))
+    metrics.tokens.labels(model).inc(result["usage"]["prompt_tokens"])
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/tokenize", openapi_extra=_body_schema(TokenizeRequest))
+@router.post("/v1/tokenize", openapi_extra=_body_schema(TokenizeRequest))
+async def tokenize(request: Request):
+    return await _service(request).tokenize(await parse_body(request, TokenizeRequest))
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -72,9 +127,21 @@ async def list_models(request: Request):
 
 
 @router.get("/health")
-async def health(request: Request):
+async def health():
+    """Liveness: the adapter process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(request: Request):
+    """Readiness: every served model answered a real inference recently (stale ones are probed now)."""
     try:
-        names = await _service(request).healthy()
+        names = await _service(request).ready()
     except APIError as exc:
-        raise APIError(503, f"not healthy: {exc.message}", "service_unavailable", None, exc.code) from exc
-    return {"status": "ok", "models": names}
+        raise APIError(503, f"not ready: {exc.message}", "service_unavailable", None, exc.code) from exc
+    return {"status": "ready", "models": names}
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,16 +1,18 @@
-"""The embeddings use case: validate a request, call Triton, encode the response."""
+"""The use cases: embed items, tokenize texts, report readiness. Routes call these; no HTTP here."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import logging
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from client.errors import APIError, bad_request, too_large
 from client.images import ImageLoader
-from client.protocol import EmbeddingRequest, MultimodalItem
+from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient
@@ -18,24 +20,53 @@ from client.triton import ServedModel, TritonClient
 log = logging.getLogger("client.service")
 
 
-def items_of(request: EmbeddingRequest, max_items: int) -> list[MultimodalItem]:
-    """The request's items (plain strings are text items), each non-empty, within the item cap."""
-    raw = [request.input] if isinstance(request.input, str) else list(request.input)
-    if not raw:
+@dataclass(frozen=True)
+class Item:
+    """One input of a request: a text, an image (optionally with text), or pre-tokenised ids."""
+
+    text: str | None = None
+    image: str | None = None
+    tokens: tuple[int, ...] | None = None
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage of one request, for response headers and metrics."""
+
+    image_fetch: float = 0.0
+    triton: float = 0.0
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
+    """The request's items, each non-empty, within the item cap."""
+    raw = request.input
+    if isinstance(raw, str):
+        raw_items: list = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        raw_items = [raw]  # one token-id list
+    else:
+        raw_items = list(raw)
+    if not raw_items:
         raise bad_request("input cannot be an empty list", param="input")
-    if len(raw) > max_items:
-        raise too_large(f"input has {len(raw)} items; the maximum is {max_items}", param="input")
-    items = [MultimodalItem(text=x) if isinstance(x, str) else x for x in raw]
-    for i, item in enumerate(items):
-        where = "input" if isinstance(request.input, str) else f"input[{i}]"
+    if len(raw_items) > max_items:
+        raise too_large(f"input has {len(raw_items)} items; the maximum is {max_items}", param="input")
+    items = []
+    for i, x in enumerate(raw_items):
+        where = "input" if isinstance(raw, str) else f"input[{i}]"
+        if isinstance(x, list):
+            items.append(Item(tokens=tuple(x)))
+            continue
+        item = MultimodalItem(text=x) if isinstance(x, str) else x
         if item.text is not None and not item.text.strip():
             raise bad_request(f"{where} cannot be empty or whitespace only", param="input")
         if item.image is not None and not item.image.strip():
             raise bad_request(f"{where}.image cannot be empty", param="input")
+        items.append(Item(text=item.text, image=item.image))
     return items
 
 
-def check_modalities(model: ServedModel, items: list[MultimodalItem]) -> None:
+def check_modalities(model: ServedModel, items: list[Item]) -> None:
     for i, item in enumerate(items):
         if item.image is not None and not model.image_ensemble:
             raise bad_request(f"input[{i}] holds an image, and model {model.name!r} embeds text only", "input")
@@ -47,6 +78,29 @@ def check_modalities(model: ServedModel, items: list[MultimodalItem]) -> None:
             )
 
 
+def check_dimensions(dimensions: int | None, model: ServedModel, allow_any: bool) -> None:
+    """`dimensions` is the full size, a declared Matryoshka size, or any size when the operator allows it."""
+    if dimensions is None or dimensions == model.dimension:
+        return
+    if not 1 <= dimensions <= model.dimension:
+        raise bad_request(f"dimensions must be between 1 and {model.dimension}, got {dimensions}", "dimensions")
+    if dimensions not in model.matryoshka_dimensions and not allow_any:
+        supported = f"; it supports {list(model.matryoshka_dimensions)}" if model.matryoshka_dimensions else ""
+        raise bad_request(
+            f"model {model.name!r} is not Matryoshka-trained for dimensions={dimensions} (it returns "
+            f"{model.dimension}{supported}); truncating would lose quality",
+            "dimensions",
+        )
+
+
+def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Matryoshka truncation: keep the first `dimensions` components and re-normalise."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+
+
 def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] | list[str]:
     """Float lists, or base64 of little-endian float32 as the openai SDK expects."""
     if encoding_format == "base64":
@@ -55,51 +109,76 @@ def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] 
     return vectors.astype(np.float32, copy=False).tolist()
 
 
+def _token_bytes(tokens: tuple[int, ...]) -> bytes:
+    return np.asarray(tokens, dtype="<i8").tobytes()
+
+
 class EmbeddingService:
     def __init__(self, settings: Settings, triton: TritonClient, registry: ModelRegistry, images: ImageLoader) -> None:
         self.settings = settings
         self.triton = triton
         self.registry = registry
         self.images = images
+        self.last_success: dict[str, float] = {}
 
-    async def embed(self, request: EmbeddingRequest) -> dict:
+    async def embed(self, request: EmbeddingRequest, timings: Timings | None = None) -> dict:
+        timings = timings or Timings()
         if request.model_extra:
             log.info("ignoring unknown request fields: %s", ", ".join(sorted(request.model_extra)))
         model = await self.registry.resolve(request.model)
-        if request.dimensions is not None and request.dimensions != model.dimension:
-            raise bad_request(
-                f"model {model.name!r} does not support matryoshka dimensions; it returns {model.dimension} "
-                f"dimensions and dimensions={request.dimensions} was requested",
-                param="dimensions",
-            )
         items = items_of(request, self.settings.max_items_per_request)
         check_modalities(model, items)
-        vectors, tokens = await self._embed_items(model, items, self.options(request))
-        rows = encode_rows(vectors, request.encoding_format)
+        options = self.options(request)
+        check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
+        vectors, tokens = await self._embed_items(model, items, options, timings)
+        vectors = shorten(vectors, request.dimensions)
+        self.last_success[model.name] = time.monotonic()
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": row}
+                for i, row in enumerate(encode_rows(vectors, request.encoding_format))
+            ],
             "model": request.model or model.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
+    async def _timed(self, timings: Timings, stage: str, coro):
+        start = time.perf_counter()
+        try:
+            return await coro
+        finally:
+            setattr(timings, stage, getattr(timings, stage) + time.perf_counter() - start)
+
     async def _embed_items(
-        self, model: ServedModel, items: list[MultimodalItem], options: dict[str, str]
+        self, model: ServedModel, items: list[Item], options: dict[str, str], timings: Timings
     ) -> tuple[np.ndarray, int]:
-        """Route each item to its tower, run the towers concurrently, reassemble in input order."""
-        text_at = [i for i, item in enumerate(items) if item.image is None]
+        """Route each item to its path, run the paths concurrently, reassemble in input order."""
+        text_at = [i for i, item in enumerate(items) if item.image is None and item.tokens is None]
+        token_at = [i for i, item in enumerate(items) if item.tokens is not None]
         image_at = [i for i, item in enumerate(items) if item.image is not None]
+        batch = model.max_batch_size
 
         async def texts() -> tuple[np.ndarray, np.ndarray]:
             values = [items[i].text or "" for i in text_at]
-            return await self.triton.embed(model.name, values, model.max_batch_size, options, text_at)
+            return await self._timed(timings, "triton", self.triton.embed(model.name, values, batch, options, text_at))
+
+        async def token_ids() -> tuple[np.ndarray, np.ndarray]:
+            blobs = [_token_bytes(items[i].tokens or ()) for i in token_at]
+            # Token ids bypass the template; TEXT is required by the ensemble, so it travels empty.
+            plain = {"TEXT": "", **{k: v for k, v in options.items() if k == "TRUNCATE"}}
+            return await self._timed(
+                timings, "triton", self.triton.embed(model.name, blobs, batch, plain, token_at, "TOKEN_IDS")
+            )
 
         async def images() -> tuple[np.ndarray, np.ndarray]:
-            blobs = await self.images.load_all([items[i].image or "" for i in image_at], image_at)
-            return await self.triton.embed(model.image_ensemble, blobs, model.max_batch_size, None, image_at, "IMAGE")
+            sources = [items[i].image or "" for i in image_at]
+            blobs = await self._timed(timings, "image_fetch", self.images.load_all(sources, image_at))
+            return await self._timed(
+                timings, "triton", self.triton.embed(model.image_ensemble, blobs, batch, None, image_at, "IMAGE")
+            )
 
-        jobs = [(text_at, texts()) if text_at else None, (image_at, images()) if image_at else None]
-        jobs = [j for j in jobs if j is not None]
+        jobs = [(at, job()) for at, job in ((text_at, texts), (token_at, token_ids), (image_at, images)) if at]
         results = await asyncio.gather(*(coro for _, coro in jobs))
         out = np.empty((len(items), model.dimension), dtype=np.float32)
         tokens = 0
@@ -112,7 +191,7 @@ class EmbeddingService:
             tokens += int(counts.sum())
         return out, tokens
 
-    def options(self, request: EmbeddingRequest) -> dict[str, str]:
+    def options(self, request: EmbeddingRequest | TokenizeRequest) -> dict[str, str]:
         """The optional ensemble inputs this request sets."""
         if request.instruction is not None and request.input_type == "document":
             raise bad_request("instruction applies to queries only; drop it or set input_type to query", "instruction")
@@ -128,11 +207,36 @@ class EmbeddingService:
             options["INSTRUCTION"] = request.instruction
         return options
 
-    async def healthy(self) -> list[str]:
-        """Names of models that answered a real one-text inference; raises when none is served."""
+    async def tokenize(self, request: TokenizeRequest) -> dict:
+        """Token ids exactly as the encoder sees them: template, special tokens and truncation applied."""
+        model = await self.registry.resolve(request.model)
+        texts = [request.input] if isinstance(request.input, str) else list(request.input)
+        if not texts:
+            raise bad_request("input cannot be an empty list", param="input")
+        if len(texts) > self.settings.max_items_per_request:
+            raise too_large(
+                f"input has {len(texts)} items; the maximum is {self.settings.max_items_per_request}", "input"
+            )
+        ids, counts = await self.triton.tokenize(
+            f"{model.name}_preprocess", texts, model.max_batch_size, self.options(request)
+        )
+        rows = [row[:n].tolist() for row, n in zip(ids, counts, strict=True)]
+        return {
+            "model": request.model or model.name,
+            "tokens": rows,
+            "counts": [len(r) for r in rows],
+            "total": int(sum(len(r) for r in rows)),
+            "max_tokens": model.max_tokens,
+        }
+
+    async def ready(self) -> list[str]:
+        """Names of served models that answered an inference within `ready_ttl_s` (probing stale ones now)."""
         models = await self.registry.refresh()
         if not models:
             raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model")
+        now = time.monotonic()
         for model in models:
-            await self.triton.embed(model.name, ["health check"], model.max_batch_size)
+            if now - self.last_success.get(model.name, float("-inf")) > self.settings.ready_ttl_s:
+                await self.triton.embed(model.name, ["readiness probe"], model.max_batch_size)
+                self.last_success[model.name] = time.monotonic()
         return [m.name for m in models]

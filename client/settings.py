@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         default_factory=list, description="hosts fetched even when they resolve to loopback or private addresses"
     )
     image_local_dir: Path | None = Field(None, description="local image paths are read only under this folder")
+    api_key: str | None = Field(None, description="when set, /v1/* and /tokenize need 'Authorization: Bearer <key>'")
+    max_in_flight: int = Field(256, ge=1, description="requests processed at once; more are refused with 429")
+    ready_ttl_s: float = Field(30.0, description="a model counts as ready if it answered an inference this recently")
+    allow_any_dimensions: bool = Field(
+        False, description="accept any `dimensions` (truncate + re-normalise), lossy for models not Matryoshka-trained"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
     @field_validator("image_allowed_hosts", mode="before")

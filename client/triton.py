@@ -34,6 +34,7 @@ class ServedModel:
     max_batch_size: int
     image_ensemble: str = ""
     fuses_modalities: bool = False
+    matryoshka_dimensions: tuple[int, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -58,7 +59,13 @@ class TritonClient:
     """One gRPC channel, created and closed by the app's lifespan."""
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
-        self.client = grpcclient.InferenceServerClient(url)
+        # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
+        backoff = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        self.client = grpcclient.InferenceServerClient(url, channel_args=backoff)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
 
@@ -92,6 +99,9 @@ class TritonClient:
                         max_batch_size=int(cfg.get("max_batch_size", 0)) or 1,
                         image_ensemble=params.get("image_ensemble", ""),
                         fuses_modalities=params.get("fuses_modalities") == "true",
+                        matryoshka_dimensions=tuple(
+                            int(d) for d in params.get("matryoshka_dimensions", "").split(",") if d
+                        ),
                     )
                 )
             return served
@@ -120,17 +130,36 @@ class TritonClient:
         )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    async def tokenize(
+        self, preprocess: str, texts: list[str], max_batch: int, options: dict[str, str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded ids `[n, width]` and counts `[n]` from a model's preprocess step (no encoder)."""
+        spans = [(i, min(i + max_batch, len(texts))) for i in range(0, len(texts), max_batch)]
+        outputs = ("input_ids", "TOKEN_COUNT")
+        parts = await asyncio.gather(
+            *(self._infer(preprocess, "TEXT", texts[a:b], options, list(range(a, b)), outputs) for a, b in spans)
+        )
+        width = max(p[0].shape[1] for p in parts)
+        ids = np.concatenate([np.pad(p[0], ((0, 0), (0, width - p[0].shape[1]))) for p in parts])
+        return ids, np.concatenate([p[1] for p in parts])
+
     async def _infer(
-        self, name: str, tensor: str, values: list, options: dict[str, str], positions: list[int]
+        self,
+        name: str,
+        tensor: str,
+        values: list,
+        options: dict[str, str],
+        positions: list[int],
+        outputs: tuple[str, str] = ("EMBEDDING", "TOKEN_COUNT"),
     ) -> tuple[np.ndarray, np.ndarray]:
         inputs = []
         for input_name, column in ((tensor, values), *((k, [v] * len(values)) for k, v in options.items())):
             data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
             inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput("EMBEDDING"), grpcclient.InferRequestedOutput("TOKEN_COUNT")]
+        requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
         try:
-            result = await self.client.infer(name, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise translate(exc, positions) from exc
-        return result.as_numpy("EMBEDDING"), result.as_numpy("TOKEN_COUNT").reshape(-1)
+        return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)

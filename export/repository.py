@@ -92,6 +92,7 @@ def _text_inputs(cls) -> list:
         _tensor(cls, "TRUNCATE", mc.TYPE_STRING, [1], optional=True),
         _tensor(cls, "INPUT_TYPE", mc.TYPE_STRING, [1], optional=True),
         _tensor(cls, "INSTRUCTION", mc.TYPE_STRING, [1], optional=True),
+        _tensor(cls, "TOKEN_IDS", mc.TYPE_STRING, [1], optional=True),  # pre-tokenised rows, int64 little-endian
     ]
 
 

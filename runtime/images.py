@@ -40,9 +40,11 @@ def decode_image(data: bytes, max_pixels: int, index: int = 0) -> Image.Image:
             image.load()
     except InputError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"input[{index}]: the image has too many pixels; the maximum is {max_pixels}") from exc
     except Image.UnidentifiedImageError as exc:
         raise InputError(f"input[{index}]: not an image in a supported format") from exc
-    except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"input[{index}]: cannot decode the image ({exc})") from exc
     if width < 1 or height < 1:
         raise InputError(f"input[{index}]: the image has no pixels")

@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from runtime.errors import InputError
 from runtime.params import PreprocessParams, model_config, version_dir
-from runtime.text import apply_prompt, encode, frame_all, load_tokenizer, pad
+from runtime.text import apply_prompt, encode, frame_all, load_tokenizer, pad, token_content
 
 
 def _strings(request, name: str) -> list[str] | None:
@@ -21,6 +21,14 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.params = PreprocessParams.from_config(model_config(args), version_dir(args))
         self.tokenizer = load_tokenizer(str(self.params.tokenizer_path))
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def _token_ids(self, request) -> list[list[int]] | None:
+        """Pre-tokenised rows (TOKEN_IDS), used as content without any template."""
+        tensor = pb_utils.get_input_tensor_by_name(request, "TOKEN_IDS")
+        if tensor is None:
+            return None
+        return [token_content(bytes(b), self.vocab_size, i) for i, b in enumerate(tensor.as_numpy().reshape(-1))]
 
     def _texts(self, request) -> list[str]:
         """The request's texts with the query template applied (per request: INPUT_TYPE, INSTRUCTION)."""
@@ -35,11 +43,14 @@ class TritonPythonModel:
 
     def execute(self, requests):
         texts: list[list[str] | InputError] = []
+        tokens: list[list[list[int]] | None] = []
         modes: list[str] = []
         for request in requests:
             try:
-                texts.append(self._texts(request))
+                tokens.append(self._token_ids(request))
+                texts.append([] if tokens[-1] is not None else self._texts(request))
             except InputError as exc:
+                tokens.append(None)
                 texts.append(exc)
             truncate = _strings(request, "TRUNCATE")
             modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
@@ -47,11 +58,12 @@ class TritonPythonModel:
         contents = encode(self.tokenizer, [t for rows in rows_of for t in rows])  # one call for the whole batch
         responses = []
         start = 0
-        for rows, mode in zip(texts, modes, strict=True):
+        for rows, ids, mode in zip(texts, tokens, modes, strict=True):
             try:
                 if isinstance(rows, InputError):
                     raise rows
                 part, start = contents[start : start + len(rows)], start + len(rows)
+                part = ids if ids is not None else part
                 batch = pad(frame_all(part, self.params.layout, mode), self.params.layout)
             except InputError as exc:
                 responses.append(

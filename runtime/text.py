@@ -135,6 +135,20 @@ def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
+def token_content(blob: bytes, vocab_size: int, index: int) -> list[int]:
+    """Pre-tokenised content sent as little-endian int64 bytes, checked against the vocabulary."""
+    if len(blob) % 8:
+        raise InputError(f"input[{index}]: token ids must be int64 values")
+    ids = np.frombuffer(blob, dtype="<i8")
+    if ids.size == 0:
+        raise InputError(f"input[{index}] holds no token ids")
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+    if bad.size:
+        j = int(bad[0])
+        raise InputError(f"input[{index}][{j}] is token id {int(ids[j])}, outside the vocabulary (0–{vocab_size - 1})")
+    return ids.tolist()
+
+
 def frame_all(contents: list[list[int]], layout: TextLayout, truncate: str) -> list[list[int]]:
     """Frame every row of one request; the first bad row fails the request."""
     if truncate not in TRUNCATE_MODES:

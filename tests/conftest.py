@@ -62,7 +62,7 @@ def start_stack(repository: Path, workdir: Path, *adapter_args: str) -> Stack:
     log = workdir / "adapter.log"
     adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", adapter, timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
     except Exception:
         stop(adapter)
         triton.stop()

@@ -7,6 +7,7 @@ import functools
 import http.server
 import io
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -49,12 +50,44 @@ def checkpoint(tmp_path_factory):
     return tiny.clip(tmp_path_factory.mktemp("clip") / "clip-vit-large-patch14-336")
 
 
+def bomb_png(side: int = 20000) -> bytes:
+    """A 1-bit PNG of side × side pixels that compresses to a few kilobytes."""
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class HostileHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files plus the misbehaving endpoints of the hostile corpus."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/loop":
+            self._redirect("/loop")
+        elif self.path == "/to-private":
+            self._redirect("http://10.255.255.1/x.png")  # refused before any connection is made
+        elif self.path == "/slow":
+            time.sleep(5)
+            self.send_response(200)
+            self.end_headers()
+        else:
+            super().do_GET()
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def image_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     for name, data in IMAGES.items():
         (root / name).write_bytes(data)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    (root / "bomb.png").write_bytes(bomb_png())
+    handler = functools.partial(HostileHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -75,7 +108,16 @@ def stack(checkpoint, tmp_path_factory):
         ),
         Progress(),
     )
-    s = start_stack(repo, tmp_path_factory.mktemp("clip-stack"), "--image-allowed-hosts", "127.0.0.1")
+    s = start_stack(
+        repo,
+        tmp_path_factory.mktemp("clip-stack"),
+        "--image-allowed-hosts",
+        "127.0.0.1",
+        "--image-timeout-s",
+        "2",
+        "--image-max-bytes",
+        "1000000",
+    )
     yield s
     stop_stack(s)
 
@@ -220,3 +262,41 @@ def test_private_addresses_are_refused_unless_allowed(image_server) -> None:
     with pytest.raises(APIError, match="non-public address"):
         asyncio.run(load(Settings()))
     assert asyncio.run(load(Settings(image_allowed_hosts="127.0.0.1"))) == IMAGES["one.png"]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("bomb", "pixels; the maximum is"),
+        ("truncated", "cannot decode the image"),
+        ("zero bytes", "is empty"),
+        ("not an image", "not an image in a supported format"),
+        ("too many bytes", "the maximum is 1000000"),
+        ("redirect loop", "more than 3 redirects"),
+        ("redirect to a private address", "non-public address"),
+        ("slow server", "longer than 2.0 s"),
+        ("bad base64", "neither an http(s) URL"),
+    ],
+)
+def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, image_server, case, expected) -> None:
+    sources = {
+        "bomb": f"{image_server}/bomb.png",
+        "truncated": "data:image/png;base64," + base64.b64encode(IMAGES["alpha.png"][:60]).decode(),
+        "zero bytes": "data:image/png;base64,",
+        "not an image": base64.b64encode(b"GIF89a? no, just text").decode(),
+        "too many bytes": "data:image/png;base64," + base64.b64encode(b"\0" * 1_000_001).decode(),
+        "redirect loop": f"{image_server}/loop",
+        "redirect to a private address": f"{image_server}/to-private",
+        "slow server": f"{image_server}/slow",
+        "bad base64": "not base64 at all!",
+    }
+    r = post(stack, ["fine", {"text": "also fine"}, {"image": sources[case]}])
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["message"].startswith("input[2]") and expected in error["message"], error
+    assert vectors(post(stack, [{"image": data_uri("alpha.png")}, "next"])).shape == (2, 16)
+
+
+def test_a_one_pixel_image_is_valid_for_clip(stack) -> None:
+    """1×1 is a real image: resized to the tower's size like any other, not an error."""
+    assert vectors(post(stack, [{"image": data_uri("one.png")}])).shape == (1, 16)

@@ -139,8 +139,9 @@ def test_models_and_health(minilm_stack) -> None:
             "modalities": ["text"],
         }
     ]
-    health = httpx.get(f"{minilm_stack.adapter_url}/health")
-    assert health.status_code == 200 and health.json()["models"] == ["all-MiniLM-L6-v2"]
+    assert httpx.get(f"{minilm_stack.adapter_url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{minilm_stack.adapter_url}/health/ready")
+    assert ready.status_code == 200 and ready.json()["models"] == ["all-MiniLM-L6-v2"]
 
 
 def assert_error(r: httpx.Response, status: int, param: str | None = None, code: str | None = None) -> dict:
@@ -208,7 +209,8 @@ def test_triton_unreachable_is_503(minilm_stack, tmp_path) -> None:
         wait_http(f"http://127.0.0.1:{port}/docs", adapter, timeout=60)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x"}, timeout=30)
         assert_error(r, 503)
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 503
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=30).status_code == 503
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200  # alive, not ready
     finally:
         stop(adapter)
 

@@ -114,3 +114,15 @@ def test_run_packed_equals_one_call_per_request() -> None:
     packed = run_packed(Session(), feeds, "EMBEDDING", Packing(max_rows=2, max_tokens=64))
     for feed, got in zip(feeds, packed, strict=True):
         np.testing.assert_array_equal(got, Session().run(None, feed)[0])
+
+
+def test_token_content_checks_the_vocabulary() -> None:
+    from runtime.text import token_content
+
+    assert token_content(np.array([5, 0, 9], dtype="<i8").tobytes(), 10, 0) == [5, 0, 9]
+    with pytest.raises(InputError, match=r"input\[2\]\[1\] is token id 10, outside the vocabulary \(0–9\)"):
+        token_content(np.array([5, 10], dtype="<i8").tobytes(), 10, 2)
+    with pytest.raises(InputError, match="token id -1"):
+        token_content(np.array([-1], dtype="<i8").tobytes(), 10, 0)
+    with pytest.raises(InputError, match="no token ids"):
+        token_content(b"", 10, 0)

@@ -1,0 +1,169 @@
+"""The adapter against real Triton: input forms, tokenize, dimensions, auth, metrics, limits, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI
+
+from launcher import default_model
+from launcher.processes import free_port, start_adapter, stop, wait_http
+from launcher.tritonserver import TritonPorts, TritonServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(default_model.checkpoint()))
+
+
+@pytest.fixture
+def adapter(minilm_stack, tmp_path):
+    """A second adapter on the same Triton, with the flags a test needs."""
+    started = []
+
+    def run(*flags: str) -> str:
+        port = free_port()
+        proc = start_adapter(port, minilm_stack.grpc_url, tmp_path / f"adapter-{port}.log", *flags)
+        started.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
+        return f"http://127.0.0.1:{port}"
+
+    yield run
+    for proc in started:
+        stop(proc)
+
+
+def test_openai_sdk_every_input_form(minilm_stack, hf_tokenizer) -> None:
+    client = OpenAI(base_url=f"{minilm_stack.adapter_url}/v1", api_key="unused", max_retries=0)
+    text = client.embeddings.create(model="minilm", input="a cat", encoding_format="float").data[0].embedding
+    ids = hf_tokenizer("a cat", add_special_tokens=False)["input_ids"]
+    for form in (ids, [ids, hf_tokenizer("a kitten", add_special_tokens=False)["input_ids"]]):
+        default = client.embeddings.create(model="minilm", input=form)  # the SDK asks for base64 and decodes it
+        np.testing.assert_allclose(default.data[0].embedding, text, atol=1e-6)  # ids get the same framing as text
+        raw = client.embeddings.create(model="minilm", input=form, encoding_format="base64")  # left encoded
+        np.testing.assert_allclose(np.frombuffer(base64.b64decode(raw.data[0].embedding), "<f4"), text, atol=1e-6)
+        floats = client.embeddings.create(model="minilm", input=form, encoding_format="float")
+        np.testing.assert_allclose(floats.data[0].embedding, text, atol=1e-6)
+    listed = client.embeddings.create(model="minilm", input=["a cat", "a kitten"], encoding_format="float")
+    np.testing.assert_allclose(listed.data[0].embedding, text, atol=1e-6)
+    usage = client.embeddings.create(model="minilm", input=[ids]).usage
+    assert usage.prompt_tokens == len(ids) + 2
+
+
+def test_token_ids_outside_the_vocabulary_are_400(minilm_stack) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": [[101, 2000], [5, 10**7]]})
+    assert r.status_code == 400
+    assert "input[1][1] is token id 10000000, outside the vocabulary" in r.json()["error"]["message"]
+
+
+def test_tokenize_returns_what_the_encoder_sees(minilm_stack, hf_tokenizer) -> None:
+    for path in ("/tokenize", "/v1/tokenize"):
+        r = httpx.post(f"{minilm_stack.adapter_url}{path}", json={"model": "minilm", "input": ["a cat", "word " * 600]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["tokens"][0] == hf_tokenizer("a cat")["input_ids"]
+        assert body["counts"] == [4, 256] and body["max_tokens"] == 256 and body["total"] == 260
+
+
+def test_dimensions_need_matryoshka_or_the_operator_option(minilm_stack, adapter) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": "a cat", "dimensions": 128})
+    assert r.status_code == 400 and "not Matryoshka-trained" in r.json()["error"]["message"]
+    full = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": "a cat", "dimensions": 384})
+    lossy = adapter("--allow-any-dimensions", "true")
+    short = httpx.post(f"{lossy}/v1/embeddings", json={"input": "a cat", "dimensions": 128}).json()
+    head = np.array(full.json()["data"][0]["embedding"][:128])
+    np.testing.assert_allclose(short["data"][0]["embedding"], head / np.linalg.norm(head), atol=1e-6)
+    bad = httpx.post(f"{lossy}/v1/embeddings", json={"input": "a cat", "dimensions": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "dimensions"
+
+
+def test_api_key_guards_the_api_but_not_health_or_metrics(adapter) -> None:
+    url = adapter("--api-key", "s3cret")
+    assert httpx.post(f"{url}/v1/embeddings", json={"input": "x"}).status_code == 401
+    wrong = httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    ok = httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert OpenAI(base_url=f"{url}/v1", api_key="s3cret").embeddings.create(model="minilm", input="x").data
+    for path in ("/health", "/health/ready", "/metrics"):
+        assert httpx.get(f"{url}{path}").status_code == 200
+
+
+def test_metrics_and_timing_headers(minilm_stack) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"model": "minilm", "input": ["a", "b"]})
+    assert float(r.headers["x-total-time"]) >= float(r.headers["x-triton-time"]) > 0
+    httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"model": "minilm", "input": ""})
+    text = httpx.get(f"{minilm_stack.adapter_url}/metrics").text
+    assert 'embed_requests_total{model="minilm",route="embeddings",status="200"}' in text
+    assert 'embed_requests_total{model="minilm",route="embeddings",status="400"}' in text
+    assert 'embed_items_total{model="minilm"}' in text
+    assert "embed_stage_seconds_bucket" in text and "embed_in_flight_requests" in text
+
+
+def test_unknown_fields_are_ignored(minilm_stack) -> None:
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": "x", "user": "u", "foo": {"bar": 1}})
+    assert r.status_code == 200
+
+
+def test_body_cap_holds_for_chunked_bodies(adapter) -> None:
+    url = adapter("--max-body-bytes", "2048")
+
+    def chunks():
+        yield b'{"input": "'
+        yield b"x" * 4096
+        yield b'"}'
+
+    r = httpx.post(f"{url}/v1/embeddings", content=chunks())  # no Content-Length
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+def test_in_flight_bound_answers_429_and_recovers(adapter) -> None:
+    url = adapter("--max-in-flight", "1")
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = {"input": ["a longer sentence about batching " * 8] * 64}
+            rs = await asyncio.gather(*(client.post(f"{url}/v1/embeddings", json=body) for _ in range(8)))
+            return [r.status_code for r in rs]
+
+    statuses = asyncio.run(burst())
+    assert 429 in statuses and 200 in statuses, statuses
+    assert httpx.post(f"{url}/v1/embeddings", json={"input": "x"}).status_code == 200
+    assert "embed_rejected_total" in httpx.get(f"{url}/metrics").text
+
+
+def test_triton_down_is_503_quickly_and_the_adapter_recovers(minilm_repository, tmp_path) -> None:
+    """Stop Triton: 503 within seconds; start it again on the same ports: 200 without restarting the adapter."""
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    triton = TritonServer(minilm_repository[0], tmp_path, ports)
+    triton.start()
+    triton.wait_ready(240)
+    port = free_port()
+    proc = start_adapter(port, triton.grpc_url, tmp_path / "adapter.log")
+    url = f"http://127.0.0.1:{port}/v1/embeddings"
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
+        assert httpx.post(url, json={"input": "x"}).status_code == 200
+        triton.stop()
+        start = time.monotonic()
+        r = httpx.post(url, json={"input": "x"}, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert time.monotonic() - start < 5
+        triton.start()
+        triton.wait_ready(240)
+        deadline = time.monotonic() + 30
+        while (status := httpx.post(url, json={"input": "x"}, timeout=30).status_code) != 200:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+    finally:
+        stop(proc)
+        triton.stop()
