@@ -1,0 +1,87 @@
+"""Qwen2-VL image preprocessing and the GME prompt, as the authors' recipe and Hugging Face compute them.
+
+`patches` reproduces Qwen2VLImageProcessor: RGB, `smart_resize` to multiples of 28 within
+[min_pixels, max_pixels], PIL bicubic, rescale 1/255, CLIP mean/std, the frame repeated to
+`temporal_patch_size`, patches flattened block-major into `[grid_h·grid_w, 3·2·14·14]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from runtime.errors import InputError
+
+GME_TEMPLATE = (
+    "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
+    "<|im_start|>assistant\n<|endoftext|>"
+)
+IMAGE_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    min_pixels: int
+    max_pixels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+def smart_resize(
+    height: int, width: int, factor: int, min_pixels: int, max_pixels: int, index: int = 0
+) -> tuple[int, int]:
+    """Qwen2-VL's target size: multiples of `factor`, pixel count within bounds, aspect ratio kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise InputError(
+            f"input[{index}]: the image's aspect ratio {max(height, width) / min(height, width):.0f} "
+            "exceeds 200, which Qwen2-VL cannot embed"
+        )
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def patches(image: Image.Image, spec: VisionSpec, index: int = 0) -> tuple[np.ndarray, int, int]:
+    """RGB image → (`pixel_values [grid_h·grid_w, 1176]` float32, grid_h, grid_w)."""
+    height, width = smart_resize(image.height, image.width, spec.factor, spec.min_pixels, spec.max_pixels, index)
+    resized = np.asarray(image.resize((width, height), resample=Image.BICUBIC)).transpose(2, 0, 1)
+    scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    pixels = (scaled - mean) / std
+    p, m, t = spec.patch_size, spec.merge_size, spec.temporal_patch_size
+    gh, gw = height // p, width // p
+    blocks = pixels.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)
+    blocks = np.broadcast_to(blocks[:, :, :, :, :, None], (*blocks.shape[:5], t, p, p))
+    return np.ascontiguousarray(blocks.reshape(gh * gw, 3 * t * p * p), dtype=np.float32), gh, gw
+
+
+def vision_positions(grid_h: int, grid_w: int, merge: int) -> np.ndarray:
+    """`[grid_h·grid_w, 2]` (row, column) of each patch, block-major like the patches."""
+    h, w = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    shape = (grid_h // merge, merge, grid_w // merge, merge)
+    return np.stack(
+        [h.reshape(shape).transpose(0, 2, 1, 3).ravel(), w.reshape(shape).transpose(0, 2, 1, 3).ravel()], axis=-1
+    ).astype(np.int64)
+
+
+def gme_prompt(text: str | None, image_tokens: int, instruction: str) -> str:
+    """The authors' prompt: image marker (expanded to `image_tokens` pads) directly followed by the text."""
+    mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * image_tokens) if image_tokens else ""
+    return GME_TEMPLATE.format(instruction=instruction, input=f"{mark}{text or ''}")
