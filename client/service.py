@@ -174,9 +174,24 @@ class EmbeddingService:
         async def images() -> tuple[np.ndarray, np.ndarray]:
             sources = [items[i].image or "" for i in image_at]
             blobs = await self._timed(timings, "image_fetch", self.images.load_all(sources, image_at))
-            return await self._timed(
-                timings, "triton", self.triton.embed(model.image_ensemble, blobs, batch, None, image_at, "IMAGE")
-            )
+            if not model.fuses_modalities:  # CLIP: fixed-size images, chunked like texts
+                call = self.triton.embed(model.image_ensemble, blobs, batch, None, image_at, "IMAGE")
+                return await self._timed(timings, "triton", call)
+            # GME: one item per Triton request (its own prompt, image pads and fused text); Triton batches them.
+            controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
+            calls = [
+                self.triton.embed(
+                    model.image_ensemble,
+                    [blob],
+                    1,
+                    {**controls, **({"TEXT": t} if (t := items[i].text) else {})},
+                    [i],
+                    "IMAGE",
+                )
+                for i, blob in zip(image_at, blobs, strict=True)
+            ]
+            parts = await self._timed(timings, "triton", asyncio.gather(*calls))
+            return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
 
         jobs = [(at, job()) for at, job in ((text_at, texts), (token_at, token_ids), (image_at, images)) if at]
         results = await asyncio.gather(*(coro for _, coro in jobs))

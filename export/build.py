@@ -19,6 +19,7 @@ from rich.console import Console
 from export import repository as repo
 from export.checkpoint import Plan, plan
 from export.errors import ExportError
+from export.gme import LanguageGraph, VisionGraph, gme_text_samples, gme_vision_samples
 from export.graph import (
     Agreement,
     ClipImageGraph,
@@ -33,6 +34,7 @@ from export.graph import (
 from export.specs import Attention, Dtype
 from export.tensorrt import Profile, build_engine, image_shapes, run_engine
 from runtime.images import clip_pixels
+from runtime.qwen2vl import IMAGE_MARK, patches, vision_positions
 from runtime.text import Prompt, encode, frame_all, pad
 
 # Fixed validation inputs: short and long, ASCII and not, so padding is exercised.
@@ -60,7 +62,12 @@ class ExportRequest:
     attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
     dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
     profile: Profile | None = None  # tensorrt only; None: batch 1..max batch, sequence 1..max length
+    min_pixels: int | None = None  # GME image bounds (default: the authors' 256·28² … 1280·28²)
+    max_pixels: int | None = None
     serving: repo.Serving = repo.Serving()
+
+    def plan(self) -> Plan:
+        return plan(self.checkpoint, self.max_length, self.attention, self.min_pixels, self.max_pixels)
 
     def resolved_dtype(self, p: Plan) -> Dtype:
         if self.dtype is not None:
@@ -105,12 +112,45 @@ def validation_images() -> list[Image.Image]:
     return images
 
 
-def _validation_feeds(p: Plan, tower: str) -> dict[str, np.ndarray]:
+def gme_prompt_mark(pads: int) -> str:
+    return IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
+
+
+def _gme_vision_feeds(p: Plan) -> dict[str, np.ndarray]:
+    """The validation images packed as one call: patches, positions, and which image each patch belongs to."""
+    assert p.vision is not None
+    parts = [patches(img, p.vision) for img in validation_images()]
+    return {
+        "pixel_values": np.concatenate([x for x, _, _ in parts]),
+        "position_ids": np.concatenate([vision_positions(gh, gw, p.vision.merge_size) for _, gh, gw in parts]),
+        "segment_ids": np.concatenate([np.full(len(x), i, dtype=np.int64) for i, (x, _, _) in enumerate(parts)]),
+    }
+
+
+def _validation_feeds(p: Plan, tower: str, graphs: dict[str, torch.nn.Module] | None = None) -> dict[str, np.ndarray]:
+    """Fixed inputs of each tower; GME's text tower also gets a prompt with a real image's features."""
+    if tower == "image" and p.vision is not None:
+        return _gme_vision_feeds(p)
     if tower == "image":
         assert p.image is not None
         return {"pixel_values": np.stack([clip_pixels(img, p.image) for img in validation_images()])}
-    batch = pad(frame_all(encode(p.tokenizer, list(VALIDATION_TEXTS)), p.layout, "END"), p.layout)
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    texts = list(VALIDATION_TEXTS)
+    if p.vision is None:
+        batch = pad(frame_all(encode(p.tokenizer, texts), p.layout, "END"), p.layout)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    assert graphs is not None, "GME's text validation needs the vision graph for its image row"
+    image, grid_h, grid_w = patches(validation_images()[0], p.vision)
+    pads = grid_h * grid_w // p.vision.merge_size**2
+    prompts = [p.document_template.format(instruction=p.default_instruction, text=t) for t in texts]
+    prompts.append(p.document_template.format(instruction=p.default_instruction, text=gme_prompt_mark(pads) + texts[0]))
+    batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
+    single = {
+        "pixel_values": image,
+        "position_ids": vision_positions(grid_h, grid_w, p.vision.merge_size),
+        "segment_ids": np.zeros(len(image), dtype=np.int64),
+    }
+    features = torch_reference(graphs["image"], *single.values())
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
 
 
 def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
@@ -120,25 +160,35 @@ def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     model = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
     if p.spec.family == "clip":
         return {"text": ClipTextGraph(model), "image": ClipImageGraph(model)}
+    if p.spec.family == "gme":
+        assert p.image_token_id is not None
+        return {"text": LanguageGraph(model, p.image_token_id), "image": VisionGraph(model.visual)}
     if p.spec.decoder:
         # transformers ≥ 5.2 builds a bidirectional mask for decoders when is_causal is False.
         model.config.is_causal = p.attention == "causal"
     return {"text": EmbeddingGraph(model, p.pooling, p.normalize)}
 
 
-def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, np.ndarray]:
-    """Load the weights once (in `dtype`), compute each tower's reference, export ONNX; returns the references."""
+def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Load the weights once (in `dtype`), compute each tower's reference, export ONNX.
+
+    Returns each tower's validation feeds and PyTorch reference."""
     progress = Progress()
-    p = plan(request.checkpoint, request.max_length, request.attention)
+    p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
         graphs = _load_graphs(p, dtype)
-        references = {t: torch_reference(g, *_validation_feeds(p, t).values()) for t, g in graphs.items()}
+        feeds = {t: _validation_feeds(p, t, graphs) for t in graphs}
+        references = {t: (feeds[t], torch_reference(g, *feeds[t].values())) for t, g in graphs.items()}
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
     for tower, graph in graphs.items():
-        if tower == "image":
+        if tower == "image" and p.vision is not None:
+            samples, dynamic = gme_vision_samples()
+        elif tower == "image":
             assert p.image is not None
             samples, dynamic = image_samples(p.image.crop_height, p.image.crop_width)
+        elif p.vision is not None:
+            samples, dynamic = gme_text_samples(p.layout.max_length, p.image_token_id or 0, p.dimension)
         else:
             samples, dynamic = text_samples(p.layout.max_length)
         size = sum(t.numel() * t.element_size() for t in graph.parameters())
@@ -146,7 +196,8 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, np.ndarray
             f"export the {tower} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
             f"{', external data' if external else ''})"
         ):
-            export_onnx(graph, request.engine_dir(tower) / "model.onnx", samples, dynamic, external)
+            output = "IMAGE_EMBEDS" if tower == "image" and p.vision is not None else "EMBEDDING"
+            export_onnx(graph, request.engine_dir(tower) / "model.onnx", samples, dynamic, external, output)
     return references
 
 
@@ -195,7 +246,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     """Export `request.checkpoint` and write its Triton models; raises on any failure."""
     progress = progress or Progress()
     with progress.step(f"read checkpoint {request.checkpoint}"):
-        p = plan(request.checkpoint, request.max_length, request.attention)
+        p = request.plan()
     dtype = request.resolved_dtype(p)
     progress.console.print(
         f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
@@ -209,10 +260,11 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        references = pool.submit(_export_graphs, request, dtype).result()
+        checks = pool.submit(_export_graphs, request, dtype).result()
+    references = {tower: reference for tower, (_, reference) in checks.items()}
     agreements = []
     for tower in p.spec.towers:
-        feeds = _validation_feeds(p, tower)
+        feeds = checks[tower][0]
         with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
             session = _onnx_session(request.engine_dir(tower) / "model.onnx", dtype)
             agreement = compare(references[tower], session.run(None, feeds)[0], *_tolerance(p, dtype))
@@ -258,23 +310,34 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
     pre_dir = request.repository / f"{request.name}_preprocess"
     enc_dir = request.repository / f"{request.name}_encoder"
     ens_dir = request.repository / request.name
-    prompt = Prompt(p.query_template, p.default_instruction)
+    prompt = Prompt(p.query_template, p.default_instruction, p.document_template)
     repo.write_config(pre_dir, repo.preprocess_config(request.name, p.layout, serving, prompt))
     repo.install_python_model(pre_dir / "1", "preprocess_model")
     p.tokenizer.save(str(pre_dir / "1" / "tokenizer.json"))
-    repo.write_config(enc_dir, repo.encoder_config(request.name, p.dimension, request.target, serving, request.gpu))
+    image_embeds = p.dimension if p.vision is not None else None
+    encoder = repo.encoder_config(request.name, p.dimension, request.target, serving, request.gpu, image_embeds)
+    repo.write_config(enc_dir, encoder)
     models = [ens_dir, pre_dir, enc_dir]
     if image_ensemble:
-        assert p.image is not None
         img_pre = request.repository / f"{image_ensemble}_preprocess"
         vis_dir = request.repository / f"{request.name}_vision"
         img_ens = request.repository / image_ensemble
-        repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
-        repo.install_python_model(img_pre / "1", "image_preprocess_model")
-        repo.write_config(
-            vis_dir, repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu)
-        )
-        repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
+        if p.vision is not None:  # GME: fused items, the LM shared with text
+            assert p.image_token_id is not None
+            pre = repo.gme_image_preprocess_config(request.name, p.layout, serving, prompt, p.vision, p.image_token_id)
+            repo.write_config(img_pre, pre)
+            repo.install_python_model(img_pre / "1", "gme_image_preprocess_model")
+            p.tokenizer.save(str(img_pre / "1" / "tokenizer.json"))
+            vision = repo.gme_vision_config(request.name, p.dimension, request.target, serving, request.gpu)
+            repo.write_config(vis_dir, vision)
+            repo.write_config(img_ens, repo.gme_image_ensemble_config(request.name, p.dimension, serving))
+        else:  # CLIP: its own image tower
+            assert p.image is not None
+            repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
+            repo.install_python_model(img_pre / "1", "image_preprocess_model")
+            vision = repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu)
+            repo.write_config(vis_dir, vision)
+            repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
         models += [img_ens, img_pre, vis_dir]
     for engine_dir in models[2::3]:
         if request.target == "local":

@@ -10,8 +10,9 @@ from tokenizers import Tokenizer
 
 from export.errors import ExportError
 from export.pooling import PoolingMode, read_modules
-from export.specs import Attention, FamilySpec, spec_for
+from export.specs import GME_MAX_PIXELS, GME_MIN_PIXELS, Attention, FamilySpec, spec_for
 from runtime.images import ClipImageSpec
+from runtime.qwen2vl import VisionSpec
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
 
@@ -32,7 +33,10 @@ class Plan:
     tokenizer: Tokenizer
     query_template: str
     default_instruction: str
-    image: ClipImageSpec | None = None  # families with an image tower
+    document_template: str
+    image: ClipImageSpec | None = None  # CLIP's image tower
+    vision: VisionSpec | None = None  # GME's (Qwen2-VL) image tower
+    image_token_id: int | None = None
 
 
 def _max_length(config: dict, st_max: int | None, spec: FamilySpec, override: int | None) -> int:
@@ -116,7 +120,29 @@ def _image_spec(checkpoint: Path) -> ClipImageSpec:
     )
 
 
-def plan(checkpoint: Path, max_length: int | None = None, attention: Attention | None = None) -> Plan:
+def _vision_spec(checkpoint: Path, config: dict, min_pixels: int | None, max_pixels: int | None) -> VisionSpec:
+    """GME's image bounds are the authors' (256·28² … 1280·28²) unless overridden; mean/std from the checkpoint."""
+    path = checkpoint / "preprocessor_config.json"
+    cfg = json.loads(path.read_text()) if path.exists() else {}
+    vision = config.get("vision_config", {})
+    return VisionSpec(
+        min_pixels=min_pixels or GME_MIN_PIXELS,
+        max_pixels=max_pixels or GME_MAX_PIXELS,
+        mean=tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+        patch_size=int(vision.get("patch_size", 14)),
+        merge_size=int(vision.get("spatial_merge_size", 2)),
+        temporal_patch_size=int(vision.get("temporal_patch_size", 2)),
+    )
+
+
+def plan(
+    checkpoint: Path,
+    max_length: int | None = None,
+    attention: Attention | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> Plan:
     """Inspect `checkpoint` (a Hugging Face or sentence-transformers folder)."""
     if not (checkpoint / "config.json").exists() and not (checkpoint / "modules.json").exists():
         raise ExportError(f"{checkpoint} is not a checkpoint folder (no config.json or modules.json)")
@@ -138,6 +164,7 @@ def plan(checkpoint: Path, max_length: int | None = None, attention: Attention |
     has_modules = modules.pooling is not None
     mode, signal = attention_of(modules.transformer_dir, config, spec, attention)
     template, instruction = _prompt(checkpoint, spec)
+    document_template = spec.document_template
     return Plan(
         checkpoint=checkpoint,
         transformer_dir=modules.transformer_dir,
@@ -147,10 +174,13 @@ def plan(checkpoint: Path, max_length: int | None = None, attention: Attention |
         normalize=modules.normalize if has_modules else spec.default_normalize,
         attention=mode,
         attention_signal=signal,
-        dimension=int(config["projection_dim"] if "image" in spec.towers else config["hidden_size"]),
+        dimension=int(config["projection_dim"] if spec.family == "clip" else text_config["hidden_size"]),
         layout=layout,
         tokenizer=tokenizer,
         query_template=template,
         default_instruction=instruction,
-        image=_image_spec(checkpoint) if "image" in spec.towers else None,
+        document_template=document_template,
+        image=_image_spec(checkpoint) if spec.family == "clip" else None,
+        vision=_vision_spec(checkpoint, config, min_pixels, max_pixels) if spec.family == "gme" else None,
+        image_token_id=config.get("image_token_id"),
     )

@@ -72,3 +72,26 @@ class LanguageGraph(torch.nn.Module):
         embeds = embeds.masked_scatter(slots, image_embeds.to(embeds.dtype))
         hidden = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return torch.nn.functional.normalize(pool(hidden, attention_mask, "lasttoken"), dim=-1)
+
+
+def gme_text_samples(max_length: int, image_token_id: int, hidden: int):
+    """Sample ids (row 0 holding 4 image pads), mask and features, with dynamic batch, sequence and feature axes."""
+    ids = torch.ones((2, 16), dtype=torch.int64)
+    ids[0, 2:6] = image_token_id
+    batch, seq = torch.export.Dim("batch", max=4096), torch.export.Dim("seq", max=max_length)
+    features = torch.export.Dim("image_tokens", max=1 << 20)
+    samples = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_embeds": torch.zeros((4, hidden))}
+    dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}, "image_embeds": {0: features}}
+    return samples, dynamic
+
+
+def gme_vision_samples():
+    """Two 4×4-patch images packed: 32 patches, dynamic patch axis."""
+    grid = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), dim=-1).reshape(16, 2)
+    samples = {
+        "pixel_values": torch.zeros((32, 1176)),
+        "position_ids": torch.cat([grid, grid]),
+        "segment_ids": torch.cat([torch.zeros(16, dtype=torch.int64), torch.ones(16, dtype=torch.int64)]),
+    }
+    patches = torch.export.Dim("patches", max=1 << 20)
+    return samples, {name: {0: patches} for name in samples}

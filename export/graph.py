@@ -63,6 +63,7 @@ def export_onnx(
     samples: dict[str, torch.Tensor],
     dynamic: dict[str, dict[int, object]],
     external_data: bool,
+    output_name: str = OUTPUT_NAME,
 ) -> None:
     """Export `graph(**samples)` with the given dynamic axes (torch's dynamo exporter)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ def export_onnx(
         str(path),
         dynamo=True,
         input_names=list(samples),
-        output_names=[OUTPUT_NAME],
+        output_names=[output_name],
         dynamic_shapes=dynamic,
         external_data=external_data,
         verbose=False,

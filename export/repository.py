@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from runtime.images import ClipImageSpec
+from runtime.qwen2vl import VisionSpec
 from runtime.text import Prompt, TextLayout
 
 Target = Literal["local", "onnxruntime", "tensorrt"]
@@ -108,20 +109,103 @@ def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: P
             _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
         ]
     )
+    _params(c, _text_params(layout, serving, prompt))
+    return c
+
+
+def _text_params(layout: TextLayout, serving: Serving, prompt: Prompt) -> dict[str, str]:
+    """Tokenisation parameters shared by every preprocessor that tokenises (text, and GME's image items)."""
+    return {
+        "tokenizer": "tokenizer.json",
+        "prefix_ids": ",".join(map(str, layout.prefix_ids)),
+        "suffix_ids": ",".join(map(str, layout.suffix_ids)),
+        "max_length": str(layout.max_length),
+        "pad_id": str(layout.pad_id),
+        "buckets": ",".join(map(str, layout.buckets)),
+        "default_truncate": serving.default_truncate,
+        "query_template": prompt.query_template,
+        "default_instruction": prompt.default_instruction,
+        "document_template": prompt.document_template,
+    }
+
+
+def gme_image_preprocess_config(
+    name: str, layout: TextLayout, serving: Serving, prompt: Prompt, vision: VisionSpec, image_token_id: int
+) -> mc.ModelConfig:
+    """One image item (and its optional text) → prompt ids with expanded image pads, patches, positions."""
+    c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
+    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    c.input.extend(
+        [
+            _tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1]),
+            _tensor(mc.ModelInput, "TEXT", mc.TYPE_STRING, [1], optional=True),
+            _tensor(mc.ModelInput, "INPUT_TYPE", mc.TYPE_STRING, [1], optional=True),
+            _tensor(mc.ModelInput, "INSTRUCTION", mc.TYPE_STRING, [1], optional=True),
+        ]
+    )
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+            _tensor(mc.ModelOutput, "pixel_values", mc.TYPE_FP32, [-1, 1176]),
+            _tensor(mc.ModelOutput, "position_ids", mc.TYPE_INT64, [-1, 2]),
+            _tensor(mc.ModelOutput, "segment_ids", mc.TYPE_INT64, [-1]),
+        ]
+    )
     _params(
         c,
         {
-            "tokenizer": "tokenizer.json",
-            "prefix_ids": ",".join(map(str, layout.prefix_ids)),
-            "suffix_ids": ",".join(map(str, layout.suffix_ids)),
-            "max_length": str(layout.max_length),
-            "pad_id": str(layout.pad_id),
-            "buckets": ",".join(map(str, layout.buckets)),
-            "default_truncate": serving.default_truncate,
-            "query_template": prompt.query_template,
-            "default_instruction": prompt.default_instruction,
+            **_text_params(layout, serving, prompt),
+            "min_pixels": str(vision.min_pixels),
+            "max_pixels": str(vision.max_pixels),
+            "image_mean": ",".join(map(str, vision.mean)),
+            "image_std": ",".join(map(str, vision.std)),
+            "patch_size": str(vision.patch_size),
+            "merge_size": str(vision.merge_size),
+            "temporal_patch_size": str(vision.temporal_patch_size),
+            "image_token_id": str(image_token_id),
+            "max_decoded_pixels": str(serving.max_image_pixels),
         },
     )
+    return c
+
+
+def gme_vision_config(name: str, hidden: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
+    inputs = [
+        _tensor(mc.ModelInput, "pixel_values", mc.TYPE_FP32, [-1, 1176]),
+        _tensor(mc.ModelInput, "position_ids", mc.TYPE_INT64, [-1, 2]),
+        _tensor(mc.ModelInput, "segment_ids", mc.TYPE_INT64, [-1]),
+    ]
+    c = _engine_config(f"{name}_vision", inputs, hidden, target, serving, gpu, "vision_packed")
+    del c.output[:]
+    c.output.extend([_tensor(mc.ModelOutput, "IMAGE_EMBEDS", mc.TYPE_FP32, [-1, hidden])])
+    return c
+
+
+def gme_image_ensemble_config(name: str, dimension: int, serving: Serving) -> mc.ModelConfig:
+    """`IMAGE` (+ optional `TEXT`: fused) → preprocess → vision tower → the LM shared with text → `EMBEDDING`."""
+    c = mc.ModelConfig(name=f"{name}_image", platform="ensemble", max_batch_size=serving.max_batch_size)
+    controls = ("TEXT", "INPUT_TYPE", "INSTRUCTION")
+    c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
+    c.input.extend([_tensor(mc.ModelInput, n, mc.TYPE_STRING, [1], optional=True) for n in controls])
+    c.output.extend(
+        [
+            _tensor(mc.ModelOutput, "EMBEDDING", mc.TYPE_FP32, [dimension]),
+            _tensor(mc.ModelOutput, "TOKEN_COUNT", mc.TYPE_INT32, [1]),
+        ]
+    )
+    pre = c.ensemble_scheduling.step.add(model_name=f"{name}_image_preprocess", model_version=-1)
+    pre.input_map.update({n: n for n in ("IMAGE", *controls)})
+    produced = ("input_ids", "attention_mask", "TOKEN_COUNT", "pixel_values", "position_ids", "segment_ids")
+    pre.output_map.update({n: n for n in produced})
+    vis = c.ensemble_scheduling.step.add(model_name=f"{name}_vision", model_version=-1)
+    vis.input_map.update({n: n for n in ("pixel_values", "position_ids", "segment_ids")})
+    vis.output_map.update({"IMAGE_EMBEDS": "IMAGE_EMBEDS"})
+    enc = c.ensemble_scheduling.step.add(model_name=f"{name}_encoder", model_version=-1)
+    enc.input_map.update({"input_ids": "input_ids", "attention_mask": "attention_mask", "IMAGE_EMBEDS": "IMAGE_EMBEDS"})
+    enc.output_map.update({"EMBEDDING": "EMBEDDING"})
+    _params(c, {"embedding_role": "image", "text_model": name})
     return c
 
 
@@ -143,8 +227,9 @@ def _engine_config(
         c.default_model_filename = "model.plan"
     # The local host regroups rows of many requests (ragged); engines take what one batch of requests holds,
     # which for TensorRT must stay within the plan's profile (built with max batch = serving.max_batch_size).
-    ragged = target == "local" and batching == "length_packed"
-    rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if ragged else serving.max_batch_size
+    ragged = target == "local" and batching in ("length_packed", "vision_packed")
+    wide = ragged and batching == "length_packed"  # text rows are cheap to regroup; images stay at the batch size
+    rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if wide else serving.max_batch_size
     _batching(c, serving, serving.encoder_instances, kind, rows)
     c.input.extend(inputs)
     if ragged:
@@ -154,11 +239,16 @@ def _engine_config(
     return c
 
 
-def encoder_config(name: str, dimension: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
+def encoder_config(
+    name: str, dimension: int, target: Target, serving: Serving, gpu: bool, image_embeds: int | None = None
+) -> mc.ModelConfig:
+    """The text encoder; with `image_embeds` (GME) it also takes image features to scatter over the image pads."""
     inputs = [
         _tensor(mc.ModelInput, "input_ids", mc.TYPE_INT64, [-1]),
         _tensor(mc.ModelInput, "attention_mask", mc.TYPE_INT64, [-1]),
     ]
+    if image_embeds is not None:
+        inputs.append(_tensor(mc.ModelInput, "IMAGE_EMBEDS", mc.TYPE_FP32, [-1, image_embeds], optional=True))
     return _engine_config(f"{name}_encoder", inputs, dimension, target, serving, gpu, "length_packed")
 
 

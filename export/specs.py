@@ -11,6 +11,7 @@ from typing import Literal
 
 from export.errors import ExportError
 from export.pooling import PoolingMode
+from runtime.qwen2vl import GME_TEMPLATE
 
 Attention = Literal["causal", "bidirectional"]
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -34,6 +35,7 @@ class FamilySpec:
     attention: Attention = "bidirectional"  # encoders attend both ways; decoders default to causal
     query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
     default_instruction: str = ""
+    document_template: str = ""  # empty: documents are embedded raw
     towers: tuple[str, ...] = ("text",)  # "image": a vision tower served by its own ensemble
     fuses_modalities: bool = False  # one item may hold text and an image together
     gpu_dtype: Dtype = "float16"  # precision of the GPU targets
@@ -89,7 +91,26 @@ CLIP = FamilySpec(
     towers=("text", "image"),
 )
 
-FAMILIES: tuple[FamilySpec, ...] = (ENCODER, MISTRAL_EMBEDDER, QWEN2_EMBEDDER, CLIP)
+# gme-Qwen2-VL-2B-Instruct (gme_inference.py): every item in the chat template ending in <|endoftext|>,
+# image marker then text in one user turn, causal Qwen2 LM with 1-D positions, last token, L2.
+GME_PROMPT = GME_TEMPLATE.replace("{input}", "{text}")
+GME = FamilySpec(
+    family="gme",
+    model_types=("qwen2_vl",),
+    default_pooling="lasttoken",
+    default_normalize=True,
+    default_max_length=1800,
+    attention="causal",
+    query_template=GME_PROMPT,
+    document_template=GME_PROMPT,
+    default_instruction="You are a helpful assistant.",
+    towers=("text", "image"),
+    fuses_modalities=True,
+    gpu_dtype="float16",  # the authors' dtype; Qwen2's fp16 overflow risk applies (README)
+)
+GME_MIN_PIXELS, GME_MAX_PIXELS = 256 * 28 * 28, 1280 * 28 * 28  # the authors' bounds, not preprocessor_config.json's
+
+FAMILIES: tuple[FamilySpec, ...] = (ENCODER, MISTRAL_EMBEDDER, QWEN2_EMBEDDER, CLIP, GME)
 
 
 def spec_for(model_type: str) -> FamilySpec:

@@ -39,13 +39,18 @@ def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
 
 
 def run_packed(
-    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, packing: Packing | None = None
+    session: ort.InferenceSession,
+    feeds: list[dict[str, np.ndarray]],
+    output: str,
+    packing: Packing | None = None,
 ) -> list[np.ndarray]:
     """Embed the rows of all requests in length-sorted micro-batches trimmed to their real length.
 
     Each request arrives right-padded to its own bucket; pooling ignores padding, so
     regrouping rows across requests by length only removes wasted compute. The
-    results are scattered back to their requests in order.
+    results are scattered back to their requests in order. A request may carry
+    `IMAGE_EMBEDS [1, M, H]` (GME: one row whose image pads take those features); the
+    graph then gets each micro-batch's features in row order as `image_embeds [ΣM, H]`.
     """
     packing = packing or Packing()
     ids = [f["input_ids"] for f in feeds]
@@ -55,16 +60,60 @@ def run_packed(
     width = max(a.shape[1] for a in ids)
     all_ids = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids])
     all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
+    wants_images = any(i.name == "image_embeds" for i in session.get_inputs())
+    row_images: list[np.ndarray | None] = []
+    for f, n in zip(feeds, sizes, strict=True):
+        embeds = f.get("IMAGE_EMBEDS")
+        row_images += [embeds[0]] if embeds is not None and n == 1 else [None] * n
+    hidden = next((e.shape[1] for e in row_images if e is not None), 0)
     out: np.ndarray | None = None
     for group in micro_batches(lengths, packing):
         w = max(int(lengths[group].max()), 1)
-        emb = session.run([output], {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]})[0]
+        feed = {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]}
+        if wants_images:
+            parts = [row_images[r] for r in group if row_images[r] is not None]
+            size = hidden or int(session.get_inputs()[2].shape[1])
+            feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, size), dtype=np.float32)
+        emb = session.run([output], feed)[0]
         if out is None:
             out = np.empty((len(lengths), emb.shape[1]), dtype=emb.dtype)
         out[group] = emb
     assert out is not None
     bounds = np.cumsum([0, *sizes])
     return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]
+
+
+def run_vision_packed(
+    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, max_patches: int = 8192
+) -> list[np.ndarray]:
+    """Qwen2-VL vision tower over many images: pack requests (one image each) up to `max_patches` per call.
+
+    Attention is block-diagonal by image (the `segment_ids` of each request are set to its
+    place in the call), so packing never mixes images. Each image of N patches yields N/4
+    features (2×2 merge), returned as `[1, N/4, H]`.
+    """
+    counts = [f["pixel_values"].shape[1] for f in feeds]
+    results: list[np.ndarray | None] = [None] * len(feeds)
+    start = 0
+    while start < len(feeds):
+        end, total = start + 1, counts[start]
+        while end < len(feeds) and total + counts[end] <= max_patches:
+            total += counts[end]
+            end += 1
+        members = range(start, end)
+        feed = {
+            "pixel_values": np.concatenate([feeds[i]["pixel_values"][0] for i in members]),
+            "position_ids": np.concatenate([feeds[i]["position_ids"][0] for i in members]),
+            "segment_ids": np.concatenate([np.full(counts[i], k, dtype=np.int64) for k, i in enumerate(members)]),
+        }
+        merged = session.run([output], feed)[0]
+        offset = 0
+        for i in members:
+            n = counts[i] // 4
+            results[i] = merged[offset : offset + n][None]
+            offset += n
+        start = end
+    return results  # type: ignore[return-value]
 
 
 def run_concatenated(

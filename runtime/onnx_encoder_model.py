@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.onnx_encoder import open_session, run_concatenated, run_packed
+from runtime.onnx_encoder import open_session, run_concatenated, run_packed, run_vision_packed
 from runtime.params import EncoderParams, model_config, version_dir
 
 
@@ -23,10 +23,13 @@ class TritonPythonModel:
         self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads)
 
     def execute(self, requests):
-        feeds = [
-            {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs} for r in requests
-        ]
-        if self.params.packing is None:
+        feeds = []
+        for r in requests:
+            tensors = {name: pb_utils.get_input_tensor_by_name(r, name) for name in self.inputs}
+            feeds.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})  # optional inputs
+        if self.params.batching == "vision_packed":
+            outputs = run_vision_packed(self.session, feeds, self.params.output_name)
+        elif self.params.packing is None:
             outputs = run_concatenated(self.session, feeds, self.params.output_name)
         else:
             outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)

@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.images import ClipImageSpec
 from runtime.onnx_encoder import Packing
+from runtime.qwen2vl import VisionSpec
 from runtime.text import TRUNCATE_MODES, Prompt, TextLayout
 
 
@@ -53,7 +54,7 @@ class PreprocessParams:
             pad_id=int(_require(p, "pad_id")),
             buckets=_ints(_require(p, "buckets")),
         )
-        prompt = Prompt(p.get("query_template", ""), p.get("default_instruction", ""))
+        prompt = Prompt(p.get("query_template", ""), p.get("default_instruction", ""), p.get("document_template", ""))
         return cls(version_dir / _require(p, "tokenizer"), layout, truncate, prompt)
 
 
@@ -65,15 +66,17 @@ class EncoderParams:
     intra_op_threads: int
     output_name: str
     packing: Packing | None  # None: fixed-shape inputs, requests are concatenated as they are
+    batching: str = "length_packed"
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
         p = parameters(model_config)
         output = model_config["output"][0]["name"]
         packing = None
-        if p.get("batching", "length_packed") == "length_packed":
+        if p.get("batching", "length_packed") in ("length_packed", "vision_packed"):
             packing = Packing(int(p.get("max_rows", Packing.max_rows)), int(p.get("max_tokens", Packing.max_tokens)))
-        return cls(version_dir / _require(p, "onnx_file"), int(p.get("intra_op_threads", "0")), output, packing)
+        threads = int(p.get("intra_op_threads", "0"))
+        return cls(version_dir / _require(p, "onnx_file"), threads, output, packing, p.get("batching", "length_packed"))
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,31 @@ class ImageParams:
             resample=int(p.get("resample", "3")),
         )
         return cls(spec, int(_require(p, "max_pixels")))
+
+
+@dataclass(frozen=True)
+class GmeImageParams:
+    """GME's image-item preprocessing: the text part of PreprocessParams plus the vision settings."""
+
+    text: PreprocessParams
+    vision: VisionSpec
+    max_decoded_pixels: int
+
+    @classmethod
+    def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> GmeImageParams:
+        p = parameters(model_config)
+        floats = lambda key: tuple(float(x) for x in _require(p, key).split(","))  # noqa: E731
+        vision = VisionSpec(
+            min_pixels=int(_require(p, "min_pixels")),
+            max_pixels=int(_require(p, "max_pixels")),
+            mean=floats("image_mean"),  # type: ignore[arg-type]
+            std=floats("image_std"),  # type: ignore[arg-type]
+            patch_size=int(_require(p, "patch_size")),
+            merge_size=int(_require(p, "merge_size")),
+            temporal_patch_size=int(_require(p, "temporal_patch_size")),
+        )
+        text = PreprocessParams.from_config(model_config, version_dir)
+        return cls(text, vision, int(_require(p, "max_decoded_pixels")))
 
 
 def version_dir(args: dict[str, str]) -> Path:

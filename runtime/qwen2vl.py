@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from runtime.errors import InputError
+from runtime.images import decode_image
+from runtime.text import Prompt, TextLayout, apply_prompt, encode, frame_all
 
 GME_TEMPLATE = (
     "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
@@ -85,3 +87,45 @@ def gme_prompt(text: str | None, image_tokens: int, instruction: str) -> str:
     """The authors' prompt: image marker (expanded to `image_tokens` pads) directly followed by the text."""
     mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * image_tokens) if image_tokens else ""
     return GME_TEMPLATE.format(instruction=instruction, input=f"{mark}{text or ''}")
+
+
+@dataclass(frozen=True)
+class GmeItem:
+    """One image item ready for the vision tower and the LM."""
+
+    ids: list[int]
+    pixel_values: np.ndarray  # [patches, 1176]
+    position_ids: np.ndarray  # [patches, 2]
+
+
+def gme_item(
+    data: bytes,
+    text: str | None,
+    input_type: str,
+    instruction: str | None,
+    tokenizer,
+    layout: TextLayout,
+    prompt: Prompt,
+    spec: VisionSpec,
+    max_decoded_pixels: int,
+    index: int = 0,
+) -> GmeItem:
+    """Decode, resize and patch the image; build the authors' prompt with the pads expanded; tokenise.
+
+    The image marker comes first, directly followed by the text (no newline), as in gme_inference.py.
+    An item whose prompt exceeds the token limit is refused: cutting it would drop image pads or the EOS.
+    """
+    image = decode_image(data, max_decoded_pixels, index)
+    pixels, grid_h, grid_w = patches(image, spec, index)
+    pads = grid_h * grid_w // (spec.merge_size**2)
+    mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
+    (templated,) = apply_prompt([mark + (text or "")], input_type, instruction, prompt)
+    try:
+        ids = frame_all(encode(tokenizer, [templated]), layout, "NONE")[0]
+    except InputError as exc:
+        raise InputError(
+            str(exc).replace("input[0]", f"input[{index}]").split(" (set truncate")[0]
+            + "; image items are never truncated (the image alone takes "
+            f"{pads} tokens)"
+        ) from exc
+    return GmeItem(ids, pixels, vision_positions(grid_h, grid_w, spec.merge_size))

@@ -28,6 +28,7 @@ class Prompt:
 
     query_template: str = ""
     default_instruction: str = ""
+    document_template: str = ""  # GME wraps documents too, always with the default instruction
 
 
 def apply_prompt(texts: list[str], input_type: str, instruction: str | None, prompt: Prompt) -> list[str]:
@@ -36,10 +37,11 @@ def apply_prompt(texts: list[str], input_type: str, instruction: str | None, pro
         raise InputError(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
     if instruction and input_type != "query":
         raise InputError("instruction applies to queries only; set input_type to query")
-    if input_type == "document" or not prompt.query_template:
+    template = prompt.query_template if input_type == "query" else prompt.document_template
+    if not template:
         return texts
-    task = instruction or prompt.default_instruction
-    return [prompt.query_template.format(instruction=task, text=t) for t in texts]
+    task = (instruction if input_type == "query" else None) or prompt.default_instruction
+    return [template.format(instruction=task, text=t) for t in texts]
 
 
 @dataclass(frozen=True)

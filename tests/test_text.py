@@ -101,6 +101,9 @@ def test_run_packed_equals_one_call_per_request() -> None:
     from runtime.onnx_encoder import Packing, run_packed
 
     class Session:  # mean of ids over the mask: sensitive to any misplaced row or column
+        def get_inputs(self):
+            return []
+
         def run(self, _, feed):
             ids, mask = feed["input_ids"].astype(np.float32), feed["attention_mask"]
             return [np.stack([(ids * mask).sum(1), mask.sum(1)], axis=1).astype(np.float32)]

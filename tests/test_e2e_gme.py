@@ -1,0 +1,199 @@
+"""GME end to end: text, image and fused items through real Triton against the authors' recipe (gme_inference.py)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from export import tiny
+from export.build import ExportRequest, Progress, export
+from launcher.processes import free_port
+
+pytestmark = pytest.mark.e2e
+MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 16 * 28 * 28  # small bounds keep the tiny model fast; the default is 256…1280·28²
+DEFAULT = "You are a helpful assistant."
+
+
+def encoded(array: np.ndarray, mode: str, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+RNG = np.random.default_rng(0)
+IMAGES = {
+    "photo.png": encoded(RNG.integers(0, 255, (100, 150, 3), dtype=np.uint8), "RGB", "PNG"),
+    "alpha.png": encoded(RNG.integers(0, 255, (90, 60, 4), dtype=np.uint8), "RGBA", "PNG"),
+    "gray.jpg": encoded(RNG.integers(0, 255, (80, 120), dtype=np.uint8), "L", "JPEG"),
+    "wide.png": encoded(RNG.integers(0, 255, (30, 400, 3), dtype=np.uint8), "RGB", "PNG"),
+    "tall.png": encoded(RNG.integers(0, 255, (500, 90, 3), dtype=np.uint8), "RGB", "PNG"),
+}
+
+
+def uri(name: str) -> str:
+    return f"data:image/png;base64,{base64.b64encode(IMAGES[name]).decode()}"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny.qwen2_vl(tmp_path_factory.mktemp("gme") / "gme-Qwen2-VL-2B-Instruct", MIN_PIXELS, MAX_PIXELS)
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoint, tmp_path_factory):
+    from tests.conftest import start_stack, stop_stack
+
+    repo = tmp_path_factory.mktemp("gme-repo")
+    export(
+        ExportRequest(
+            checkpoint=checkpoint,
+            repository=repo,
+            name="gme-Qwen2-VL-2B-Instruct",
+            hf_id="Alibaba-NLP/gme-Qwen2-VL-2B-Instruct",
+            aliases=("gme-qwen2-vl",),
+            min_pixels=MIN_PIXELS,
+            max_pixels=MAX_PIXELS,
+        ),
+        Progress(),
+    )
+    s = start_stack(repo, tmp_path_factory.mktemp("gme-stack"), "--image-allowed-hosts", "127.0.0.1")
+    yield s
+    stop_stack(s)
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    """The authors' recipe: chat template, image pads expanded, features scattered, base model without
+    position ids, last token of the right-padded batch, L2."""
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(str(checkpoint)).eval()
+    tok = AutoTokenizer.from_pretrained(str(checkpoint))
+    processor = Qwen2VLImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+
+    def embed(items: list[tuple[str | None, bytes | None]], instruction: str = DEFAULT) -> tuple[np.ndarray, list[int]]:
+        prompts, pixels, grids = [], [], []
+        for text, image in items:
+            mark = ""
+            if image is not None:
+                out = processor([Image.open(io.BytesIO(image)).convert("RGB")], return_tensors="pt")
+                pixels.append(out["pixel_values"])
+                grids.append(out["image_grid_thw"])
+                pads = int(out["image_grid_thw"].prod()) // 4
+                mark = "<|vision_start|>" + "<|image_pad|>" * pads + "<|vision_end|>"
+            prompts.append(
+                f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{mark}{text or ''}"
+                "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
+            )
+        batch = tok(prompts, padding=True, return_tensors="pt")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        with torch.inference_mode():
+            embeds = model.model.get_input_embeddings()(ids)
+            if pixels:
+                feats = model.model.get_image_features(
+                    torch.cat(pixels), torch.cat(grids), return_dict=True
+                ).pooler_output
+                feats = torch.cat(list(feats)) if isinstance(feats, list | tuple) else feats
+                slots = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+                embeds = embeds.masked_scatter(slots, feats)
+            hidden = model.model(input_ids=None, inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            pooled = hidden[torch.arange(len(prompts)), mask.sum(1) - 1]
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy(), mask.sum(1).tolist()
+
+    return embed
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gme-images")
+    for name, data in IMAGES.items():
+        (root / name).write_bytes(data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def post(stack, items, model="gme-qwen2-vl", **fields) -> httpx.Response:
+    return httpx.post(
+        f"{stack.adapter_url}/v1/embeddings", json={"model": model, "input": items, **fields}, timeout=120
+    )
+
+
+def vectors(r: httpx.Response) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(data)))
+    return np.array([d["embedding"] for d in data], dtype=np.float32)
+
+
+def assert_close(served: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+    cos = (served * expected).sum(axis=1)
+    assert cos.min() >= 0.9999, cos
+
+
+def test_text_image_and_fused_items_match_the_authors_recipe(stack, reference) -> None:
+    items = [
+        ("Represent this image in embedding space.", None),
+        (None, IMAGES["photo.png"]),
+        ("a photo of noise", IMAGES["photo.png"]),
+        ("plain text", None),
+    ]
+    body = [
+        {"text": items[0][0]},
+        {"image": uri("photo.png")},
+        {"text": items[2][0], "image": uri("photo.png")},
+        "plain text",
+    ]
+    r = post(stack, body)
+    expected, lengths = reference(items)
+    assert_close(vectors(r), expected)
+    assert r.json()["usage"]["prompt_tokens"] == sum(lengths)  # image pads included
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_image_sizes_modes_and_formats(stack, reference, name) -> None:
+    assert_close(vectors(post(stack, [{"image": uri(name)}])), reference([(None, IMAGES[name])])[0])
+
+
+def test_queries_take_the_instruction(stack, reference) -> None:
+    task = "Find an image that matches the given text."
+    served = vectors(
+        post(stack, ["a cat", {"image": uri("photo.png"), "text": "a cat"}], input_type="query", instruction=task)
+    )
+    assert_close(served, reference([("a cat", None), ("a cat", IMAGES["photo.png"])], instruction=task)[0])
+    plain = vectors(post(stack, ["a cat"]))
+    assert float(plain[0] @ served[0]) < 0.9999  # the instruction changes the embedding
+
+
+def test_the_seed_request_body(stack, image_server) -> None:
+    """SGLang's documented example, unchanged but for the image URL (a local server here)."""
+    payload = {
+        "model": "gme-qwen2-vl",
+        "input": [{"text": "Represent this image in embedding space."}, {"image": f"{image_server}/photo.png"}],
+    }
+    response = httpx.post(f"{stack.adapter_url}/v1/embeddings", json=payload, timeout=120).json()
+    embeddings = [x.get("embedding") for x in response.get("data", [])]
+    assert len(embeddings) == 2 and all(len(e) == 64 for e in embeddings)
+    assert vectors(post(stack, ["x"], model="Alibaba-NLP/gme-Qwen2-VL-2B-Instruct")).shape == (1, 64)
+
+
+def test_bad_images_are_400_for_their_item_only(stack) -> None:
+    extreme = encoded(np.zeros((2, 600, 3), dtype=np.uint8), "RGB", "PNG")
+    r = post(stack, ["fine", {"image": base64.b64encode(extreme).decode()}])
+    assert r.status_code == 400 and "input[1]: the image's aspect ratio 300 exceeds 200" in r.json()["error"]["message"]
+    r = post(stack, ["fine", {"image": base64.b64encode(b"not an image").decode()}])
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("input[1]")
+    assert vectors(post(stack, [{"image": uri("wide.png")}, "next"])).shape == (2, 64)
