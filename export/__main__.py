@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096"
     )
+    ap.add_argument("--min-pixels", type=int, help="GME image lower bound (default: the authors' 256·28·28)")
+    ap.add_argument("--max-pixels", type=int, help="GME image upper bound (default: the authors' 1280·28·28)")
     ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us)
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         attention=args.attention,
         dtype=args.dtype,
         profile=None,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
         serving=serving,
     )
     progress = Progress()

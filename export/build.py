@@ -247,6 +247,11 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     progress = progress or Progress()
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
+    if p.vision is not None and request.target != "local":
+        raise ExportError(
+            "GME's image path needs the local target: its per-request image features are ragged, which "
+            "the onnxruntime and tensorrt backends cannot batch yet"
+        )
     dtype = request.resolved_dtype(p)
     progress.console.print(
         f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
