@@ -15,7 +15,7 @@ from PIL import Image
 
 from runtime.errors import InputError
 from runtime.images import decode_image
-from runtime.text import Prompt, TextLayout, apply_prompt, encode, frame_all
+from runtime.text import Prompt, TextLayout, apply_prompt, encode, frame
 
 GME_TEMPLATE = (
     "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
@@ -120,12 +120,12 @@ def gme_item(
     pads = grid_h * grid_w // (spec.merge_size**2)
     mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
     (templated,) = apply_prompt([mark + (text or "")], input_type, instruction, prompt)
-    try:
-        ids = frame_all(encode(tokenizer, [templated]), layout, "NONE")[0]
-    except InputError as exc:
+    content = encode(tokenizer, [templated])[0]
+    total = len(layout.prefix_ids) + len(content) + len(layout.suffix_ids)
+    if total > layout.max_length:
         raise InputError(
-            str(exc).replace("input[0]", f"input[{index}]").split(" (set truncate")[0]
-            + "; image items are never truncated (the image alone takes "
-            f"{pads} tokens)"
-        ) from exc
+            f"input[{index}] has {total} tokens, {pads} of them for the image; the maximum is {layout.max_length} "
+            "(image items are never truncated)"
+        )
+    ids = frame(content, layout, "NONE", index)
     return GmeItem(ids, pixels, vision_positions(grid_h, grid_w, spec.merge_size))

@@ -197,3 +197,11 @@ def test_bad_images_are_400_for_their_item_only(stack) -> None:
     r = post(stack, ["fine", {"image": base64.b64encode(b"not an image").decode()}])
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("input[1]")
     assert vectors(post(stack, [{"image": uri("wide.png")}, "next"])).shape == (2, 64)
+
+
+def test_overlong_image_items_are_refused_and_texts_truncated(stack) -> None:
+    long_text = " ".join(f"word{i}" for i in range(3000))
+    r = post(stack, [{"image": uri("photo.png"), "text": long_text}])
+    assert r.status_code == 400 and "image items are never truncated" in r.json()["error"]["message"]
+    r = post(stack, [long_text])
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 1800
