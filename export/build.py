@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 
 from export import repository as repo
@@ -33,18 +32,9 @@ from export.graph import (
 )
 from export.specs import Attention, Dtype
 from export.tensorrt import Profile, build_engine, image_shapes, run_engine
-from runtime.images import clip_pixels
-from runtime.qwen2vl import IMAGE_MARK, patches, vision_positions
-from runtime.text import Prompt, encode, frame_all, pad
+from export.validation import onnx_session, tolerance, validation_feeds
+from runtime.text import Prompt
 
-# Fixed validation inputs: short and long, ASCII and not, so padding is exercised.
-VALIDATION_TEXTS = (
-    "a cat",
-    "The quick brown fox jumps over the lazy dog.",
-    "Triton serves embeddings; ONNX Runtime runs them on the CPU. " * 12,
-    "Ünïcödé, 中文, emoji 🚀 and numbers 12345.",
-)
-VALIDATION_IMAGE_SIZES = ((640, 480), (300, 500), (336, 336))
 EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
@@ -102,57 +92,6 @@ class Progress:
         self.console.print(f"[green]✓[/] {what} ({time.perf_counter() - start:.1f} s)")
 
 
-def validation_images() -> list[Image.Image]:
-    """Deterministic RGB gradients of several sizes and aspect ratios."""
-    images = []
-    for w, h in VALIDATION_IMAGE_SIZES:
-        x, y = np.meshgrid(np.linspace(0, 255, w), np.linspace(0, 255, h))
-        rgb = np.stack([x, y, (x + y) / 2 % 256], axis=-1).astype(np.uint8)
-        images.append(Image.fromarray(rgb, "RGB"))
-    return images
-
-
-def gme_prompt_mark(pads: int) -> str:
-    return IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
-
-
-def _gme_vision_feeds(p: Plan) -> dict[str, np.ndarray]:
-    """The validation images packed as one call: patches, positions, and which image each patch belongs to."""
-    assert p.vision is not None
-    parts = [patches(img, p.vision) for img in validation_images()]
-    return {
-        "pixel_values": np.concatenate([x for x, _, _ in parts]),
-        "position_ids": np.concatenate([vision_positions(gh, gw, p.vision.merge_size) for _, gh, gw in parts]),
-        "segment_ids": np.concatenate([np.full(len(x), i, dtype=np.int64) for i, (x, _, _) in enumerate(parts)]),
-    }
-
-
-def _validation_feeds(p: Plan, tower: str, graphs: dict[str, torch.nn.Module] | None = None) -> dict[str, np.ndarray]:
-    """Fixed inputs of each tower; GME's text tower also gets a prompt with a real image's features."""
-    if tower == "image" and p.vision is not None:
-        return _gme_vision_feeds(p)
-    if tower == "image":
-        assert p.image is not None
-        return {"pixel_values": np.stack([clip_pixels(img, p.image) for img in validation_images()])}
-    texts = list(VALIDATION_TEXTS)
-    if p.vision is None:
-        batch = pad(frame_all(encode(p.tokenizer, texts), p.layout, "END"), p.layout)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    assert graphs is not None, "GME's text validation needs the vision graph for its image row"
-    image, grid_h, grid_w = patches(validation_images()[0], p.vision)
-    pads = grid_h * grid_w // p.vision.merge_size**2
-    prompts = [p.document_template.format(instruction=p.default_instruction, text=t) for t in texts]
-    prompts.append(p.document_template.format(instruction=p.default_instruction, text=gme_prompt_mark(pads) + texts[0]))
-    batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
-    single = {
-        "pixel_values": image,
-        "position_ids": vision_positions(grid_h, grid_w, p.vision.merge_size),
-        "segment_ids": np.zeros(len(image), dtype=np.int64),
-    }
-    features = torch_reference(graphs["image"], *single.values())
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
-
-
 def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     """Each tower's graph in `dtype`, with the plan's attention mode for decoders."""
     from transformers import AutoModel
@@ -177,7 +116,7 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict
     p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
         graphs = _load_graphs(p, dtype)
-        feeds = {t: _validation_feeds(p, t, graphs) for t in graphs}
+        feeds = {t: validation_feeds(p, t, graphs) for t in graphs}
         references = {t: (feeds[t], torch_reference(g, *feeds[t].values())) for t, g in graphs.items()}
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
@@ -201,23 +140,6 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict
     return references
 
 
-def _onnx_session(path: Path, dtype: Dtype):
-    """ONNX Runtime on the GPU when it has one; bf16 graphs cannot run on its CPU kernels."""
-    import onnxruntime as ort
-
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    if dtype == "bfloat16" and "CUDAExecutionProvider" not in providers:
-        raise ExportError(
-            "a bfloat16 graph can only be validated on a GPU (ONNX Runtime has no bf16 CPU kernels); "
-            "export on the GPU host, or pass --dtype float32"
-        )
-    return ort.InferenceSession(str(path), providers=providers)
-
-
-def _tolerance(p: Plan, dtype: Dtype) -> tuple[float, float]:
-    return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else (2e-2, 0.999)
-
-
 def _build_plan(
     request: ExportRequest,
     p: Plan,
@@ -239,7 +161,7 @@ def _build_plan(
     with progress.step(f"build the {tower} TensorRT plan {shapes}"):
         build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes)
     with progress.step(f"validate the {tower} TensorRT plan against PyTorch"):
-        return compare(reference, run_engine(work_dir / "model.plan", feeds), *_tolerance(p, dtype))
+        return compare(reference, run_engine(work_dir / "model.plan", feeds), *tolerance(p, dtype))
 
 
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
@@ -271,8 +193,8 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     for tower in p.spec.towers:
         feeds = checks[tower][0]
         with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
-            session = _onnx_session(request.engine_dir(tower) / "model.onnx", dtype)
-            agreement = compare(references[tower], session.run(None, feeds)[0], *_tolerance(p, dtype))
+            session = onnx_session(request.engine_dir(tower) / "model.onnx", dtype)
+            agreement = compare(references[tower], session.run(None, feeds)[0], *tolerance(p, dtype))
             del session
         progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
         if request.target == "tensorrt":

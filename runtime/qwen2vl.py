@@ -83,9 +83,14 @@ def vision_positions(grid_h: int, grid_w: int, merge: int) -> np.ndarray:
     ).astype(np.int64)
 
 
+def image_mark(pads: int) -> str:
+    """`<|vision_start|>` + `pads` × `<|image_pad|>` + `<|vision_end|>`, as the processor expands it."""
+    return IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
+
+
 def gme_prompt(text: str | None, image_tokens: int, instruction: str) -> str:
     """The authors' prompt: image marker (expanded to `image_tokens` pads) directly followed by the text."""
-    mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * image_tokens) if image_tokens else ""
+    mark = image_mark(image_tokens) if image_tokens else ""
     return GME_TEMPLATE.format(instruction=instruction, input=f"{mark}{text or ''}")
 
 
@@ -118,8 +123,7 @@ def gme_item(
     image = decode_image(data, max_decoded_pixels, index)
     pixels, grid_h, grid_w = patches(image, spec, index)
     pads = grid_h * grid_w // (spec.merge_size**2)
-    mark = IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
-    (templated,) = apply_prompt([mark + (text or "")], input_type, instruction, prompt)
+    (templated,) = apply_prompt([image_mark(pads) + (text or "")], input_type, instruction, prompt)
     content = encode(tokenizer, [templated])[0]
     total = len(layout.prefix_ids) + len(content) + len(layout.suffix_ids)
     if total > layout.max_length:
