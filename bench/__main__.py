@@ -43,22 +43,12 @@ def parse_args() -> argparse.Namespace:
 
 def prepare(args: argparse.Namespace) -> tuple[Path, str, Path]:
     from export.__main__ import parse_args as export_args
+    from export.__main__ import serving_from_args
 
     checkpoint = args.checkpoint or default_model.checkpoint()
     name = args.name or (default_model.NAME if args.checkpoint is None else checkpoint.name)
     repo = args.workdir / "repository"
-    parsed = export_args([str(checkpoint), *args.export_arg])
-    from export.repository import Serving
-
-    serving = Serving(
-        max_batch_size=parsed.max_batch_size,
-        encoder_max_batch_size=parsed.encoder_max_batch_size,
-        queue_delay_us=parsed.queue_delay_us,
-        preprocess_instances=parsed.preprocess_instances,
-        encoder_instances=parsed.encoder_instances,
-        intra_op_threads=parsed.intra_op_threads,
-        default_truncate=parsed.truncate,
-    )
+    serving = serving_from_args(export_args([str(checkpoint), *args.export_arg]))
     export(ExportRequest(checkpoint=checkpoint, repository=repo, name=name, serving=serving), Progress())
     return repo, name, checkpoint
 

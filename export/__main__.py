@@ -57,9 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    serving = Serving(
+def serving_from_args(args: argparse.Namespace) -> Serving:
+    """The batching and instance flags as the `Serving` of the generated configs."""
+    return Serving(
         max_batch_size=args.max_batch_size,
         encoder_max_batch_size=args.encoder_max_batch_size,
         queue_delay_us=args.queue_delay_us,
@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         intra_op_threads=args.intra_op_threads,
         default_truncate=args.truncate,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    serving = serving_from_args(args)
     request = ExportRequest(
         checkpoint=args.checkpoint.resolve(),
         repository=args.repository.resolve(),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +79,19 @@ def start_stack(repository: Path, workdir: Path, *adapter_args: str) -> Stack:
 def stop_stack(stack: Stack) -> None:
     stop(stack._adapter)  # type: ignore[attr-defined]
     stack.triton.stop()
+
+
+@contextmanager
+def file_server(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] = http.server.SimpleHTTPRequestHandler):
+    """Serve `root` over HTTP on a free loopback port; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", free_port()), functools.partial(handler, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")

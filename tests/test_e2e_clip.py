@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import functools
 import http.server
 import io
-import threading
 import time
 
 import httpx
@@ -17,7 +15,6 @@ from PIL import Image
 
 from export import tiny
 from export.build import ExportRequest, Progress, export
-from launcher.processes import free_port
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["a photo of a cat", "a dog", "Ünïcödé 中文 🚀 " * 4, "x"]
@@ -87,11 +84,10 @@ def image_server(tmp_path_factory):
     for name, data in IMAGES.items():
         (root / name).write_bytes(data)
     (root / "bomb.png").write_bytes(bomb_png())
-    handler = functools.partial(HostileHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    from tests.conftest import file_server
+
+    with file_server(root, HostileHandler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import io
-import threading
 
 import httpx
 import numpy as np
@@ -16,7 +13,6 @@ from PIL import Image
 
 from export import tiny
 from export.build import ExportRequest, Progress, export
-from launcher.processes import free_port
 
 pytestmark = pytest.mark.e2e
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 16 * 28 * 28  # small bounds keep the tiny model fast; the default is 256…1280·28²
@@ -118,11 +114,10 @@ def image_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("gme-images")
     for name, data in IMAGES.items():
         (root / name).write_bytes(data)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    from tests.conftest import file_server
+
+    with file_server(root) as url:
+        yield url
 
 
 def post(stack, items, model="gme-qwen2-vl", **fields) -> httpx.Response:
