@@ -43,6 +43,19 @@ def _save_tokenizer(tok, path: Path, **special: str) -> int:
     return len(hf)
 
 
+def _decoder_sizes(vocab: int, hidden: int, layers: int, positions: int) -> dict[str, int]:
+    """The small shape every tiny decoder shares (grouped-query attention: 4 heads, 2 KV heads)."""
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": positions,
+    }
+
+
 def mistral(path: Path, layers: int = 2, hidden: int = 64, positions: int = 512) -> Path:
     """An e5-mistral-shaped checkpoint: `<s>` from the post-processor, `</s>` only if the server adds it."""
     from tokenizers import processors
@@ -54,13 +67,7 @@ def mistral(path: Path, layers: int = 2, hidden: int = 64, positions: int = 512)
     )
     vocab = _save_tokenizer(tok, path, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>")
     config = MistralConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=positions,
+        **_decoder_sizes(vocab, hidden, layers, positions),
         bos_token_id=tok.token_to_id("<s>"),
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("</s>"),
@@ -77,13 +84,7 @@ def qwen2(path: Path, gte: bool = True, layers: int = 2, hidden: int = 64, posit
     eos = tok.token_to_id("<|endoftext|>")
     vocab = _save_tokenizer(tok, path, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     config = Qwen2Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=positions,
+        **_decoder_sizes(vocab, hidden, layers, positions),
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,

@@ -26,6 +26,10 @@ def _ints(value: str) -> tuple[int, ...]:
     return tuple(int(x) for x in value.split(",") if x.strip())
 
 
+def _floats(params: dict[str, str], key: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in _require(params, key).split(","))
+
+
 def _require(params: dict[str, str], key: str) -> str:
     if key not in params:
         raise ValueError(f"config.pbtxt lacks the parameter {key!r}")
@@ -89,13 +93,12 @@ class ImageParams:
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> ImageParams:
         p = parameters(model_config)
-        floats = lambda key: tuple(float(x) for x in _require(p, key).split(","))  # noqa: E731
         spec = ClipImageSpec(
             shortest_edge=int(_require(p, "shortest_edge")),
             crop_height=int(_require(p, "crop_height")),
             crop_width=int(_require(p, "crop_width")),
-            mean=floats("image_mean"),  # type: ignore[arg-type]
-            std=floats("image_std"),  # type: ignore[arg-type]
+            mean=_floats(p, "image_mean"),  # type: ignore[arg-type]
+            std=_floats(p, "image_std"),  # type: ignore[arg-type]
             resample=int(p.get("resample", "3")),
         )
         return cls(spec, int(_require(p, "max_pixels")))
@@ -112,12 +115,11 @@ class GmeImageParams:
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> GmeImageParams:
         p = parameters(model_config)
-        floats = lambda key: tuple(float(x) for x in _require(p, key).split(","))  # noqa: E731
         vision = VisionSpec(
             min_pixels=int(_require(p, "min_pixels")),
             max_pixels=int(_require(p, "max_pixels")),
-            mean=floats("image_mean"),  # type: ignore[arg-type]
-            std=floats("image_std"),  # type: ignore[arg-type]
+            mean=_floats(p, "image_mean"),  # type: ignore[arg-type]
+            std=_floats(p, "image_std"),  # type: ignore[arg-type]
             patch_size=int(_require(p, "patch_size")),
             merge_size=int(_require(p, "merge_size")),
             temporal_patch_size=int(_require(p, "temporal_patch_size")),
