@@ -21,6 +21,7 @@ from runtime.text import Prompt, TextLayout
 
 Target = Literal["local", "onnxruntime", "tensorrt"]
 TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
+GPU_QUEUE_DELAY_US = 1000
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
 
@@ -31,7 +32,8 @@ class Serving:
     max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
     max_image_pixels: int = 50_000_000  # decoded-pixel cap per image (decompression bombs)
     encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
-    queue_delay_us: int = 1000
+    queue_delay_us: int | None = None  # encoders' batching delay; None: by target (`queue_delay_for`)
+    preprocess_queue_delay_us: int = 0  # preprocessors: cheap per request, so never wait
     preprocess_instances: int = 1
     encoder_instances: int = 1
     intra_op_threads: int = 0
@@ -78,12 +80,27 @@ def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
+def queue_delay_for(serving: Serving, target: str) -> int:
+    """The encoder's batching delay: as set, else none on the CPU and 1 ms on a GPU.
+
+    The CPU encoder is busy under load, so requests gather in its queue anyway, and an
+    idle one should not make a lone query wait (measured: single-query p50 1.5 ms lower
+    at 0 than at 1000 µs, throughput within noise). A GPU finishes each batch quickly;
+    a short wait lets the next one fill (Triton's advice; not measured here).
+    """
+    if serving.queue_delay_us is not None:
+        return serving.queue_delay_us
+    return 0 if target == "local" else GPU_QUEUE_DELAY_US
+
+
 def _batching(
-    config: mc.ModelConfig, serving: Serving, instances: int, kind: int, max_batch: int | None = None
+    config: mc.ModelConfig, serving: Serving, delay_us: int | None, kind: int, max_batch: int | None = None
 ) -> None:
+    """Dynamic batching and instances of a preprocessor (`delay_us=None`) or an encoder engine."""
     config.max_batch_size = max_batch or serving.max_batch_size
-    config.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
-    config.instance_group.add(count=instances, kind=kind)
+    engine = delay_us is not None
+    config.dynamic_batching.max_queue_delay_microseconds = delay_us if engine else serving.preprocess_queue_delay_us
+    config.instance_group.add(count=serving.encoder_instances if engine else serving.preprocess_instances, kind=kind)
 
 
 def _text_inputs(cls) -> list:
@@ -100,7 +117,7 @@ def _text_inputs(cls) -> list:
 def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: Prompt | None = None) -> mc.ModelConfig:
     prompt = prompt or Prompt()
     c = mc.ModelConfig(name=f"{name}_preprocess", backend="python")
-    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend(_text_inputs(mc.ModelInput))
     c.output.extend(
         [
@@ -134,7 +151,7 @@ def gme_image_preprocess_config(
 ) -> mc.ModelConfig:
     """One image item (and its optional text) → prompt ids with expanded image pads, patches, positions."""
     c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
-    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend(
         [
             _tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1]),
@@ -230,7 +247,7 @@ def _engine_config(
     ragged = target == "local" and batching in ("length_packed", "vision_packed")
     wide = ragged and batching == "length_packed"  # text rows are cheap to regroup; images stay at the batch size
     rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if wide else serving.max_batch_size
-    _batching(c, serving, serving.encoder_instances, kind, rows)
+    _batching(c, serving, queue_delay_for(serving, target), kind, rows)
     c.input.extend(inputs)
     if ragged:
         for tensor in c.input:
@@ -261,7 +278,7 @@ def vision_config(
 
 def image_preprocess_config(name: str, image: ClipImageSpec, serving: Serving) -> mc.ModelConfig:
     c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
-    _batching(c, serving, serving.preprocess_instances, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
     c.output.extend(
         [

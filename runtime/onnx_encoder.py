@@ -8,10 +8,17 @@ import numpy as np
 import onnxruntime as ort
 
 
-def open_session(path: str, intra_op_threads: int = 0) -> ort.InferenceSession:
-    """A CPU session; 0 threads lets ONNX Runtime pick one per core."""
+def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+    """A CPU session; 0 threads lets ONNX Runtime pick one per core.
+
+    Spinning keeps idle pool threads busy-waiting for the next parallel section: fastest
+    when the process has the cores to itself, but inside a server it takes the cores
+    the tokenizer, Triton and the adapter need, so the served encoder turns it off.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
@@ -22,19 +29,33 @@ class Packing:
 
     max_rows: int = 32
     max_tokens: int = 16384  # rows × padded width of one call
+    max_padding: float = 0.25  # padded tokens allowed per real token of one call
 
 
 def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
-    """Row indices sorted by length, cut so each group's padded size stays within the packing limits."""
+    """Row indices sorted by length, cut so each group stays within the packing limits.
+
+    A group ends at `max_rows`, at `max_tokens` padded tokens, or where the next (longer)
+    row would pad the group beyond `max_padding` of its real tokens: a few rows of very
+    different lengths run faster as separate calls than padded into one (measured with
+    MiniLM on 2 cores: 6-row batches of 5–60 words, 92 → 126 rows/s at 0.25).
+    """
     order = np.argsort(lengths, kind="stable")
     groups: list[np.ndarray] = []
-    start = 0
+    start, real = 0, 0
     for end in range(1, len(order) + 1):
-        rows = end - start
-        if end < len(order) and rows < packing.max_rows and (rows + 1) * int(lengths[order[end]]) <= packing.max_tokens:
-            continue
+        real += int(lengths[order[end - 1]])
+        if end < len(order):
+            rows, nxt = end - start, int(lengths[order[end]])
+            padded = (rows + 1) * nxt
+            if (
+                rows < packing.max_rows
+                and padded <= packing.max_tokens
+                and padded <= (1 + packing.max_padding) * (real + nxt)
+            ):
+                continue
         groups.append(order[start:end])
-        start = end
+        start, real = end, 0
     return groups
 
 

@@ -20,7 +20,7 @@ class TritonPythonModel:
         config = model_config(args)
         self.params = EncoderParams.from_config(config, version_dir(args))
         self.inputs = [i["name"] for i in config["input"]]
-        self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads)
+        self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads, spinning=False)
 
     def execute(self, requests):
         feeds = []

@@ -78,7 +78,11 @@ class EncoderParams:
         output = model_config["output"][0]["name"]
         packing = None
         if p.get("batching", "length_packed") in ("length_packed", "vision_packed"):
-            packing = Packing(int(p.get("max_rows", Packing.max_rows)), int(p.get("max_tokens", Packing.max_tokens)))
+            packing = Packing(
+                int(p.get("max_rows", Packing.max_rows)),
+                int(p.get("max_tokens", Packing.max_tokens)),
+                float(p.get("max_padding", Packing.max_padding)),
+            )
         threads = int(p.get("intra_op_threads", "0"))
         return cls(version_dir / _require(p, "onnx_file"), threads, output, packing, p.get("batching", "length_packed"))
 

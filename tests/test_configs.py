@@ -56,7 +56,9 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
         "tensorrt": ("", "tensorrt_plan", "model.plan"),
     }[target]
     assert (encoder.backend, encoder.platform, encoder.default_model_filename) == expected
-    assert encoder.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == {"local": 0}.get(target, 1000)
+    delay = parsed["m_preprocess"].dynamic_batching.max_queue_delay_microseconds
+    assert delay == serving.preprocess_queue_delay_us
 
 
 def test_runtime_reads_back_what_export_writes(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def image_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(checkpoint, tmp_path_factory):
-    from tests.conftest import start_stack, stop_stack
+    from launcher.stack import start_stack, stop_stack
 
     repo = tmp_path_factory.mktemp("clip-repo")
     export(

@@ -65,7 +65,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def stack(checkpoints, tmp_path_factory):
-    from tests.conftest import start_stack, stop_stack
+    from launcher.stack import start_stack, stop_stack
 
     repo = tmp_path_factory.mktemp("decoder-repo")
     for key, hf_id, external in (

@@ -46,7 +46,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(checkpoint, tmp_path_factory):
-    from tests.conftest import start_stack, stop_stack
+    from launcher.stack import start_stack, stop_stack
 
     repo = tmp_path_factory.mktemp("gme-repo")
     export(

@@ -96,6 +96,18 @@ def test_micro_batches_sort_by_length_and_respect_limits() -> None:
     assert lengths[flat].tolist() == sorted(lengths.tolist())
 
 
+def test_micro_batches_bound_the_padding() -> None:
+    """Rows of very different lengths go to separate calls; similar ones share a call."""
+    from runtime.onnx_encoder import Packing, micro_batches
+
+    lengths = np.array([10, 60, 11, 12, 58, 200])
+    groups = micro_batches(lengths, Packing(max_padding=0.25))
+    assert [sorted(lengths[g].tolist()) for g in groups] == [[10, 11, 12], [58, 60], [200]]
+    for g in groups:
+        assert len(g) * lengths[g].max() <= 1.25 * lengths[g].sum()
+    assert len(micro_batches(lengths, Packing(max_padding=float("inf")))) == 1
+
+
 def test_run_packed_equals_one_call_per_request() -> None:
     """Regrouped rows give the same embeddings as each request run on its own."""
     from runtime.onnx_encoder import Packing, run_packed

@@ -1,0 +1,61 @@
+"""A tritonserver and an adapter over one model repository, on free loopback ports (tests and benchmarks)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.processes import free_port, start_adapter, stop, wait_http
+from launcher.tritonserver import TritonPorts, TritonServer
+
+
+@dataclass
+class Stack:
+    """A running tritonserver and adapter over one model repository."""
+
+    repository: Path
+    triton: TritonServer
+    adapter_url: str
+    adapter_log: Path
+    adapter: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return self.triton.grpc_url
+
+
+def start_stack(repository: Path, workdir: Path, *adapter_args: str) -> Stack:
+    triton = TritonServer(repository, workdir, TritonPorts(free_port(), free_port(), free_port()))
+    triton.start()
+    try:
+        triton.wait_ready(240)
+    except Exception:
+        triton.stop()
+        raise
+    port = free_port()
+    log = workdir / "adapter.log"
+    adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
+    except Exception:
+        stop(adapter)
+        triton.stop()
+        raise
+    return Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter)
+
+
+def stop_stack(stack: Stack) -> None:
+    stop(stack.adapter)
+    stack.triton.stop()
+
+
+@contextmanager
+def running_stack(repository: Path, workdir: Path, *adapter_args: str) -> Iterator[Stack]:
+    stack = start_stack(repository, workdir, *adapter_args)
+    try:
+        yield stack
+    finally:
+        stop_stack(stack)
