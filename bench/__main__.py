@@ -1,147 +1,302 @@
-"""`python -m bench`: the served path next to in-process ONNX Runtime and sentence-transformers, in one run.
+"""`python -m bench`: the served path next to the alternatives a user would pick, in one run.
 
-Starts its own tritonserver and adapter on free ports, runs fixed seeded workloads,
-prints a table with ratios against in-process ONNX Runtime and writes it as JSON.
-Run it on a quiet machine: anything else running changes every figure.
+Exports the model, starts its own tritonserver and adapter on free ports, and measures on
+fixed seeded workloads:
+- in-process ONNX Runtime with the same exported graph (the baseline of every ratio) and
+  in-process sentence-transformers (PyTorch);
+- the served path (adapter → Triton) and Triton directly over gRPC, at the issue's targets
+  and over a concurrency sweep, for short queries, mixed documents and (for models with an
+  image tower) images of varied sizes;
+- the peer server infinity-emb in its own virtual environment (`--peers none` skips it).
+Prints tables, writes JSON and a PNG chart to `--out`. Run it on a quiet machine: anything
+else running changes every figure. `--gpu` measures a deployed GPU stack instead (bench/gpu.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import runners
-from bench.workloads import WORKLOADS
+from bench.memory import tree_peak_mb
+from bench.workloads import WORKLOADS, images
 from export.build import ExportRequest, Progress, export
 from launcher import default_model
-from launcher.processes import free_port, start_adapter, stop, wait_http
-from launcher.tritonserver import TritonPorts, TritonServer
+from launcher.stack import Stack, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
+Result = runners.Result
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the embedded all-MiniLM-L6-v2)")
+    ap.add_argument("--tiny-decoder", action="store_true", help="a tiny random e5-mistral-style checkpoint")
     ap.add_argument("--name", default=None)
-    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="mixed-5-60")
-    ap.add_argument("-n", type=int, default=2048, help="texts in the workload")
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("-n", type=int, default=2048, help="texts in the targets workload (mixed 5–60 words)")
+    ap.add_argument("--sweep-n", type=int, default=512, help="items per sweep point (documents and images: a quarter)")
+    ap.add_argument("--concurrency", default="1,4,16,64", help="concurrency sweep (empty: no sweep)")
     ap.add_argument("--batch", type=int, default=32, help="texts per request / in-process batch")
+    ap.add_argument("--peers", choices=("infinity", "none"), default="infinity")
+    ap.add_argument("--skip-st", action="store_true", help="skip in-process sentence-transformers")
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--skip-st", action="store_true", help="skip in-process sentence-transformers")
     ap.add_argument(
         "--export-arg", action="append", default=[], help="flag for the export, e.g. --export-arg=--encoder-instances=2"
     )
-    return ap.parse_args()
+    ap.add_argument("--gpu", action="store_true", help="measure a deployed GPU stack (see bench/gpu.py)")
+    ap.add_argument("--triton-url", help="--gpu: Triton's gRPC address, e.g. localhost:8001")
+    ap.add_argument("--adapter-url", help="--gpu: the adapter, e.g. http://localhost:30000")
+    ap.add_argument("--peak-tflops", type=float, help="--gpu: the card's dense fp16/bf16 peak (default: by its name)")
+    return ap.parse_args(argv)
 
 
-def prepare(args: argparse.Namespace) -> tuple[Path, str, Path]:
+@dataclass
+class Model:
+    checkpoint: Path
+    name: str
+    repository: Path
+    image_ensemble: str  # "" for text-only models
+
+
+def prepare(args: argparse.Namespace) -> Model:
+    from export import tiny
     from export.__main__ import parse_args as export_args
     from export.__main__ import serving_from_args
 
-    checkpoint = args.checkpoint or default_model.checkpoint()
-    name = args.name or (default_model.NAME if args.checkpoint is None else checkpoint.name)
+    if args.tiny_decoder:
+        checkpoint = args.workdir / "tiny-e5-mistral"
+        if not (checkpoint / "config.json").exists():
+            tiny.mistral(checkpoint)
+    else:
+        checkpoint = args.checkpoint or default_model.checkpoint()
+    name = args.name or (default_model.NAME if checkpoint == default_model.checkpoint() else checkpoint.name)
     repo = args.workdir / "repository"
     serving = serving_from_args(export_args([str(checkpoint), *args.export_arg]))
     export(ExportRequest(checkpoint=checkpoint, repository=repo, name=name, serving=serving), Progress())
-    return repo, name, checkpoint
+    image = f"{name}_image" if (repo / f"{name}_image").exists() else ""
+    return Model(checkpoint, name, repo, image)
 
 
-def triton_stats(triton: TritonServer, name: str, when: str) -> str:
-    """Cumulative per-model queue and compute time from Triton's statistics API."""
+def triton_stats(stack: Stack, name: str) -> str:
+    """Per-model executes, requests, queue and compute time from Triton's statistics API."""
     import tritonclient.http as httpclient
 
-    stats = httpclient.InferenceServerClient(triton.http_url).get_inference_statistics()
-    lines = [f"Triton statistics {when} (ms per execute / per request):"]
+    stats = httpclient.InferenceServerClient(stack.triton.http_url).get_inference_statistics()
+    lines = ["Triton statistics over the whole run (queue ms per request, compute ms per execute):"]
     for m in stats["model_stats"]:
-        if not m["name"].startswith(name):
+        if not m["name"].startswith(name) or not m["execution_count"]:
             continue
         inf = m["inference_stats"]
-        n_exec, n_req = max(m["execution_count"], 1), max(inf["success"]["count"], 1)
+        n_req = max(inf["success"]["count"], 1)
+        compute = sum(inf[k]["ns"] for k in ("compute_input", "compute_infer", "compute_output")) / n_req
+        per_exec = compute * n_req / m["execution_count"]  # per-request sums, spread over the executes
         lines.append(
-            f"  {m['name']:34} executes {m['execution_count']:6} requests {inf['success']['count']:6} "
-            f"queue/req {inf['queue']['ns'] / n_req / 1e6:8.2f} compute/exec "
-            f"{sum(inf[k]['ns'] for k in ('compute_input', 'compute_infer', 'compute_output')) / n_exec / 1e6:8.2f}"
+            f"  {m['name']:36} executes {m['execution_count']:7} requests {n_req:7} "
+            f"queue/req {inf['queue']['ns'] / n_req / 1e6:8.2f} compute/exec {per_exec / 1e6:8.2f}"
         )
     return "\n".join(lines)
 
 
-def table(results: list[runners.Result], baseline: runners.Result) -> str:
-    head = f"{'path':44} {'items/s':>9} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'× ORT':>7}"
-    lines = [head, "-" * len(head)]
+def table(title: str, results: list[Result], baseline: Result | None) -> str:
+    head = f"{'path':52} {'items/s':>9} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak MB':>8} {'× ORT':>6}"
+    lines = [title, head, "-" * len(head)]
     for r in results:
+        ratio = f"{r.items_per_s / baseline.items_per_s:6.2f}" if baseline else "     -"
+        peak = f"{r.peak_mb:8.0f}" if r.peak_mb is not None else "       -"
         lines.append(
-            f"{r.name:44} {r.items_per_s:9.1f} {r.tokens_per_s:10.0f} {r.percentile(50):8.1f} "
-            f"{r.percentile(99):8.1f} {r.items_per_s / baseline.items_per_s:7.2f}"
+            f"{r.name:52} {r.items_per_s:9.1f} {r.tokens_per_s:10.0f} {r.percentile(50):8.1f} "
+            f"{r.percentile(99):8.1f} {peak} {ratio}"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class Run:
+    """Everything one `python -m bench` measures, grouped as the tables print it."""
+
+    targets: list[Result]
+    baseline: Result
+    single: list[Result]
+    sweeps: dict[str, list[Result]]  # workload → results over concurrency (name holds the path and c)
+    sweep_baselines: dict[str, Result]
+
+
+def served_targets(stack: Stack, model: Model, texts: list[str], b: int, c: int) -> list[Result]:
+    url, name = stack.adapter_url, model.name
+    return [
+        runners.served(url, name, texts, b, c, f"served: {b}/request, concurrency {c}"),
+        runners.served(url, name, texts, 1, c, f"served: 1/request, concurrency {c}"),
+        runners.triton_direct(stack.grpc_url, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"),
+        runners.triton_direct(stack.grpc_url, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"),
+    ]
+
+
+def sweep(send, label: str, items: list, concurrency: list[int]) -> list[Result]:
+    return [send(items, c, f"{label}, c {c}") for c in concurrency]
 
 
 def main() -> None:
     args = parse_args()
-    texts = WORKLOADS[args.workload](args.n)
-    queries = WORKLOADS["queries-5-20"](200)
-    repo, name, checkpoint = prepare(args)
-    workdir = args.workdir / "run"
-    triton = TritonServer(repo, workdir, TritonPorts(free_port(), free_port(), free_port()))
-    adapter = None
-    results: list[runners.Result] = []
-    try:
-        triton.start()
-        triton.wait_ready(300)
-        port = free_port()
-        adapter = start_adapter(port, triton.grpc_url, workdir / "adapter.log", "--log-level", "warning")
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health/ready", adapter)
-        b, c = args.batch, args.concurrency
-        ort = runners.onnxruntime_inprocess(repo, name, texts, b, f"in-process ORT (sorted batches of {b})")
-        results.append(ort)
-        if not args.skip_st:
-            results.append(
-                runners.sentence_transformers_inprocess(checkpoint, texts, b, f"in-process sentence-transformers ({b})")
-            )
-        results.append(runners.served(url, name, texts, b, c, f"served: {b}/request, concurrency {c}"))
-        print(triton_stats(triton, name, "after served 32/request"))
-        results.append(runners.served(url, name, texts, 1, c, f"served: 1/request, concurrency {c}"))
-        results.append(
-            runners.triton_direct(triton.grpc_url, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}")
-        )
-        results.append(
-            runners.triton_direct(triton.grpc_url, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}")
-        )
-        single_ort = runners.onnxruntime_inprocess(repo, name, queries, 1, "in-process ORT: one short query")
-        single = runners.served(url, name, queries, 1, 1, "served: one short query, concurrency 1")
-        results += [single_ort, single]
-    finally:
-        stop(adapter)
-        triton.stop()
-    print(f"\n{args.workload}, {args.n} texts; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
-    print(table(results, ort))
-    print(
-        f"\nsingle short query p50: served {single.percentile(50):.1f} ms vs in-process ORT "
-        f"{single_ort.percentile(50):.1f} ms (+{single.percentile(50) - single_ort.percentile(50):.1f} ms)"
+    if args.gpu:
+        from bench import gpu
+
+        gpu.main(args)
+        return
+    concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    b, c = args.batch, 16
+    texts = WORKLOADS["mixed-5-60"](args.n)
+    queries = WORKLOADS["queries-5-20"](args.sweep_n)
+    documents = WORKLOADS["documents-20-400"](max(args.sweep_n // 4, 1))
+    workloads = {"queries 5–20 words": queries, "documents 20–400 words": documents}
+    model = prepare(args)
+    ort = runners.isolated(
+        runners.onnxruntime_inprocess, model.repository, model.name, texts, b, f"in-process ORT (sorted batches of {b})"
     )
+    targets = [ort]
+    if not args.skip_st:
+        targets.append(
+            runners.isolated(
+                runners.sentence_transformers_inprocess,
+                model.checkpoint,
+                texts,
+                b,
+                f"in-process sentence-transformers ({b})",
+            )
+        )
+    sweep_baselines = {
+        w: runners.isolated(
+            runners.onnxruntime_inprocess, model.repository, model.name, items, b, f"in-process ORT, {w}"
+        )
+        for w, items in workloads.items()
+    }
+    single = [
+        runners.isolated(
+            runners.onnxruntime_inprocess, model.repository, model.name, queries[:200], 1, "in-process ORT"
+        )
+    ]
+    sweeps: dict[str, list[Result]] = {w: [] for w in workloads}
+    pictures = images(max(args.sweep_n // 4, 1)) if model.image_ensemble else []
+    with running_stack(model.repository, args.workdir / "run", "--log-level", "warning") as stack:
+        served_rows = served_targets(stack, model, texts, b, c)
+        single.append(runners.served(stack.adapter_url, model.name, queries[:200], 1, 1, "served (adapter → Triton)"))
+        for w, items in workloads.items():
+            sweeps[w] += sweep(
+                lambda x, k, n: runners.served(stack.adapter_url, model.name, x, 1, k, n),
+                "served 1/req",
+                items,
+                concurrency,
+            )
+            sweeps[w] += sweep(
+                lambda x, k, n: runners.triton_direct(stack.grpc_url, model.name, x, 1, k, n),
+                "Triton direct 1/req",
+                items,
+                concurrency,
+            )
+        if pictures:
+            uris = [{"image": "data:image/png;base64," + base64.b64encode(p).decode()} for p in pictures]
+            sweeps["images 64–1024 px"] = sweep(
+                lambda x, k, n: runners.served(stack.adapter_url, model.name, x, 1, k, n),
+                "served 1/req",
+                uris,
+                concurrency,
+            ) + sweep(
+                lambda x, k, n: runners.triton_direct(stack.grpc_url, model.image_ensemble, x, 1, k, n, "IMAGE"),
+                "Triton direct 1/req",
+                pictures,
+                concurrency,
+            )
+        peak = tree_peak_mb(stack.triton.process.pid, stack.adapter.pid)
+        for r in served_rows:
+            r.peak_mb = peak
+        stats = triton_stats(stack, model.name)
+    targets += served_rows
+    if args.peers == "infinity":
+        peer_targets, peer_single, peer_sweeps = run_infinity(args, model, texts, queries, workloads, b, c, concurrency)
+        # infinity-emb's usage counts characters; the inputs are the same, so are their tokens.
+        for r in peer_targets:
+            r.tokens = ort.tokens
+        for r in peer_single:
+            r.tokens = single[0].tokens
+        for w, rows in peer_sweeps.items():
+            for r in rows:
+                r.tokens = sweep_baselines[w].tokens
+        targets += peer_targets
+        single += peer_single
+        for w, rows in peer_sweeps.items():
+            sweeps[w] += rows
+    run = Run(targets, ort, single, sweeps, sweep_baselines)
+    report(args, model, run, stats)
+
+
+def run_infinity(args, model: Model, texts, queries, workloads, b: int, c: int, concurrency: list[int]):
+    from bench.peers import infinity
+
+    with infinity(model.checkpoint, args.workdir / "peers", batch_size=b) as peer:
+
+        def send(items, k, per, name):
+            return runners.served(peer.url, peer.model, items, per, k, name, peer.path)
+
+        rows = [
+            send(texts, c, b, f"infinity-emb: {b}/request, concurrency {c}"),
+            send(texts, c, 1, f"infinity-emb: 1/request, concurrency {c}"),
+        ]
+        single = [send(queries[:200], 1, 1, "infinity-emb")]
+        sweeps = {
+            w: sweep(lambda x, k, n: send(x, k, 1, n), "infinity-emb 1/req", items, concurrency)
+            for w, items in workloads.items()
+        }
+        peak = tree_peak_mb(peer.process.pid)
+        for r in rows:
+            r.peak_mb = peak
+    return rows, single, sweeps
+
+
+def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None:
+    from bench.chart import chart
+
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"\n{model.name}; {machine}\n")
+    print(table(f"Targets: mixed 5–60 words, {args.n} texts", run.targets, run.baseline))
+    print()
+    print(table("Single short query, concurrency 1 (latency)", run.single, None))
+    base = run.single[0].percentile(50)
+    for r in run.single[1:]:
+        print(f"  {r.name}: p50 {r.percentile(50):.1f} ms = in-process ORT + {r.percentile(50) - base:.1f} ms")
+    for w, rows in run.sweeps.items():
+        print()
+        print(table(f"Concurrency sweep: {w}", rows, run.sweep_baselines.get(w)))
+    print()
+    print(stats)
+    by_name = {r.name: r for r in run.targets}
+    for per in (args.batch, 1):
+        served, peer = (by_name.get(f"{who}: {per}/request, concurrency 16") for who in ("served", "infinity-emb"))
+        if served and peer:
+            print(f"served {per}/request: {served.items_per_s / peer.items_per_s:.2f}× infinity-emb")
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"bench-{name}-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(
+    stem = args.out / f"bench-{model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(
         json.dumps(
             {
-                "workload": args.workload,
-                "n": args.n,
-                "cores": os.cpu_count(),
-                "baseline": ort.name,
-                "results": [r.row() for r in results],
+                "model": model.name,
+                "machine": machine,
+                "baseline": run.baseline.name,
+                "targets": [r.row() for r in run.targets],
+                "single": [r.row() for r in run.single],
+                "sweeps": {w: [r.row() for r in rows] for w, rows in run.sweeps.items()},
+                "sweep_baselines": {w: r.row() for w, r in run.sweep_baselines.items()},
             },
             indent=2,
         )
     )
-    print(f"\nwritten {out}")
+    chart(run, f"{model.name} on {machine}", stem.with_suffix(".png"))
+    print(f"\nwritten {stem}.json and {stem}.png")
 
 
 if __name__ == "__main__":

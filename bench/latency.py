@@ -18,8 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from export.build import ExportRequest, Progress, export
 from launcher import default_model
-from launcher.processes import free_port, start_adapter, stop, wait_http
-from launcher.tritonserver import TritonPorts, TritonServer
+from launcher.stack import running_stack
 from runtime.onnx_encoder import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,16 +47,9 @@ def main() -> None:
     repo = work / "repository"
     if not (repo / "m" / "config.pbtxt").exists():
         export(ExportRequest(checkpoint=default_model.checkpoint(), repository=repo, name="m"), Progress())
-    triton = TritonServer(repo, work / "run", TritonPorts(free_port(), free_port(), free_port()))
-    adapter = None
-    try:
-        triton.start()
-        triton.wait_ready()
-        port = free_port()
-        adapter = start_adapter(port, triton.grpc_url, work / "adapter.log", "--log-level", "warning")
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health/ready", adapter)
-        client = grpcclient.InferenceServerClient(triton.grpc_url)
+    with running_stack(repo, work / "run", "--log-level", "warning") as stack:
+        url = stack.adapter_url
+        client = grpcclient.InferenceServerClient(stack.grpc_url)
         pre = client.infer("m_preprocess", [text_input(QUERY)])
         ids, mask = pre.as_numpy("input_ids"), pre.as_numpy("attention_mask")
 
@@ -83,9 +75,6 @@ def main() -> None:
         ]
         for name, call in steps:
             print(f"{name:36} p50 {p50(call):6.2f} ms", flush=True)
-    finally:
-        stop(adapter)
-        triton.stop()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     tokens: int = 0
+    peak_mb: float | None = None  # peak resident memory of the process(es) doing the work
 
     @property
     def items_per_s(self) -> float:
@@ -40,6 +41,7 @@ class Result:
             "tokens_per_s": round(self.tokens_per_s, 1),
             "p50_ms": round(self.percentile(50), 2),
             "p99_ms": round(self.percentile(99), 2),
+            "peak_mb": None if self.peak_mb is None else round(self.peak_mb),
         }
 
 
@@ -66,46 +68,60 @@ async def _drive(requests: list[list[str]], concurrency: int, send) -> tuple[flo
     return time.perf_counter() - start, latencies, tokens
 
 
-def served(url: str, model: str, texts: list[str], per_request: int, concurrency: int, name: str) -> Result:
-    """POST /v1/embeddings through the adapter with an async HTTP client."""
-    import httpx
+def served(
+    url: str,
+    model: str,
+    inputs: list,
+    per_request: int,
+    concurrency: int,
+    name: str,
+    path: str = "/v1/embeddings",
+) -> Result:
+    """POST an OpenAI embeddings request per chunk of `inputs` (strings or items) with an async client.
+
+    aiohttp rather than httpx: on 2 cores the load generator shares the CPU with the server,
+    and aiohttp spends about a third of httpx's CPU time per request.
+    """
+    import aiohttp
 
     async def run() -> Result:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(300)) as client:
 
-            async def send(batch: list[str]) -> int:
-                r = await client.post(
-                    "/v1/embeddings", json={"model": model, "input": batch, "encoding_format": "base64"}
-                )
-                r.raise_for_status()
-                return r.json()["usage"]["prompt_tokens"]
+            async def send(batch: list) -> int:
+                body = {"model": model, "input": batch, "encoding_format": "base64"}
+                async with client.post(path, json=body) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"{url}{path} answered {r.status}: {(await r.text())[:300]}")
+                    return (await r.json())["usage"]["prompt_tokens"]
 
-            await send(texts[:per_request])  # warm the connection pool
-            seconds, lat, tokens = await _drive(chunks(texts, per_request), concurrency, send)
-        return Result(name, len(texts), seconds, lat, tokens)
+            await send(inputs[:per_request])  # warm the connection
+            seconds, lat, tokens = await _drive(chunks(inputs, per_request), concurrency, send)
+        return Result(name, len(inputs), seconds, lat, tokens)
 
     return asyncio.run(run())
 
 
-def triton_direct(grpc_url: str, model: str, texts: list[str], per_request: int, concurrency: int, name: str) -> Result:
-    """The ensemble over Triton's async gRPC client, skipping the adapter."""
+def triton_direct(
+    grpc_url: str, model: str, values: list, per_request: int, concurrency: int, name: str, tensor: str = "TEXT"
+) -> Result:
+    """An ensemble over Triton's async gRPC client, skipping the adapter (`values`: texts or image bytes)."""
     import tritonclient.grpc.aio as grpcclient
 
     async def run() -> Result:
         client = grpcclient.InferenceServerClient(grpc_url)
 
-        async def send(batch: list[str]) -> int:
-            data = np.array([[t.encode()] for t in batch], dtype=np.object_)
-            inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+        async def send(batch: list) -> int:
+            data = np.array([[v if isinstance(v, bytes) else v.encode()] for v in batch], dtype=np.object_)
+            inp = grpcclient.InferInput(tensor, list(data.shape), "BYTES")
             inp.set_data_from_numpy(data)
             r = await client.infer(model, [inp])
             return int(r.as_numpy("TOKEN_COUNT").sum())
 
-        await send(texts[:per_request])
-        seconds, lat, tokens = await _drive(chunks(texts, per_request), concurrency, send)
+        await send(values[:per_request])
+        seconds, lat, tokens = await _drive(chunks(values, per_request), concurrency, send)
         await client.close()
-        return Result(name, len(texts), seconds, lat, tokens)
+        return Result(name, len(values), seconds, lat, tokens)
 
     return asyncio.run(run())
 
@@ -124,25 +140,30 @@ def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch:
     params = PreprocessParams.from_config(config, pre / "1")
     tok = load_tokenizer(str(params.tokenizer_path))
     session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
-    start = time.perf_counter()
-    rows = frame_all(encode(tok, texts), params.layout, "END")
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    latencies = []
-    for i in range(0, len(order), batch):
-        t0 = time.perf_counter()
-        b = pad([rows[j] for j in order[i : i + batch]], params.layout)
-        width = int(b.attention_mask.sum(axis=1).max())  # pad to the longest row, as `padding=True` does
-        session.run(None, {"input_ids": b.input_ids[:, :width], "attention_mask": b.attention_mask[:, :width]})
-        latencies.append(time.perf_counter() - t0)
-    seconds = time.perf_counter() - start
-    return Result(name, len(texts), seconds, latencies, sum(len(r) for r in rows))
+
+    def run(texts: list[str]) -> Result:
+        start = time.perf_counter()
+        rows = frame_all(encode(tok, texts), params.layout, "END")
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        latencies = []
+        for i in range(0, len(order), batch):
+            t0 = time.perf_counter()
+            b = pad([rows[j] for j in order[i : i + batch]], params.layout)
+            width = int(b.attention_mask.sum(axis=1).max())  # pad to the longest row, as `padding=True` does
+            session.run(None, {"input_ids": b.input_ids[:, :width], "attention_mask": b.attention_mask[:, :width]})
+            latencies.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - start
+        return Result(name, len(texts), seconds, latencies, sum(len(r) for r in rows))
+
+    run(texts[: batch * 2])  # warm-up: first calls allocate and pick kernels
+    return run(texts)
 
 
 def sentence_transformers_inprocess(checkpoint, texts: list[str], batch: int, name: str) -> Result:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(checkpoint), device="cpu")
-    model.encode(texts[:batch], batch_size=batch)
+    model.encode(texts[: batch * 2], batch_size=batch)  # warm-up
     start = time.perf_counter()
     model.encode(texts, batch_size=batch, normalize_embeddings=True)
     seconds = time.perf_counter() - start
@@ -150,6 +171,18 @@ def sentence_transformers_inprocess(checkpoint, texts: list[str], batch: int, na
     return Result(name, len(texts), seconds, [], tokens)
 
 
-def single_query_latency(url: str, model: str, texts: list[str], name: str) -> Result:
-    """One short query at a time (concurrency 1), for the latency target."""
-    return served(url, model, texts, 1, 1, name)
+def isolated(runner, *args) -> Result:
+    """Run an in-process runner in a fresh process, so its peak memory is its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_measured, runner, *args).result()
+
+
+def _measured(runner, *args) -> Result:
+    from bench.memory import own_peak_mb
+
+    result = runner(*args)
+    result.peak_mb = own_peak_mb()
+    return result

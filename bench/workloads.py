@@ -23,3 +23,23 @@ WORKLOADS = {
     "queries-5-20": lambda n: texts(n, 5, 20, seed=1),
     "documents-20-400": lambda n: texts(n, 20, 400, seed=2),
 }
+
+
+def images(n: int, seed: int = 3, smallest: int = 64, largest: int = 1024) -> list[bytes]:
+    """`n` PNG images of seeded random sizes and aspect ratios (gradients plus noise)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w, h = (int(v) for v in rng.integers(smallest, largest + 1, size=2))
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) % 256], axis=-1)
+        noise = rng.integers(0, 64, size=(h, w, 3))
+        buf = io.BytesIO()
+        Image.fromarray(((base + noise) % 256).astype(np.uint8)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
