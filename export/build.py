@@ -17,7 +17,6 @@ from rich.console import Console
 
 from export import repository as repo
 from export.checkpoint import Plan, plan
-from export.errors import ExportError
 from export.gme import LanguageGraph, VisionGraph, gme_text_samples, gme_vision_samples
 from export.graph import (
     Agreement,
@@ -31,7 +30,7 @@ from export.graph import (
     torch_reference,
 )
 from export.specs import Attention, Dtype
-from export.tensorrt import Profile, build_engine, image_shapes, run_engine
+from export.tensorrt import Profile, build_engine, gme_shapes, image_shapes, run_engine
 from export.validation import onnx_session, tolerance, validation_feeds
 from runtime.text import Prompt
 
@@ -66,9 +65,14 @@ class ExportRequest:
             p.spec.gpu_dtype if self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu) else "float32"
         )
 
-    def engine_dir(self, tower: str) -> Path:
-        """`<name>_encoder/1` for text, `<name>_vision/1` for images."""
-        return self.repository / f"{self.name}_{'encoder' if tower == 'text' else 'vision'}" / "1"
+    def behind_host(self, p: Plan) -> bool:
+        """GME on a native backend: the engines sit behind Python hosts that pack ragged batches."""
+        return p.vision is not None and self.target != "local"
+
+    def engine_dir(self, tower: str, p: Plan) -> Path:
+        """`<name>_encoder/1` for text, `<name>_vision/1` for images; `…_engine/1` behind a host."""
+        model = f"{self.name}_{'encoder' if tower == 'text' else 'vision'}"
+        return self.repository / (f"{model}_engine" if self.behind_host(p) else model) / "1"
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict
             f"{', external data' if external else ''})"
         ):
             output = "IMAGE_EMBEDS" if tower == "image" and p.vision is not None else "EMBEDDING"
-            export_onnx(graph, request.engine_dir(tower) / "model.onnx", samples, dynamic, external, output)
+            export_onnx(graph, request.engine_dir(tower, p) / "model.onnx", samples, dynamic, external, output)
     return references
 
 
@@ -149,11 +153,13 @@ def _build_plan(
     dtype: Dtype,
     progress: Progress,
 ) -> Agreement:
-    work_dir = request.engine_dir(tower)
+    work_dir = request.engine_dir(tower, p)
     profile = request.profile or Profile(
         max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length), max_seq=p.layout.max_length
     )
-    if tower == "image":
+    if p.vision is not None:
+        shapes = gme_shapes(tower, profile, p.dimension)
+    elif tower == "image":
         assert p.image is not None
         shapes = image_shapes(profile, p.image.crop_height, p.image.crop_width)
     else:
@@ -169,11 +175,6 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     progress = progress or Progress()
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
-    if p.vision is not None and request.target != "local":
-        raise ExportError(
-            "GME's image path needs the local target: its per-request image features are ragged, which "
-            "the onnxruntime and tensorrt backends cannot batch yet"
-        )
     dtype = request.resolved_dtype(p)
     progress.console.print(
         f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
@@ -181,7 +182,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
         f"max {p.layout.max_length} tokens, {dtype}"
     )
     for tower in p.spec.towers:
-        work_dir = request.engine_dir(tower)
+        work_dir = request.engine_dir(tower, p)
         for stale in ("model.onnx", "model.onnx.data", "model.plan"):
             (work_dir / stale).unlink(missing_ok=True)
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
@@ -193,7 +194,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     for tower in p.spec.towers:
         feeds = checks[tower][0]
         with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
-            session = onnx_session(request.engine_dir(tower) / "model.onnx", dtype)
+            session = onnx_session(request.engine_dir(tower, p) / "model.onnx", dtype)
             agreement = compare(references[tower], session.run(None, feeds)[0], *tolerance(p, dtype))
             del session
         progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
@@ -221,6 +222,17 @@ def _clear_engine_dir(request: ExportRequest, version_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def _behind_host(request: ExportRequest, p: Plan, host: repo.mc.ModelConfig, tower: str) -> repo.mc.ModelConfig:
+    """For GME on a native backend: write the tower's engine model and make `host` its BLS caller."""
+    if not request.behind_host(p):
+        return host
+    engine_dir = request.engine_dir(tower, p)
+    io = repo.graph_io(engine_dir / "model.onnx")
+    engine = repo.gme_engine_config(engine_dir.parent.name, io, request.target, request.gpu)
+    repo.write_config(engine_dir.parent, engine)
+    return repo.gme_host(host, engine, request.serving, request.target)
+
+
 def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
     image_ensemble = f"{request.name}_image" if "image" in p.spec.towers else ""
     card = repo.ModelCard(
@@ -242,8 +254,9 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
     repo.install_python_model(pre_dir / "1", "preprocess_model")
     p.tokenizer.save(str(pre_dir / "1" / "tokenizer.json"))
     image_embeds = p.dimension if p.vision is not None else None
-    encoder = repo.encoder_config(request.name, p.dimension, request.target, serving, request.gpu, image_embeds)
-    repo.write_config(enc_dir, encoder)
+    host_target = "local" if request.behind_host(p) else request.target  # GME: Python hosts pack ragged batches
+    encoder = repo.encoder_config(request.name, p.dimension, host_target, serving, request.gpu, image_embeds)
+    repo.write_config(enc_dir, _behind_host(request, p, encoder, "text"))
     models = [ens_dir, pre_dir, enc_dir]
     if image_ensemble:
         img_pre = request.repository / f"{image_ensemble}_preprocess"
@@ -255,8 +268,8 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             repo.write_config(img_pre, pre)
             repo.install_python_model(img_pre / "1", "gme_image_preprocess_model")
             p.tokenizer.save(str(img_pre / "1" / "tokenizer.json"))
-            vision = repo.gme_vision_config(request.name, p.dimension, request.target, serving, request.gpu)
-            repo.write_config(vis_dir, vision)
+            vision = repo.gme_vision_config(request.name, p.dimension, host_target, serving, request.gpu)
+            repo.write_config(vis_dir, _behind_host(request, p, vision, "image"))
             repo.write_config(img_ens, repo.gme_image_ensemble_config(request.name, p.dimension, serving))
         else:  # CLIP: its own image tower
             assert p.image is not None
@@ -267,9 +280,13 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
         models += [img_ens, img_pre, vis_dir]
     for engine_dir in models[2::3]:
-        if request.target == "local":
+        if host_target == "local":
             repo.install_python_model(engine_dir / "1", "onnx_encoder_model")
         else:
             _clear_engine_dir(request, engine_dir / "1")
+    if request.behind_host(p):
+        for tower in p.spec.towers:
+            _clear_engine_dir(request, request.engine_dir(tower, p))
+            models.append(request.engine_dir(tower, p).parent)
     repo.write_config(ens_dir, repo.ensemble_config(card, serving))
     return tuple(models)

@@ -52,7 +52,7 @@ class VisionGraph(torch.nn.Module):
             out = torch.nn.functional.scaled_dot_product_attention(q, k, val, attn_mask=bias, scale=attn.scaling)
             hidden = hidden + attn.proj(out.transpose(1, 2).reshape(n, -1))
             hidden = hidden + block.mlp(block.norm2(hidden))
-        return v.merger(hidden)
+        return v.merger(hidden).float()  # IMAGE_EMBEDS is FP32 whatever the weights
 
 
 class LanguageGraph(torch.nn.Module):
@@ -71,7 +71,7 @@ class LanguageGraph(torch.nn.Module):
         slots = (input_ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(slots, image_embeds.to(embeds.dtype))
         hidden = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-        return torch.nn.functional.normalize(pool(hidden, attention_mask, "lasttoken"), dim=-1)
+        return torch.nn.functional.normalize(pool(hidden, attention_mask, "lasttoken").float(), dim=-1)
 
 
 def gme_text_samples(max_length: int, image_token_id: int, hidden: int):

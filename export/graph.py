@@ -29,7 +29,7 @@ class EmbeddingGraph(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.zero_token_types else {}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.pooling)
+        pooled = pool(hidden, attention_mask, self.pooling).float()  # EMBEDDING is FP32 whatever the weights
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 

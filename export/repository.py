@@ -256,6 +256,71 @@ def _engine_config(
     return c
 
 
+@dataclass(frozen=True)
+class GraphTensor:
+    """One input or output of an exported graph, as a Triton config states it."""
+
+    name: str
+    data_type: int  # mc.TYPE_*
+    dims: tuple[int, ...]  # -1 for dynamic axes
+
+
+ONNX_TO_TRITON = {1: mc.TYPE_FP32, 7: mc.TYPE_INT64, 10: mc.TYPE_FP16, 16: mc.TYPE_BF16}
+TRITON_TO_NUMPY = {mc.TYPE_FP32: "float32", mc.TYPE_INT64: "int64", mc.TYPE_FP16: "float16"}
+
+
+def graph_io(onnx_path: Path) -> tuple[list[GraphTensor], list[GraphTensor]]:
+    """The graph's inputs and outputs, read without loading external weights."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+
+    def tensors(values) -> list[GraphTensor]:
+        return [
+            GraphTensor(
+                v.name,
+                ONNX_TO_TRITON[v.type.tensor_type.elem_type],
+                tuple(d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim),
+            )
+            for v in values
+        ]
+
+    return tensors(graph.input), tensors(graph.output)
+
+
+def gme_engine_config(
+    model: str, io: tuple[list[GraphTensor], list[GraphTensor]], target: Target, gpu: bool
+) -> mc.ModelConfig:
+    """A GME engine on a native backend, called by its Python host through BLS with one packed batch.
+
+    `max_batch_size: 0`: the host has already packed many requests (rows with image features of
+    different sizes, images of different patch counts) into the graph's own dynamic axes, which
+    Triton's batcher cannot do for ragged per-request features.
+    """
+    c = mc.ModelConfig(name=model, max_batch_size=0)
+    if target == "onnxruntime":
+        c.backend = "onnxruntime"
+        c.default_model_filename = "model.onnx"
+    else:
+        c.platform = "tensorrt_plan"
+        c.default_model_filename = "model.plan"
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu or target == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
+    c.instance_group.add(count=1, kind=kind)
+    inputs, outputs = io
+    c.input.extend(_tensor(mc.ModelInput, t.name, t.data_type, list(t.dims)) for t in inputs)
+    c.output.extend(_tensor(mc.ModelOutput, t.name, t.data_type, list(t.dims)) for t in outputs)
+    return c
+
+
+def gme_host(host: mc.ModelConfig, engine: mc.ModelConfig, serving: Serving, target: Target) -> mc.ModelConfig:
+    """GME's ragged-batch host (a `local` encoder config) turned into the BLS caller of `engine`."""
+    del host.parameters["onnx_file"]
+    types = ",".join(f"{t.name}:{TRITON_TO_NUMPY.get(t.data_type, 'float32')}" for t in engine.input)
+    _params(host, {"engine_model": engine.name, "engine_inputs": types})
+    host.dynamic_batching.max_queue_delay_microseconds = queue_delay_for(serving, target)
+    return host
+
+
 def encoder_config(
     name: str, dimension: int, target: Target, serving: Serving, gpu: bool, image_embeds: int | None = None
 ) -> mc.ModelConfig:

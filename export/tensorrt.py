@@ -57,6 +57,24 @@ def image_shapes(profile: Profile, height: int, width: int) -> Shapes:
     return {"pixel_values": (dims(profile.min_batch), dims(profile.opt_batch), dims(profile.max_batch))}
 
 
+def gme_shapes(tower: str, profile: Profile, hidden: int) -> Shapes:
+    """GME's engines take what its hosts pack: patches of several images, or rows with their image features."""
+    from runtime.onnx_encoder import MAX_PATCHES_PER_CALL, Packing
+
+    if tower == "image":
+        lo, opt, hi = 4, 1024, MAX_PATCHES_PER_CALL  # one 2×2 merge … a full call
+        return {
+            "pixel_values": ((lo, 1176), (opt, 1176), (hi, 1176)),
+            "position_ids": ((lo, 2), (opt, 2), (hi, 2)),
+            "segment_ids": ((lo,), (opt,), (hi,)),
+        }
+    if profile.max_batch < Packing.max_rows:
+        raise ExportError(
+            f"GME's host packs up to {Packing.max_rows} rows per call: the profile's max batch must allow it"
+        )
+    return {**profile.shapes(), "image_embeds": ((0, hidden), (256, hidden), (Packing.max_tokens, hidden))}
+
+
 def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib: int = 8192) -> None:
     """Parse the ONNX file (external data resolves beside it) and serialise a strongly typed plan."""
     try:
@@ -95,8 +113,10 @@ def run_engine(plan_path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
     for name, tensor in tensors.items():
         context.set_input_shape(name, tuple(tensor.shape))
         context.set_tensor_address(name, tensor.data_ptr())
-    out = torch.empty(tuple(context.get_tensor_shape("EMBEDDING")), dtype=torch.float32, device="cuda")
-    context.set_tensor_address("EMBEDDING", out.data_ptr())
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    (output,) = (n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)  # EMBEDDING / IMAGE_EMBEDS
+    out = torch.empty(tuple(context.get_tensor_shape(output)), dtype=torch.float32, device="cuda")
+    context.set_tensor_address(output, out.data_ptr())
     stream = torch.cuda.Stream()
     if not context.execute_async_v3(stream.cuda_stream):
         raise ExportError("TensorRT execution failed")

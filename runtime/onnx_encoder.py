@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +22,15 @@ def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) ->
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+MAX_PATCHES_PER_CALL = 8192  # Qwen2-VL patches packed into one vision-tower call
+
+
+class Session(Protocol):
+    """What the packers need of an engine: an in-process ONNX Runtime session or `TritonEngine`."""
+
+    def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,11 @@ def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
 
 
 def run_packed(
-    session: ort.InferenceSession,
+    session: Session,
     feeds: list[dict[str, np.ndarray]],
     output: str,
     packing: Packing | None = None,
+    image_hidden: int | None = None,
 ) -> list[np.ndarray]:
     """Embed the rows of all requests in length-sorted micro-batches trimmed to their real length.
 
@@ -71,7 +82,8 @@ def run_packed(
     regrouping rows across requests by length only removes wasted compute. The
     results are scattered back to their requests in order. A request may carry
     `IMAGE_EMBEDS [1, M, H]` (GME: one row whose image pads take those features); the
-    graph then gets each micro-batch's features in row order as `image_embeds [ΣM, H]`.
+    graph then gets each micro-batch's features in row order as `image_embeds [ΣM, H]`,
+    `[0, image_hidden]` for a micro-batch without images (`image_hidden`: the graph takes features).
     """
     packing = packing or Packing()
     ids = [f["input_ids"] for f in feeds]
@@ -81,20 +93,18 @@ def run_packed(
     width = max(a.shape[1] for a in ids)
     all_ids = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids])
     all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
-    wants_images = any(i.name == "image_embeds" for i in session.get_inputs())
+    wants_images = image_hidden is not None
     row_images: list[np.ndarray | None] = []
     for f, n in zip(feeds, sizes, strict=True):
         embeds = f.get("IMAGE_EMBEDS")
         row_images += [embeds[0]] if embeds is not None and n == 1 else [None] * n
-    hidden = next((e.shape[1] for e in row_images if e is not None), 0)
     out: np.ndarray | None = None
     for group in micro_batches(lengths, packing):
         w = max(int(lengths[group].max()), 1)
         feed = {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]}
         if wants_images:
             parts = [row_images[r] for r in group if row_images[r] is not None]
-            size = hidden or int(session.get_inputs()[2].shape[1])
-            feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, size), dtype=np.float32)
+            feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, image_hidden), dtype=np.float32)
         emb = session.run([output], feed)[0]
         if out is None:
             out = np.empty((len(lengths), emb.shape[1]), dtype=emb.dtype)
@@ -105,7 +115,7 @@ def run_packed(
 
 
 def run_vision_packed(
-    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str, max_patches: int = 8192
+    session: Session, feeds: list[dict[str, np.ndarray]], output: str, max_patches: int = MAX_PATCHES_PER_CALL
 ) -> list[np.ndarray]:
     """Qwen2-VL vision tower over many images: pack requests (one image each) up to `max_patches` per call.
 
@@ -137,9 +147,7 @@ def run_vision_packed(
     return results  # type: ignore[return-value]
 
 
-def run_concatenated(
-    session: ort.InferenceSession, feeds: list[dict[str, np.ndarray]], output: str
-) -> list[np.ndarray]:
+def run_concatenated(session: Session, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
     """Fixed-shape inputs (images): one engine call over all requests, split back in order."""
     joined = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
     out = session.run([output], joined)[0]

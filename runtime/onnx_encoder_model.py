@@ -1,7 +1,9 @@
-"""Triton Python model hosting ONNX Runtime on the CPU (the `local` engine target).
+"""Triton Python model hosting an encoder engine on ragged batches (the `local` target, and GME's hosts).
 
 Its inputs allow ragged batching, so one `execute` receives every pending request
-whatever its padded length, and `run_packed` regroups their rows by length.
+whatever its padded length, and `run_packed` regroups their rows by length. The engine
+is ONNX Runtime in this process (`local`), or, for GME on the `onnxruntime` / `tensorrt`
+targets, a native engine model called through BLS with the packed batch.
 
 The bundled `tritonserver` of `nvidia-pytriton` has only the Python backend; this
 shell gives it the same encoder I/O as the `onnxruntime` and `tensorrt` targets.
@@ -20,19 +22,30 @@ class TritonPythonModel:
         config = model_config(args)
         self.params = EncoderParams.from_config(config, version_dir(args))
         self.inputs = [i["name"] for i in config["input"]]
-        self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads, spinning=False)
+        if self.params.engine_model:
+            from runtime.triton_engine import TritonEngine
+
+            self.session = TritonEngine(self.params.engine_model, self.params.engine_inputs)
+        else:
+            self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads, spinning=False)
 
     def execute(self, requests):
         feeds = []
         for r in requests:
             tensors = {name: pb_utils.get_input_tensor_by_name(r, name) for name in self.inputs}
             feeds.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})  # optional inputs
-        if self.params.batching == "vision_packed":
-            outputs = run_vision_packed(self.session, feeds, self.params.output_name)
-        elif self.params.packing is None:
-            outputs = run_concatenated(self.session, feeds, self.params.output_name)
-        else:
-            outputs = run_packed(self.session, feeds, self.params.output_name, self.params.packing)
+        try:
+            if self.params.batching == "vision_packed":
+                outputs = run_vision_packed(self.session, feeds, self.params.output_name)
+            elif self.params.packing is None:
+                outputs = run_concatenated(self.session, feeds, self.params.output_name)
+            else:
+                outputs = run_packed(
+                    self.session, feeds, self.params.output_name, self.params.packing, self.params.image_hidden
+                )
+        except Exception as exc:  # an engine failure fails this batch's requests, not the model
+            error = pb_utils.TritonError(f"encoder failed: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs
         ]

@@ -7,7 +7,7 @@ string parameters into frozen dataclasses once, so `execute` never parses.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class EncoderParams:
     output_name: str
     packing: Packing | None  # None: fixed-shape inputs, requests are concatenated as they are
     batching: str = "length_packed"
+    engine_model: str = ""  # "": run the ONNX file in-process; else call this Triton model through BLS
+    engine_inputs: dict[str, str] = field(default_factory=dict)  # the engine's input name → numpy dtype
+    image_hidden: int | None = None  # GME's LM: the width of the image features it takes
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
@@ -84,7 +87,18 @@ class EncoderParams:
                 float(p.get("max_padding", Packing.max_padding)),
             )
         threads = int(p.get("intra_op_threads", "0"))
-        return cls(version_dir / _require(p, "onnx_file"), threads, output, packing, p.get("batching", "length_packed"))
+        image = [i for i in model_config["input"] if i["name"] == "IMAGE_EMBEDS"]
+        engine_inputs = dict(pair.split(":") for pair in p.get("engine_inputs", "").split(",") if pair)
+        return cls(
+            version_dir / p.get("onnx_file", "model.onnx"),
+            threads,
+            output,
+            packing,
+            p.get("batching", "length_packed"),
+            p.get("engine_model", ""),
+            engine_inputs,
+            int(image[0]["dims"][-1]) if image else None,
+        )
 
 
 @dataclass(frozen=True)

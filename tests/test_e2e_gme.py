@@ -200,3 +200,78 @@ def test_overlong_image_items_are_refused_and_texts_truncated(stack) -> None:
     assert r.status_code == 400 and "image items are never truncated" in r.json()["error"]["message"]
     r = post(stack, [long_text])
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 1800
+
+
+STAND_IN_ENGINE = '''"""Stand-in for a native ONNX Runtime engine model: runs each request's tensors as they are."""
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        responses = []
+        for r in requests:
+            feed = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
+            values = self.session.run(self.outputs, feed)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, v) for n, v in zip(self.outputs, values)]))
+        return responses
+'''
+
+
+def test_native_target_puts_engines_behind_batching_hosts(checkpoint, reference, tmp_path_factory) -> None:
+    """`--target onnxruntime`: the LM and the vision tower become `max_batch_size: 0` engine models that
+    GME's Python hosts call through BLS with the ragged batches they pack. The bundled tritonserver has
+    no ONNX Runtime backend, so each engine is served here by a Python stand-in running the same file
+    as that backend would; everything else (hosts, BLS calls, configs, ensembles) is the real thing."""
+    from google.protobuf import json_format
+
+    from export.repository import parse_config, write_config
+    from launcher.stack import start_stack, stop_stack
+
+    repo = tmp_path_factory.mktemp("gme-native-repo")
+    name = "gme-native"
+    export(
+        ExportRequest(
+            checkpoint=checkpoint,
+            repository=repo,
+            name=name,
+            target="onnxruntime",
+            min_pixels=MIN_PIXELS,
+            max_pixels=MAX_PIXELS,
+        ),
+        Progress(),
+    )
+    for tower, graph_inputs in (("encoder", ["input_ids", "attention_mask", "image_embeds"]), ("vision", None)):
+        engine = parse_config(repo / f"{name}_{tower}_engine" / "config.pbtxt")
+        assert (engine.backend, engine.max_batch_size) == ("onnxruntime", 0)
+        assert (repo / f"{name}_{tower}_engine" / "1" / "model.onnx").exists()
+        if graph_inputs:
+            assert [i.name for i in engine.input] == graph_inputs
+        host = json_format.MessageToDict(parse_config(repo / f"{name}_{tower}" / "config.pbtxt"))
+        assert host["backend"] == "python"
+        assert host["parameters"]["engine_model"]["stringValue"] == f"{name}_{tower}_engine"
+        assert not (repo / f"{name}_{tower}" / "1" / "model.onnx").exists()
+        engine.backend, engine.default_model_filename = "python", ""
+        write_config(repo / f"{name}_{tower}_engine", engine)
+        (repo / f"{name}_{tower}_engine" / "1" / "model.py").write_text(STAND_IN_ENGINE)
+
+    s = start_stack(repo, tmp_path_factory.mktemp("gme-native-stack"))
+    try:
+        items = [("a caption", None), (None, IMAGES["photo.png"]), ("fused", IMAGES["wide.png"]), ("more", None)]
+        body = [{"text": "a caption"}, {"image": uri("photo.png")}, {"text": "fused", "image": uri("wide.png")}, "more"]
+        r = post(s, body, model=name)
+        expected, lengths = reference(items)
+        assert_close(vectors(r), expected)
+        assert r.json()["usage"]["prompt_tokens"] == sum(lengths)
+    finally:
+        stop_stack(s)

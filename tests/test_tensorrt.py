@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,45 @@ def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as on a machine without TensorRT
     with pytest.raises(ExportError, match="needs the `tensorrt` package and an NVIDIA GPU"):
         build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", Profile().shapes())
+
+
+def test_gme_profiles_cover_what_the_hosts_pack() -> None:
+    from export.tensorrt import gme_shapes
+    from runtime.onnx_encoder import MAX_PATCHES_PER_CALL, Packing
+
+    vision = gme_shapes("image", Profile(), 1536)
+    assert vision["pixel_values"][2] == (MAX_PATCHES_PER_CALL, 1176)
+    assert vision["segment_ids"][0] == (4,)  # one image of 2×2 patches
+    text = gme_shapes("text", Profile(max_batch=64, max_seq=4096), 1536)
+    assert text["input_ids"][2] == (64, 4096)
+    assert text["image_embeds"] == ((0, 1536), (256, 1536), (Packing.max_tokens, 1536))  # text-only calls: 0 rows
+    with pytest.raises(ExportError, match="max batch"):
+        gme_shapes("text", Profile(max_batch=8), 1536)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
+    from runtime.params import EncoderParams
+
+    io = (
+        [
+            repo.GraphTensor("pixel_values", repo.mc.TYPE_FP32, (-1, 1176)),
+            repo.GraphTensor("x", repo.mc.TYPE_FP16, (-1,)),
+        ],
+        [repo.GraphTensor("IMAGE_EMBEDS", repo.mc.TYPE_FP32, (-1, 1536))],
+    )
+    engine = repo.gme_engine_config("g_vision_engine", io, target, gpu=True)
+    assert engine.max_batch_size == 0 and not engine.HasField("dynamic_batching")
+    assert engine.instance_group[0].kind == repo.mc.ModelInstanceGroup.KIND_GPU
+    assert (engine.backend, engine.platform) == (
+        ("onnxruntime", "") if target == "onnxruntime" else ("", "tensorrt_plan")
+    )
+    serving = repo.Serving()
+    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False), engine, serving, target)
+    assert host.backend == "python" and "onnx_file" not in host.parameters
+    assert host.dynamic_batching.max_queue_delay_microseconds == repo.GPU_QUEUE_DELAY_US
+    from google.protobuf import json_format
+
+    params = EncoderParams.from_config(json_format.MessageToDict(host, preserving_proto_field_name=True), Path("1"))
+    assert params.engine_model == "g_vision_engine"
+    assert params.engine_inputs == {"pixel_values": "float32", "x": "float16"}
