@@ -16,7 +16,11 @@ class Settings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="address the adapter listens on")
     port: int = Field(30000, description="port of the OpenAI-compatible API")
-    triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint host:port")
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="Triton's gRPC endpoint host:port; several replicas: dns:///headless-service:8001 or "
+        "ipv4:host1:8001,host2:8001 (calls are spread round-robin)",
+    )
     triton_timeout_s: float = Field(60.0, description="deadline of one Triton inference call")
     connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
     model_refresh_s: float = Field(10.0, description="how often the list of served models is re-read from Triton")

@@ -59,13 +59,16 @@ class TritonClient:
     """One gRPC channel, created and closed by the app's lifespan."""
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
-        # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes).
-        backoff = [
+        # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes), and
+        # spread calls over every address the target resolves to (`dns:///triton-headless:8001`,
+        # `ipv4:10.0.0.1:8001,10.0.0.2:8001`): per call, not per connection, across Triton replicas.
+        options = [
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.lb_policy_name", "round_robin"),
         ]
-        self.client = grpcclient.InferenceServerClient(url, channel_args=backoff)
+        self.client = grpcclient.InferenceServerClient(url, channel_args=options)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
 

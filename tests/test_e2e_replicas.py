@@ -1,0 +1,65 @@
+"""The adapter against several Triton replicas behind one address, as behind a headless Service.
+
+Two tritonservers listen on the same gRPC port of two loopback addresses; the adapter gets
+both as one target (`ipv4:a:port,b:port`, what a headless Service's DNS name resolves to)
+and must spread calls over both, and keep serving when one goes away.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import tritonclient.http as httpclient
+
+from launcher.processes import free_port, start_adapter, stop, wait_http
+from launcher.tritonserver import TritonPorts, TritonServer
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+def successes(triton: TritonServer) -> int:
+    stats = httpclient.InferenceServerClient(triton.http_url).get_inference_statistics(MODEL)
+    return stats["model_stats"][0]["inference_stats"]["success"]["count"]
+
+
+def test_adapter_spreads_calls_over_replicas_and_survives_losing_one(minilm_repository, tmp_path) -> None:
+    repo, _ = minilm_repository
+    grpc = free_port()
+    replicas = [
+        TritonServer(repo, tmp_path / f"triton-{i}", TritonPorts(free_port(), grpc, free_port()), address=address)
+        for i, address in enumerate(("127.0.0.1", "127.0.0.2"))
+    ]
+    adapter = None
+    try:
+        for t in replicas:
+            t.start()
+        for t in replicas:
+            t.wait_ready(240)
+        port = free_port()
+        target = f"ipv4:127.0.0.1:{grpc},127.0.0.2:{grpc}"
+        adapter = start_adapter(port, target, tmp_path / "adapter.log", "--log-level", "warning")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health/ready", adapter)
+        before = [successes(t) for t in replicas]
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for i in range(20):
+                r = client.post("/v1/embeddings", json={"model": MODEL, "input": f"request {i}"})
+                assert r.status_code == 200, r.text
+            gained = [successes(t) - b for t, b in zip(replicas, before, strict=True)]
+            assert sum(gained) >= 20
+            assert min(gained) >= 5, f"calls not spread over the replicas: {gained}"
+
+            replicas[1].stop()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:  # a call in flight on the lost replica may fail once
+                if client.post("/v1/embeddings", json={"model": MODEL, "input": "probe"}).status_code == 200:
+                    break
+                time.sleep(0.2)
+            for i in range(10):
+                r = client.post("/v1/embeddings", json={"model": MODEL, "input": f"after {i}"})
+                assert r.status_code == 200, r.text
+    finally:
+        stop(adapter)
+        for t in replicas:
+            t.stop()
