@@ -66,12 +66,3 @@ def test_fp16_export_for_the_gpu_targets_validates_and_keeps_fp32_io(tmp_path) -
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     config = parse_config(tmp_path / "repo" / "e5_encoder" / "config.pbtxt")
     assert config.backend == "onnxruntime" and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
-
-
-def test_gme_refuses_the_gpu_targets_for_now(tmp_path) -> None:
-    from export.build import ExportRequest, Progress, export
-    from export.errors import ExportError
-
-    ckpt = tiny.qwen2_vl(tmp_path / "gme")
-    with pytest.raises(ExportError, match="GME's image path needs the local target"):
-        export(ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="g", target="onnxruntime"), Progress())
