@@ -80,7 +80,7 @@ def served(
     """POST an OpenAI embeddings request per chunk of `inputs` (strings or items) with an async client.
 
     aiohttp rather than httpx: on 2 cores the load generator shares the CPU with the server,
-    and aiohttp spends about a third of httpx's CPU time per request.
+    and aiohttp spends a fifth of httpx's CPU time per request (measured: 0.4–0.6 vs 2.3–2.8 ms).
     """
     import aiohttp
 
