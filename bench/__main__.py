@@ -270,6 +270,8 @@ def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None
     for r in run.single[1:]:
         print(f"  {r.name}: p50 {r.percentile(50):.1f} ms = in-process ORT + {r.percentile(50) - base:.1f} ms")
     for w, rows in run.sweeps.items():
+        if not rows:
+            continue
         print()
         print(table(f"Concurrency sweep: {w}", rows, run.sweep_baselines.get(w)))
     print()

@@ -15,7 +15,7 @@ def chart(run: Run, title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweeps = list(run.sweeps.items())
+    sweeps = [(w, rows) for w, rows in run.sweeps.items() if rows]
     fig, axes = plt.subplots(1, 1 + len(sweeps), figsize=(6 + 4.5 * len(sweeps), 5.5))
     axes = list(axes) if len(sweeps) else [axes]
     ax = axes[0]
