@@ -8,7 +8,7 @@ from pathlib import Path
 
 from export.build import ExportRequest, Progress, export
 from export.errors import ExportError
-from export.repository import GPU_QUEUE_DELAY_US, TARGETS, Serving
+from export.repository import TARGETS, Serving
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,12 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-pixels", type=int, help="GME image upper bound (default: the authors' 1280·28·28)")
     ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
-    ap.add_argument(
-        "--queue-delay-us",
-        type=int,
-        help="encoder batching delay (default: 0 on the CPU `local` target, whose busy encoder gathers a queue "
-        f"anyway; {GPU_QUEUE_DELAY_US} on GPU targets)",
-    )
+    ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us, help="encoder batching delay")
     ap.add_argument("--preprocess-queue-delay-us", type=int, default=Serving.preprocess_queue_delay_us)
     ap.add_argument("--preprocess-instances", type=int, default=Serving.preprocess_instances)
     ap.add_argument("--encoder-instances", type=int, default=Serving.encoder_instances)

@@ -230,7 +230,7 @@ def _behind_host(request: ExportRequest, p: Plan, host: repo.mc.ModelConfig, tow
     io = repo.graph_io(engine_dir / "model.onnx")
     engine = repo.gme_engine_config(engine_dir.parent.name, io, request.target, request.gpu)
     repo.write_config(engine_dir.parent, engine)
-    return repo.gme_host(host, engine, request.serving, request.target)
+    return repo.gme_host(host, engine)
 
 
 def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:

@@ -21,7 +21,6 @@ from runtime.text import Prompt, TextLayout
 
 Target = Literal["local", "onnxruntime", "tensorrt"]
 TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
-GPU_QUEUE_DELAY_US = 1000
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
 
@@ -32,8 +31,11 @@ class Serving:
     max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
     max_image_pixels: int = 50_000_000  # decoded-pixel cap per image (decompression bombs)
     encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
-    queue_delay_us: int | None = None  # encoders' batching delay; None: by target (`queue_delay_for`)
-    preprocess_queue_delay_us: int = 0  # preprocessors: cheap per request, so never wait
+    # Encoders wait up to 1 ms for more requests. Measured on the CPU, 0 vs 1000 µs over five A/B
+    # rounds: 32/request throughput 0.91× vs 0.97× in-process (1 ms ahead in all five), single
+    # query about 1 ms faster at 0. Preprocessors are cheap per request and never wait.
+    queue_delay_us: int = 1000
+    preprocess_queue_delay_us: int = 0
     preprocess_instances: int = 1
     encoder_instances: int = 1
     intra_op_threads: int = 0
@@ -78,19 +80,6 @@ def _tensor(cls, name: str, dtype: int, dims: list[int], optional: bool = False)
 def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
     for key, value in values.items():
         config.parameters[key].string_value = value
-
-
-def queue_delay_for(serving: Serving, target: str) -> int:
-    """The encoder's batching delay: as set, else none on the CPU and 1 ms on a GPU.
-
-    The CPU encoder is busy under load, so requests gather in its queue anyway, and an
-    idle one should not make a lone query wait (measured: single-query p50 1.5 ms lower
-    at 0 than at 1000 µs, throughput within noise). A GPU finishes each batch quickly;
-    a short wait lets the next one fill (Triton's advice; not measured here).
-    """
-    if serving.queue_delay_us is not None:
-        return serving.queue_delay_us
-    return 0 if target == "local" else GPU_QUEUE_DELAY_US
 
 
 def _batching(
@@ -247,7 +236,7 @@ def _engine_config(
     ragged = target == "local" and batching in ("length_packed", "vision_packed")
     wide = ragged and batching == "length_packed"  # text rows are cheap to regroup; images stay at the batch size
     rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if wide else serving.max_batch_size
-    _batching(c, serving, queue_delay_for(serving, target), kind, rows)
+    _batching(c, serving, serving.queue_delay_us, kind, rows)
     c.input.extend(inputs)
     if ragged:
         for tensor in c.input:
@@ -312,12 +301,11 @@ def gme_engine_config(
     return c
 
 
-def gme_host(host: mc.ModelConfig, engine: mc.ModelConfig, serving: Serving, target: Target) -> mc.ModelConfig:
+def gme_host(host: mc.ModelConfig, engine: mc.ModelConfig) -> mc.ModelConfig:
     """GME's ragged-batch host (a `local` encoder config) turned into the BLS caller of `engine`."""
     del host.parameters["onnx_file"]
     types = ",".join(f"{t.name}:{TRITON_TO_NUMPY.get(t.data_type, 'float32')}" for t in engine.input)
     _params(host, {"engine_model": engine.name, "engine_inputs": types})
-    host.dynamic_batching.max_queue_delay_microseconds = queue_delay_for(serving, target)
     return host
 
 

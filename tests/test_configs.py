@@ -56,7 +56,7 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
         "tensorrt": ("", "tensorrt_plan", "model.plan"),
     }[target]
     assert (encoder.backend, encoder.platform, encoder.default_model_filename) == expected
-    assert encoder.dynamic_batching.max_queue_delay_microseconds == {"local": 0}.get(target, 1000)
+    assert encoder.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
     delay = parsed["m_preprocess"].dynamic_batching.max_queue_delay_microseconds
     assert delay == serving.preprocess_queue_delay_us
 

@@ -80,9 +80,9 @@ def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
         ("onnxruntime", "") if target == "onnxruntime" else ("", "tensorrt_plan")
     )
     serving = repo.Serving()
-    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False), engine, serving, target)
+    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False), engine)
     assert host.backend == "python" and "onnx_file" not in host.parameters
-    assert host.dynamic_batching.max_queue_delay_microseconds == repo.GPU_QUEUE_DELAY_US
+    assert host.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
     from google.protobuf import json_format
 
     params = EncoderParams.from_config(json_format.MessageToDict(host, preserving_proto_field_name=True), Path("1"))
