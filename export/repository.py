@@ -82,13 +82,12 @@ def _params(config: mc.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
-def _batching(
-    config: mc.ModelConfig, serving: Serving, delay_us: int | None, kind: int, max_batch: int | None = None
-) -> None:
-    """Dynamic batching and instances of a preprocessor (`delay_us=None`) or an encoder engine."""
+def _batching(config: mc.ModelConfig, serving: Serving, engine: bool, kind: int, max_batch: int | None = None) -> None:
+    """Dynamic batching and instances of an encoder engine, or of a preprocessor (`engine=False`)."""
     config.max_batch_size = max_batch or serving.max_batch_size
-    engine = delay_us is not None
-    config.dynamic_batching.max_queue_delay_microseconds = delay_us if engine else serving.preprocess_queue_delay_us
+    config.dynamic_batching.max_queue_delay_microseconds = (
+        serving.queue_delay_us if engine else serving.preprocess_queue_delay_us
+    )
     config.instance_group.add(count=serving.encoder_instances if engine else serving.preprocess_instances, kind=kind)
 
 
@@ -106,7 +105,7 @@ def _text_inputs(cls) -> list:
 def preprocess_config(name: str, layout: TextLayout, serving: Serving, prompt: Prompt | None = None) -> mc.ModelConfig:
     prompt = prompt or Prompt()
     c = mc.ModelConfig(name=f"{name}_preprocess", backend="python")
-    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, False, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend(_text_inputs(mc.ModelInput))
     c.output.extend(
         [
@@ -140,7 +139,7 @@ def gme_image_preprocess_config(
 ) -> mc.ModelConfig:
     """One image item (and its optional text) → prompt ids with expanded image pads, patches, positions."""
     c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
-    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, False, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend(
         [
             _tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1]),
@@ -236,7 +235,7 @@ def _engine_config(
     ragged = target == "local" and batching in ("length_packed", "vision_packed")
     wide = ragged and batching == "length_packed"  # text rows are cheap to regroup; images stay at the batch size
     rows = max(serving.encoder_max_batch_size, serving.max_batch_size) if wide else serving.max_batch_size
-    _batching(c, serving, serving.queue_delay_us, kind, rows)
+    _batching(c, serving, True, kind, rows)
     c.input.extend(inputs)
     if ragged:
         for tensor in c.input:
@@ -331,7 +330,7 @@ def vision_config(
 
 def image_preprocess_config(name: str, image: ClipImageSpec, serving: Serving) -> mc.ModelConfig:
     c = mc.ModelConfig(name=f"{name}_image_preprocess", backend="python")
-    _batching(c, serving, None, mc.ModelInstanceGroup.KIND_CPU)
+    _batching(c, serving, False, mc.ModelInstanceGroup.KIND_CPU)
     c.input.extend([_tensor(mc.ModelInput, "IMAGE", mc.TYPE_STRING, [1])])
     c.output.extend(
         [

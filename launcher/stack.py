@@ -27,35 +27,19 @@ class Stack:
         return self.triton.grpc_url
 
 
-def start_stack(repository: Path, workdir: Path, *adapter_args: str) -> Stack:
-    triton = TritonServer(repository, workdir, TritonPorts(free_port(), free_port(), free_port()))
-    triton.start()
-    try:
-        triton.wait_ready(240)
-    except Exception:
-        triton.stop()
-        raise
-    port = free_port()
-    log = workdir / "adapter.log"
-    adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
-    except Exception:
-        stop(adapter)
-        triton.stop()
-        raise
-    return Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter)
-
-
-def stop_stack(stack: Stack) -> None:
-    stop(stack.adapter)
-    stack.triton.stop()
-
-
 @contextmanager
 def running_stack(repository: Path, workdir: Path, *adapter_args: str) -> Iterator[Stack]:
-    stack = start_stack(repository, workdir, *adapter_args)
+    """Start tritonserver and the adapter, wait until both are ready, and stop both on exit."""
+    triton = TritonServer(repository, workdir, TritonPorts(free_port(), free_port(), free_port()))
+    adapter = None
     try:
-        yield stack
+        triton.start()
+        triton.wait_ready(240)
+        port = free_port()
+        log = workdir / "adapter.log"
+        adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
+        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
+        yield Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter)
     finally:
-        stop_stack(stack)
+        stop(adapter)
+        triton.stop()

@@ -93,7 +93,6 @@ def run_packed(
     width = max(a.shape[1] for a in ids)
     all_ids = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids])
     all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
-    wants_images = image_hidden is not None
     row_images: list[np.ndarray | None] = []
     for f, n in zip(feeds, sizes, strict=True):
         embeds = f.get("IMAGE_EMBEDS")
@@ -102,7 +101,7 @@ def run_packed(
     for group in micro_batches(lengths, packing):
         w = max(int(lengths[group].max()), 1)
         feed = {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]}
-        if wants_images:
+        if image_hidden is not None:
             parts = [row_images[r] for r in group if row_images[r] is not None]
             feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, image_hidden), dtype=np.float32)
         emb = session.run([output], feed)[0]

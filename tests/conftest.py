@@ -15,7 +15,7 @@ import pytest
 from export.build import ExportRequest, ExportResult, Progress, export
 from launcher import default_model
 from launcher.processes import free_port
-from launcher.stack import Stack, start_stack, stop_stack
+from launcher.stack import Stack, running_stack
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -53,6 +53,5 @@ def file_server(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] 
 
 @pytest.fixture(scope="session")
 def minilm_stack(minilm_repository, tmp_path_factory) -> Iterator[Stack]:
-    stack = start_stack(minilm_repository[0], tmp_path_factory.mktemp("minilm-stack"))
-    yield stack
-    stop_stack(stack)
+    with running_stack(minilm_repository[0], tmp_path_factory.mktemp("minilm-stack")) as stack:
+        yield stack

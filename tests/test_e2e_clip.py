@@ -92,7 +92,7 @@ def image_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(checkpoint, tmp_path_factory):
-    from launcher.stack import start_stack, stop_stack
+    from launcher.stack import running_stack
 
     repo = tmp_path_factory.mktemp("clip-repo")
     export(
@@ -104,7 +104,7 @@ def stack(checkpoint, tmp_path_factory):
         ),
         Progress(),
     )
-    s = start_stack(
+    with running_stack(
         repo,
         tmp_path_factory.mktemp("clip-stack"),
         "--image-allowed-hosts",
@@ -113,9 +113,8 @@ def stack(checkpoint, tmp_path_factory):
         "2",
         "--image-max-bytes",
         "1000000",
-    )
-    yield s
-    stop_stack(s)
+    ) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

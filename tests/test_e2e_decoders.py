@@ -65,7 +65,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def stack(checkpoints, tmp_path_factory):
-    from launcher.stack import start_stack, stop_stack
+    from launcher.stack import running_stack
 
     repo = tmp_path_factory.mktemp("decoder-repo")
     for key, hf_id, external in (
@@ -84,9 +84,8 @@ def stack(checkpoints, tmp_path_factory):
             ),
             Progress(),
         )
-    s = start_stack(repo, tmp_path_factory.mktemp("decoder-stack"))
-    yield s
-    stop_stack(s)
+    with running_stack(repo, tmp_path_factory.mktemp("decoder-stack")) as s:
+        yield s
 
 
 def embed(stack, model: str, texts, **fields) -> httpx.Response:

@@ -46,7 +46,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(checkpoint, tmp_path_factory):
-    from launcher.stack import start_stack, stop_stack
+    from launcher.stack import running_stack
 
     repo = tmp_path_factory.mktemp("gme-repo")
     export(
@@ -61,9 +61,8 @@ def stack(checkpoint, tmp_path_factory):
         ),
         Progress(),
     )
-    s = start_stack(repo, tmp_path_factory.mktemp("gme-stack"), "--image-allowed-hosts", "127.0.0.1")
-    yield s
-    stop_stack(s)
+    with running_stack(repo, tmp_path_factory.mktemp("gme-stack"), "--image-allowed-hosts", "127.0.0.1") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +235,7 @@ def test_native_target_puts_engines_behind_batching_hosts(checkpoint, reference,
     from google.protobuf import json_format
 
     from export.repository import parse_config, write_config
-    from launcher.stack import start_stack, stop_stack
+    from launcher.stack import running_stack
 
     repo = tmp_path_factory.mktemp("gme-native-repo")
     name = "gme-native"
@@ -265,13 +264,10 @@ def test_native_target_puts_engines_behind_batching_hosts(checkpoint, reference,
         write_config(repo / f"{name}_{tower}_engine", engine)
         (repo / f"{name}_{tower}_engine" / "1" / "model.py").write_text(STAND_IN_ENGINE)
 
-    s = start_stack(repo, tmp_path_factory.mktemp("gme-native-stack"))
-    try:
+    with running_stack(repo, tmp_path_factory.mktemp("gme-native-stack")) as s:
         items = [("a caption", None), (None, IMAGES["photo.png"]), ("fused", IMAGES["wide.png"]), ("more", None)]
         body = [{"text": "a caption"}, {"image": uri("photo.png")}, {"text": "fused", "image": uri("wide.png")}, "more"]
         r = post(s, body, model=name)
         expected, lengths = reference(items)
         assert_close(vectors(r), expected)
         assert r.json()["usage"]["prompt_tokens"] == sum(lengths)
-    finally:
-        stop_stack(s)
