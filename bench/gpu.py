@@ -17,25 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import struct
-import subprocess
 import time
 from pathlib import Path
 
 from bench import runners
+from bench.mfu import mfu, peak_tflops
 from bench.workloads import WORKLOADS
-
-# Dense fp16/bf16 tensor-core peaks in TFLOPS (vendor datasheets, without sparsity).
-PEAK_TFLOPS = {
-    "H200": 989.0,
-    "H100 SXM": 989.0,
-    "H100 PCIe": 756.0,
-    "H100 NVL": 835.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "L4": 121.0,
-    "A10G": 125.0,
-    "A10": 125.0,
-}
 
 
 def parameters(checkpoint: Path) -> int:
@@ -54,18 +41,6 @@ def parameters(checkpoint: Path) -> int:
     if not total:
         raise SystemExit(f"no safetensors weights in {checkpoint}")
     return total
-
-
-def peak_tflops(given: float | None) -> tuple[float, str]:
-    name = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=True
-    ).stdout.splitlines()[0]
-    if given:
-        return given, name
-    for key, value in PEAK_TFLOPS.items():
-        if all(part in name for part in key.split()):
-            return value, name
-    raise SystemExit(f"unknown GPU {name!r}: pass --peak-tflops")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -91,12 +66,12 @@ def main(args: argparse.Namespace) -> None:
     print(head + "\n" + "-" * len(head))
     out = []
     for w, r in rows:
-        mfu = 2 * params * r.tokens_per_s / (peak * 1e12)
+        utilisation = mfu(2 * params * r.tokens_per_s, peak)
         print(
-            f"{w:24} {r.name:24} {r.items_per_s:9.1f} {r.tokens_per_s:11.0f} {mfu:7.1%} "
+            f"{w:24} {r.name:24} {r.items_per_s:9.1f} {r.tokens_per_s:11.0f} {utilisation:7.1%} "
             f"{r.percentile(50):8.1f} {r.percentile(99):8.1f}"
         )
-        out.append({"workload": w, **r.row(), "mfu": round(mfu, 4)})
+        out.append({"workload": w, **r.row(), "mfu": round(utilisation, 4)})
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"bench-gpu-{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"model": args.name, "gpu": gpu, "parameters": params, "rows": out}, indent=2))
