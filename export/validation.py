@@ -86,5 +86,13 @@ def onnx_session(path: Path, dtype: Dtype):
     return ort.InferenceSession(str(path), providers=providers)
 
 
+# (max |error|, min cosine) of an fp16 / bf16 engine against PyTorch in the same dtype. On an H200,
+# `python -m bench.gpu_graphs` measured each graph against itself in fp32 at the real shapes: fp16 keeps
+# a minimum cosine of 0.99989 (e5-mistral) … 0.999999, bf16 (8 mantissa bits) only 0.9959 (e5-mistral),
+# 0.9977 (gte-Qwen2), 0.9994 (GME's LM). Two bf16 implementations each that far from fp32 can be
+# ~0.992 from each other, so bf16 is held to 0.99 and fp16 to 0.999.
+REDUCED_PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {"float16": (2e-2, 0.999), "bfloat16": (2e-2, 0.99)}
+
+
 def tolerance(p: Plan, dtype: Dtype) -> tuple[float, float]:
-    return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else (2e-2, 0.999)
+    return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]
