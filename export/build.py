@@ -32,6 +32,7 @@ from export.graph import (
 from export.specs import Attention, Dtype
 from export.tensorrt import Profile, build_engine, gme_shapes, image_shapes, run_engine
 from export.validation import onnx_session, tolerance, validation_feeds
+from runtime.onnx_encoder import VISION_PATCHES_PER_CALL
 from runtime.text import Prompt
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
@@ -58,12 +59,19 @@ class ExportRequest:
     def plan(self) -> Plan:
         return plan(self.checkpoint, self.max_length, self.attention, self.min_pixels, self.max_pixels)
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu)
+
     def resolved_dtype(self, p: Plan) -> Dtype:
         if self.dtype is not None:
             return self.dtype
-        return (
-            p.spec.gpu_dtype if self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu) else "float32"
-        )
+        return p.spec.gpu_dtype if self.on_gpu else "float32"
+
+    @property
+    def vision_patches_per_call(self) -> int:
+        """GME: patches its vision host packs into one engine call (runtime/onnx_encoder.py has the measurements)."""
+        return VISION_PATCHES_PER_CALL["gpu" if self.on_gpu else "cpu"]
 
     def behind_host(self, p: Plan) -> bool:
         """GME on a native backend: the engines sit behind Python hosts that pack ragged batches."""
@@ -158,7 +166,8 @@ def _build_plan(
         max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length), max_seq=p.layout.max_length
     )
     if p.vision is not None:
-        shapes = gme_shapes(tower, profile, p.dimension)
+        largest_image = p.vision.max_pixels // p.vision.patch_size**2
+        shapes = gme_shapes(tower, profile, p.dimension, request.vision_patches_per_call, largest_image)
     elif tower == "image":
         assert p.image is not None
         shapes = image_shapes(profile, p.image.crop_height, p.image.crop_width)
@@ -268,7 +277,9 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             repo.write_config(img_pre, pre)
             repo.install_python_model(img_pre / "1", "gme_image_preprocess_model")
             p.tokenizer.save(str(img_pre / "1" / "tokenizer.json"))
-            vision = repo.gme_vision_config(request.name, p.dimension, host_target, serving, request.gpu)
+            vision = repo.gme_vision_config(
+                request.name, p.dimension, host_target, serving, request.gpu, request.vision_patches_per_call
+            )
             repo.write_config(vis_dir, _behind_host(request, p, vision, "image"))
             repo.write_config(img_ens, repo.gme_image_ensemble_config(request.name, p.dimension, serving))
         else:  # CLIP: its own image tower

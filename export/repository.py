@@ -176,13 +176,17 @@ def gme_image_preprocess_config(
     return c
 
 
-def gme_vision_config(name: str, hidden: int, target: Target, serving: Serving, gpu: bool) -> mc.ModelConfig:
+def gme_vision_config(
+    name: str, hidden: int, target: Target, serving: Serving, gpu: bool, max_patches: int
+) -> mc.ModelConfig:
+    """GME's vision host: packs the patches of many images, at most `max_patches` a call (one larger image alone)."""
     inputs = [
         _tensor(mc.ModelInput, "pixel_values", mc.TYPE_FP32, [-1, 1176]),
         _tensor(mc.ModelInput, "position_ids", mc.TYPE_INT64, [-1, 2]),
         _tensor(mc.ModelInput, "segment_ids", mc.TYPE_INT64, [-1]),
     ]
     c = _engine_config(f"{name}_vision", inputs, hidden, target, serving, gpu, "vision_packed")
+    _params(c, {"max_patches": str(max_patches)})
     del c.output[:]
     c.output.extend([_tensor(mc.ModelOutput, "IMAGE_EMBEDS", mc.TYPE_FP32, [-1, hidden])])
     return c

@@ -57,12 +57,13 @@ def image_shapes(profile: Profile, height: int, width: int) -> Shapes:
     return {"pixel_values": (dims(profile.min_batch), dims(profile.opt_batch), dims(profile.max_batch))}
 
 
-def gme_shapes(tower: str, profile: Profile, hidden: int) -> Shapes:
-    """GME's engines take what its hosts pack: patches of several images, or rows with their image features."""
-    from runtime.onnx_encoder import MAX_PATCHES_PER_CALL, Packing
+def gme_shapes(tower: str, profile: Profile, hidden: int, packed: int = 0, largest_image: int = 0) -> Shapes:
+    """GME's engines take what its hosts pack: rows with their image features, or the patches of several
+    images, `packed` a call (the host's limit), or one larger image alone (up to `largest_image`)."""
+    from runtime.onnx_encoder import Packing
 
     if tower == "image":
-        lo, opt, hi = 4, 1024, MAX_PATCHES_PER_CALL  # one 2×2 merge … a full call
+        lo, opt, hi = 4, packed, max(packed, largest_image)  # one 2×2 merge … a full call
         return {
             "pixel_values": ((lo, 1176), (opt, 1176), (hi, 1176)),
             "position_ids": ((lo, 2), (opt, 2), (hi, 2)),

@@ -36,7 +36,7 @@ class TritonPythonModel:
             feeds.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})  # optional inputs
         try:
             if self.params.batching == "vision_packed":
-                outputs = run_vision_packed(self.session, feeds, self.params.output_name)
+                outputs = run_vision_packed(self.session, feeds, self.params.output_name, self.params.max_patches)
             elif self.params.packing is None:
                 outputs = run_concatenated(self.session, feeds, self.params.output_name)
             else:

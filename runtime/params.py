@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.images import ClipImageSpec
-from runtime.onnx_encoder import Packing
+from runtime.onnx_encoder import VISION_PATCHES_PER_CALL, Packing
 from runtime.qwen2vl import VisionSpec
 from runtime.text import TRUNCATE_MODES, Prompt, TextLayout
 
@@ -74,6 +74,7 @@ class EncoderParams:
     engine_model: str = ""  # "": run the ONNX file in-process; else call this Triton model through BLS
     engine_inputs: dict[str, str] = field(default_factory=dict)  # the engine's input name → numpy dtype
     image_hidden: int | None = None  # GME's LM: the width of the image features it takes
+    max_patches: int = VISION_PATCHES_PER_CALL["cpu"]  # GME's vision tower: patches packed into one call
 
     @classmethod
     def from_config(cls, model_config: dict[str, Any], version_dir: Path) -> EncoderParams:
@@ -98,6 +99,7 @@ class EncoderParams:
             p.get("engine_model", ""),
             engine_inputs,
             int(image[0]["dims"][-1]) if image else None,
+            int(p.get("max_patches", VISION_PATCHES_PER_CALL["cpu"])),
         )
 
 

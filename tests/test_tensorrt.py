@@ -50,11 +50,13 @@ def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 def test_gme_profiles_cover_what_the_hosts_pack() -> None:
     from export.tensorrt import gme_shapes
-    from runtime.onnx_encoder import MAX_PATCHES_PER_CALL, Packing
+    from runtime.onnx_encoder import VISION_PATCHES_PER_CALL, Packing
 
-    vision = gme_shapes("image", Profile(), 1536)
-    assert vision["pixel_values"][2] == (MAX_PATCHES_PER_CALL, 1176)
+    packed = VISION_PATCHES_PER_CALL["gpu"]
+    vision = gme_shapes("image", Profile(), 1536, packed, largest_image=1280 * 28 * 28 // 14**2)
+    assert vision["pixel_values"][1:] == ((packed, 1176), (5120, 1176))  # the authors' largest image runs alone
     assert vision["segment_ids"][0] == (4,)  # one image of 2×2 patches
+    assert gme_shapes("image", Profile(), 1536, packed, largest_image=1024)["position_ids"][2] == (packed, 2)
     text = gme_shapes("text", Profile(max_batch=64, max_seq=4096), 1536)
     assert text["input_ids"][2] == (64, 4096)
     assert text["image_embeds"] == ((0, 1536), (256, 1536), (Packing.max_tokens, 1536))  # text-only calls: 0 rows
@@ -80,7 +82,7 @@ def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
         ("onnxruntime", "") if target == "onnxruntime" else ("", "tensorrt_plan")
     )
     serving = repo.Serving()
-    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False), engine)
+    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False, max_patches=4096), engine)
     assert host.backend == "python" and "onnx_file" not in host.parameters
     assert host.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
     from google.protobuf import json_format
@@ -88,3 +90,14 @@ def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
     params = EncoderParams.from_config(json_format.MessageToDict(host, preserving_proto_field_name=True), Path("1"))
     assert params.engine_model == "g_vision_engine"
     assert params.engine_inputs == {"pixel_values": "float32", "x": "float16"}
+    assert params.max_patches == 4096
+
+
+@pytest.mark.parametrize(
+    ("target", "gpu", "packed"),
+    [("local", False, 1024), ("onnxruntime", False, 1024), ("onnxruntime", True, 4096), ("tensorrt", False, 4096)],
+)
+def test_gme_vision_packing_follows_where_the_engine_runs(target: str, gpu: bool, packed: int) -> None:
+    from export.build import ExportRequest
+
+    assert ExportRequest(Path("c"), Path("r"), "g", target=target, gpu=gpu).vision_patches_per_call == packed

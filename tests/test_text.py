@@ -131,6 +131,35 @@ def test_run_packed_equals_one_call_per_request() -> None:
         np.testing.assert_array_equal(got, Session().run(None, feed)[0])
 
 
+def test_run_vision_packed_keeps_to_the_patch_limit_and_each_image_apart() -> None:
+    """Images pack in order up to `max_patches` a call; a larger one runs alone; features go back to their image."""
+    from runtime.onnx_encoder import run_vision_packed
+
+    calls: list[list[int]] = []
+
+    class Session:  # each 2×2 merge → (image's first pixel, segment id): sensitive to misplaced patches
+        def run(self, _, feed):
+            segments = feed["segment_ids"]
+            calls.append([int((segments == s).sum()) for s in np.unique(segments)])
+            merged = np.stack([feed["pixel_values"][::4, 0], segments[::4].astype(np.float32)], axis=1)
+            return [merged]
+
+    counts = [1024, 1024, 512, 5120, 16, 16]
+    feeds = [
+        {
+            "pixel_values": np.full((1, n, 1176), i, dtype=np.float32),
+            "position_ids": np.zeros((1, n, 2), dtype=np.int64),
+        }
+        for i, n in enumerate(counts)
+    ]
+    out = run_vision_packed(Session(), feeds, "IMAGE_EMBEDS", max_patches=2048)
+    assert calls == [[1024, 1024], [512], [5120], [16, 16]]
+    for i, (n, features) in enumerate(zip(counts, out, strict=True)):
+        assert features.shape == (1, n // 4, 2)
+        assert (features[0, :, 0] == i).all()  # its own pixels …
+        assert len(np.unique(features[0, :, 1])) == 1  # … under one segment id
+
+
 def test_token_content_checks_the_vocabulary() -> None:
     from runtime.text import token_content
 
