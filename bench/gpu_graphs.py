@@ -142,9 +142,9 @@ DECODER_SHAPES = ((32, 128), (32, 512), (8, 2048))
 GME_VISION_SHAPES = ((1, 32), (2, 32), (4, 32), (6, 32), (8, 32), (1, 64), (2, 64))
 
 
-def _decoder_towers(pooling_attention: str):
+def _decoder_towers(attention: str):
     def towers(model: torch.nn.Module, config) -> list[Tower]:
-        model.config.is_causal = pooling_attention == "causal"  # as export/build.py sets it
+        model.config.is_causal = attention == "causal"  # as export/build.py sets it
         ragged, full = text_inputs(config.vocab_size, config.eos_token_id)
         return [Tower("text", EmbeddingGraph(model, "lasttoken", True), ragged, full, DECODER_SHAPES, "tokens")]
 
