@@ -219,6 +219,16 @@ def gme_image_ensemble_config(name: str, dimension: int, serving: Serving) -> mc
     return c
 
 
+def _native_engine(c: mc.ModelConfig, target: Target) -> None:
+    """Triton's own backend for an exported engine: ONNX Runtime on `model.onnx`, or a TensorRT `model.plan`."""
+    if target == "onnxruntime":
+        c.backend = "onnxruntime"
+        c.default_model_filename = "model.onnx"
+    else:
+        c.platform = "tensorrt_plan"
+        c.default_model_filename = "model.plan"
+
+
 def _engine_config(
     model: str, inputs: list, dimension: int, target: Target, serving: Serving, gpu: bool, batching: str
 ) -> mc.ModelConfig:
@@ -229,12 +239,8 @@ def _engine_config(
         c.backend = "python"
         kind = mc.ModelInstanceGroup.KIND_CPU
         _params(c, {"onnx_file": "model.onnx", "intra_op_threads": str(serving.intra_op_threads), "batching": batching})
-    elif target == "onnxruntime":
-        c.backend = "onnxruntime"
-        c.default_model_filename = "model.onnx"
     else:
-        c.platform = "tensorrt_plan"
-        c.default_model_filename = "model.plan"
+        _native_engine(c, target)
     # The local host regroups rows of many requests (ragged); engines take what one batch of requests holds,
     # which for TensorRT must stay within the plan's profile (built with max batch = serving.max_batch_size).
     ragged = target == "local" and batching in ("length_packed", "vision_packed")
@@ -291,12 +297,7 @@ def gme_engine_config(
     Triton's batcher cannot do for ragged per-request features.
     """
     c = mc.ModelConfig(name=model, max_batch_size=0)
-    if target == "onnxruntime":
-        c.backend = "onnxruntime"
-        c.default_model_filename = "model.onnx"
-    else:
-        c.platform = "tensorrt_plan"
-        c.default_model_filename = "model.plan"
+    _native_engine(c, target)
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu or target == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
     c.instance_group.add(count=1, kind=kind)
     inputs, outputs = io
