@@ -28,8 +28,8 @@ def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) ->
 # dense block-diagonal mask, so a call's attention grows with the square of its patches while the useful
 # work grows with each image's own square. Measured with `python -m bench.gpu_graphs` on the real GME
 # vision tower, 1,024-patch images (the smallest the authors' bounds allow): on 2 CPU cores (fp32) one
-# per call 51 patches/s, two 46, four 38; on an H200 (bf16) one 67–83k, two 139k, four 120k, eight 88k,
-# and one 4,096-patch image 122k. An image larger than the limit runs alone.
+# per call 51 patches/s, two 46, four 38; on an H200 (bf16) one 69–81k, two 143k, four 123k, eight 90k,
+# and one 4,096-patch image 123k. An image larger than the limit runs alone.
 VISION_PATCHES_PER_CALL = {"cpu": 1024, "gpu": 4096}
 
 
