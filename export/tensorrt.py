@@ -57,7 +57,7 @@ def image_shapes(profile: Profile, height: int, width: int) -> Shapes:
     return {"pixel_values": (dims(profile.min_batch), dims(profile.opt_batch), dims(profile.max_batch))}
 
 
-def gme_shapes(tower: str, profile: Profile, hidden: int, packed: int = 0, largest_image: int = 0) -> Shapes:
+def gme_shapes(tower: str, profile: Profile, hidden: int, packed: int, largest_image: int) -> Shapes:
     """GME's engines take what its hosts pack: rows with their image features, or the patches of several
     images, `packed` a call (the host's limit), or one larger image alone (up to `largest_image`)."""
     from runtime.onnx_encoder import Packing

@@ -57,11 +57,11 @@ def test_gme_profiles_cover_what_the_hosts_pack() -> None:
     assert vision["pixel_values"][1:] == ((packed, 1176), (5120, 1176))  # the authors' largest image runs alone
     assert vision["segment_ids"][0] == (4,)  # one image of 2×2 patches
     assert gme_shapes("image", Profile(), 1536, packed, largest_image=1024)["position_ids"][2] == (packed, 2)
-    text = gme_shapes("text", Profile(max_batch=64, max_seq=4096), 1536)
+    text = gme_shapes("text", Profile(max_batch=64, max_seq=4096), 1536, packed, 5120)
     assert text["input_ids"][2] == (64, 4096)
     assert text["image_embeds"] == ((0, 1536), (256, 1536), (Packing.max_tokens, 1536))  # text-only calls: 0 rows
     with pytest.raises(ExportError, match="max batch"):
-        gme_shapes("text", Profile(max_batch=8), 1536)
+        gme_shapes("text", Profile(max_batch=8), 1536, packed, 5120)
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
