@@ -1,8 +1,13 @@
 """Qwen2-VL image preprocessing and the GME prompt, as the authors' recipe and Hugging Face compute them.
 
-`patches` reproduces Qwen2VLImageProcessor: RGB, `smart_resize` to multiples of 28 within
-[min_pixels, max_pixels], PIL bicubic, rescale 1/255, CLIP mean/std, the frame repeated to
-`temporal_patch_size`, patches flattened block-major into `[grid_h·grid_w, 3·2·14·14]`.
+An image goes through two resizes, as in the authors' `gme_inference.py`:
+1. `fetch_resize` is their `fetch_image` (copied there from qwen_vl_utils): to multiples of 28 within
+   4·28² … 16384·28² pixels, aspect ratio clamped to 200, PIL `resize` with its default filter.
+2. `patches` reproduces Qwen2VLImageProcessor on that image: RGB, `smart_resize` to multiples of 28
+   within [min_pixels, max_pixels], PIL bicubic, rescale 1/255, CLIP mean/std, the frame repeated to
+   `temporal_patch_size`, patches flattened block-major into `[grid_h·grid_w, 3·2·14·14]`.
+Step 1 changes the pixels (and for some sizes the image-token count) of every image whose size is not
+already a multiple of 28, so skipping it is not an approximation.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ GME_TEMPLATE = (
     "<|im_start|>assistant\n<|endoftext|>"
 )
 IMAGE_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
+# fetch_image's own bounds and aspect-ratio clamp (qwen_vl_utils' IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS, MAX_RATIO)
+FETCH_FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS, FETCH_MAX_RATIO = 28, 4 * 28 * 28, 16384 * 28 * 28, 200
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,33 @@ def smart_resize(
         beta = math.sqrt(min_pixels / (height * width))
         h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def fetch_size(height: int, width: int, index: int = 0) -> tuple[int, int]:
+    """`fetch_image`'s target size: its `smart_resize` (floor of one factor, no error on the aspect ratio,
+    which is clamped to 200 instead)."""
+    f = FETCH_FACTOR
+    h_bar, w_bar = max(f, round(height / f) * f), max(f, round(width / f) * f)
+    if h_bar * w_bar > FETCH_MAX_PIXELS:
+        beta = math.sqrt((height * width) / FETCH_MAX_PIXELS)
+        h_bar, w_bar = math.floor(height / beta / f) * f, math.floor(width / beta / f) * f
+    elif h_bar * w_bar < FETCH_MIN_PIXELS:
+        beta = math.sqrt(FETCH_MIN_PIXELS / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+    if min(h_bar, w_bar) == 0:  # the reference divides by zero here
+        raise InputError(f"input[{index}]: the image ({width}×{height} pixels) is too thin to embed")
+    if max(h_bar, w_bar) / min(h_bar, w_bar) > FETCH_MAX_RATIO:
+        if h_bar > w_bar:
+            h_bar = w_bar * FETCH_MAX_RATIO
+        else:
+            w_bar = h_bar * FETCH_MAX_RATIO
+    return h_bar, w_bar
+
+
+def fetch_resize(image: Image.Image, index: int = 0) -> Image.Image:
+    """The authors' `fetch_image` resize, before the processor's own (PIL's default filter, as they call it)."""
+    height, width = fetch_size(image.height, image.width, index)
+    return image.resize((width, height))
 
 
 def patches(image: Image.Image, spec: VisionSpec, index: int = 0) -> tuple[np.ndarray, int, int]:
@@ -115,12 +149,13 @@ def gme_item(
     max_decoded_pixels: int,
     index: int = 0,
 ) -> GmeItem:
-    """Decode, resize and patch the image; build the authors' prompt with the pads expanded; tokenise.
+    """Decode, resize twice (fetch_image, then the processor) and patch the image; build the authors'
+    prompt with the pads expanded; tokenise.
 
     The image marker comes first, directly followed by the text (no newline), as in gme_inference.py.
     An item whose prompt exceeds the token limit is refused: cutting it would drop image pads or the EOS.
     """
-    image = decode_image(data, max_decoded_pixels, index)
+    image = fetch_resize(decode_image(data, max_decoded_pixels, index), index)
     pixels, grid_h, grid_w = patches(image, spec, index)
     pads = grid_h * grid_w // (spec.merge_size**2)
     (templated,) = apply_prompt([image_mark(pads) + (text or "")], input_type, instruction, prompt)
