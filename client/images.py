@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import socket
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -20,6 +19,13 @@ import httpx
 
 from client.errors import bad_request
 from client.settings import Settings
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's text ("Connection refused", "CERTIFICATE_VERIFY_FAILED"), not the wrapper's."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc) or type(exc).__name__
 
 
 class ImageLoader:
@@ -45,10 +51,13 @@ class ImageLoader:
         if scheme in ("http", "https"):
             try:
                 return await asyncio.wait_for(self._fetch(source, where), self.settings.image_timeout_s)
-            except TimeoutError as exc:
+            except (TimeoutError, httpx.TimeoutException) as exc:
                 raise bad_request(
                     f"{where}: fetching the image took longer than {self.settings.image_timeout_s} s", "input"
                 ) from exc
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, UnicodeError, ValueError) as exc:
+                # refused, reset, TLS, DNS, protocol errors: the URL's fault, never the server's
+                raise bad_request(f"{where}: cannot fetch the image ({_root_cause(exc)})", "input") from exc
         if scheme and len(scheme) > 1:
             raise bad_request(f"{where}: unsupported URL scheme {scheme!r} (use http, https or data)", "input")
         local = self._local(source)
@@ -84,13 +93,15 @@ class ImageLoader:
             return resolved
         return None
 
-    def _check_host(self, url: str, where: str) -> None:
+    async def _check_host(self, url: str, where: str) -> None:
+        """Refuse hosts that resolve to non-public addresses; resolved off the event loop (a slow DNS
+        answer must not stall other requests), under the caller's fetch deadline."""
         host = urlparse(url).hostname or ""
         if host in self.settings.image_allowed_hosts:
             return
         try:
-            infos = socket.getaddrinfo(host, None)
-        except OSError as exc:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except (OSError, UnicodeError) as exc:
             raise bad_request(f"{where}: cannot resolve {host!r}", "input") from exc
         for info in infos:
             address = ipaddress.ip_address(info[4][0])
@@ -101,7 +112,7 @@ class ImageLoader:
 
     async def _fetch(self, url: str, where: str) -> bytes:
         for _ in range(self.settings.image_max_redirects + 1):
-            self._check_host(url, where)
+            await self._check_host(url, where)
             async with self.client.stream("GET", url) as response:
                 if response.is_redirect:
                     url = urljoin(url, response.headers.get("location", ""))
