@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from client.errors import APIError, too_large
+from client import request_id
+from client.errors import APIError, internal, too_large
 from client.images import ImageLoader
 from client.metrics import Metrics
 from client.registry import ModelRegistry
@@ -80,8 +81,29 @@ class Gate:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id.adopt(Headers(scope=scope).get(request_id.HEADER))
+        started = False
+
+        async def send_with_id(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[request_id.HEADER] = rid
+            await send(message)
+
+        try:
+            await self._gated(scope, receive, send_with_id)
+        except Exception:  # never a bare 500 page: the detail goes to the log under the request id
+            log.exception("request %s: unhandled error", rid)
+            if not started:
+                await error_response(internal("unhandled error"))(scope, receive, send_with_id)
+
+    async def _gated(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(("/docs", "/openapi")):
+        if path in OPEN_PATHS or path.startswith(("/docs", "/openapi")):
             await self.app(scope, receive, send)
             return
         refusal = self.refusal(scope)
@@ -137,11 +159,6 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return error_response(APIError(exc.status_code, str(exc.detail), kind, None, None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(APIError(500, "internal error; see the adapter log", "internal_error", None, None))
 
     app.include_router(router)
     return app

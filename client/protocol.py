@@ -6,6 +6,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+TOKEN_ID_LIMIT = 2**63  # ids travel as int64; the model's vocabulary bound is checked once the model is known
+
+
+def _is_number(x: Any) -> bool:
+    """A JSON number: integers beyond 64 bits arrive as floats (orjson), and must still read as token ids."""
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_token_ids(ids: list[int | float], where: str) -> None:
+    """Every id an integer, non-negative and within int64, named by its position (`input[2][5]`)."""
+    for j, x in enumerate(ids):
+        if isinstance(x, float) and not x.is_integer():
+            raise ValueError(f"{where}[{j}] must be an integer token id, got {x}")
+        if not 0 <= x < TOKEN_ID_LIMIT:
+            raise ValueError(f"{where}[{j}] is token id {int(x)}, outside the vocabulary")
+
 
 class MultimodalItem(BaseModel):
     """SGLang's item form: one embedding per item; text and image fused where the model allows it."""
@@ -44,13 +60,14 @@ class EmbeddingRequest(BaseModel):
             return value
         if not isinstance(value, list):
             raise ValueError(f"input must be a string or a list, got {type(value).__name__}")
-        is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)  # noqa: E731
-        if value and all(is_int(x) for x in value):
+        if value and all(_is_number(x) for x in value):
+            _check_token_ids(value, "input")
             return value
         if value and all(isinstance(x, list) for x in value):
             for i, ids in enumerate(value):
-                if not ids or not all(is_int(x) for x in ids):
+                if not ids or not all(_is_number(x) for x in ids):
                     raise ValueError(f"input[{i}] must be a non-empty list of integer token ids")
+                _check_token_ids(ids, f"input[{i}]")
             return value
         for i, item in enumerate(value):
             if isinstance(item, dict):

@@ -1,13 +1,17 @@
-"""Response classes shared by the app and the routes."""
+"""Response classes shared by the app and the routes, and the one way an error leaves."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from fastapi.responses import Response
 
+from client import request_id
 from client.errors import APIError
+
+log = logging.getLogger("client")
 
 
 class JSONResponse(Response):
@@ -19,5 +23,15 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def public(error: APIError) -> APIError:
+    """What the client may read: 4xx as they are; a 5xx's detail goes to the log under the request id."""
+    if error.status < 500 or error.exposed:
+        return error
+    rid = request_id.current.get()
+    log.error("request %s failed with %d: %s", rid, error.status, error.message)
+    summary = "the model server is unavailable; retry shortly" if error.status == 503 else "internal error"
+    return APIError(error.status, f"{summary} (request id {rid})", error.type, None, error.code)
+
+
 def error_response(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(public(error).body(), status_code=error.status, headers=headers)

@@ -78,20 +78,20 @@ def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
 async def create_embeddings(request: Request):
     start, timings = time.perf_counter(), Timings()
     metrics = request.app.state.metrics
-    model = "unknown"
     status = 500
     try:
         body = await parse_body(request, EmbeddingRequest)
-        model = body.model or "default"
         result = await _service(request).embed(body, timings)
         status = 200
     except APIError as exc:
         status = exc.status
         raise
     finally:
+        model = timings.model  # the served name, whatever alias the client used: a bounded label set
         metrics.requests.labels("embeddings", model, str(status)).inc()
         metrics.latency.labels("embeddings", model).observe(time.perf_counter() - start)
-        metrics.stage.labels("triton", model).observe(timings.triton)
+        if timings.triton:
+            metrics.stage.labels("triton", model).observe(timings.triton)
         if timings.image_fetch:
             metrics.stage.labels("image_fetch", model).observe(timings.image_fetch)
     metrics.items.labels(model).inc(len(result["data"]))
@@ -138,7 +138,7 @@ async def ready(request: Request):
     try:
         names = await _service(request).ready()
     except APIError as exc:
-        raise APIError(503, f"not ready: {exc.message}", "service_unavailable", None, exc.code) from exc
+        raise APIError(503, f"not ready: {exc.message}", "service_unavailable", None, exc.code, exc.exposed) from exc
     return {"status": "ready", "models": names}
 
 

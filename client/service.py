@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,15 +27,19 @@ class Item:
     text: str | None = None
     image: str | None = None
     tokens: tuple[int, ...] | None = None
+    where: str = "input"  # how error messages name it: `input` or `input[3]`
+
+
+UNRESOLVED = "unknown"  # the metric label of requests that name no served model or fail before resolution
 
 
 @dataclass
 class Timings:
-    """Seconds spent per stage of one request, for response headers and metrics."""
+    """What the route reports of one request: the served model it resolved to, and seconds per stage."""
 
+    model: str = UNRESOLVED
     image_fetch: float = 0.0
     triton: float = 0.0
-    marks: dict[str, float] = field(default_factory=dict)
 
 
 def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
@@ -44,9 +48,10 @@ def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
     if isinstance(raw, str):
         raw_items: list = [raw]
     elif raw and all(isinstance(x, int) for x in raw):
-        raw_items = [raw]  # one token-id list
+        raw_items = [raw]  # one token-id list: its ids are named input[j]
     else:
         raw_items = list(raw)
+    one_id_list = len(raw_items) == 1 and raw_items[0] is raw
     if not raw_items:
         raise bad_request("input cannot be an empty list", param="input")
     if len(raw_items) > max_items:
@@ -55,15 +60,27 @@ def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
     for i, x in enumerate(raw_items):
         where = "input" if isinstance(raw, str) else f"input[{i}]"
         if isinstance(x, list):
-            items.append(Item(tokens=tuple(x)))
+            items.append(Item(tokens=tuple(x), where="input" if one_id_list else where))
             continue
         item = MultimodalItem(text=x) if isinstance(x, str) else x
         if item.text is not None and not item.text.strip():
             raise bad_request(f"{where} cannot be empty or whitespace only", param="input")
         if item.image is not None and not item.image.strip():
             raise bad_request(f"{where}.image cannot be empty", param="input")
-        items.append(Item(text=item.text, image=item.image))
+        items.append(Item(text=item.text, image=item.image, where=where))
     return items
+
+
+def check_token_ids(model: ServedModel, items: list[Item]) -> None:
+    """Token ids within the model's vocabulary, the first bad one named by its position."""
+    if not model.vocab_size:
+        return  # a repository exported before the contract carried it: the preprocessor checks
+    for item in items:
+        for j, x in enumerate(item.tokens or ()):
+            if not 0 <= x < model.vocab_size:
+                raise bad_request(
+                    f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{model.vocab_size - 1})", "input"
+                )
 
 
 def check_modalities(model: ServedModel, items: list[Item]) -> None:
@@ -126,11 +143,18 @@ class EmbeddingService:
         if request.model_extra:
             log.info("ignoring unknown request fields: %s", ", ".join(sorted(request.model_extra)))
         model = await self.registry.resolve(request.model)
+        timings.model = model.name
         items = items_of(request, self.settings.max_items_per_request)
         check_modalities(model, items)
+        check_token_ids(model, items)
         options = self.options(request)
         check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
-        vectors, tokens = await self._embed_items(model, items, options, timings)
+        try:
+            vectors, tokens = await self._embed_items(model, items, options, timings)
+        except APIError as exc:
+            if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL
+                self.last_success.pop(model.name, None)
+            raise
         vectors = shorten(vectors, request.dimensions)
         self.last_success[model.name] = time.monotonic()
         return {
@@ -248,7 +272,7 @@ class EmbeddingService:
         """Names of served models that answered an inference within `ready_ttl_s` (probing stale ones now)."""
         models = await self.registry.refresh()
         if not models:
-            raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model")
+            raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model", True)
         now = time.monotonic()
         for model in models:
             if now - self.last_success.get(model.name, float("-inf")) > self.settings.ready_ttl_s:

@@ -17,6 +17,10 @@ from tritonclient.utils import InferenceServerException
 from client.errors import APIError, bad_request, internal, unavailable
 
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
+_RETRIED = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED")  # the call never ran: safe to send again
+# A Python-backend stub that died (killed, out of memory) fails every call of its model until the
+# model is reloaded (launcher/supervisor.py does that): a 503, and worth one retry on another replica.
+_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
 
@@ -35,6 +39,7 @@ class ServedModel:
     image_ensemble: str = ""
     fuses_modalities: bool = False
     matryoshka_dimensions: tuple[int, ...] = ()
+    vocab_size: int = 0  # 0: not in the contract (older exports); the preprocessor still checks
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -45,7 +50,7 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
     """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
-    if status in _UNAVAILABLE or "failed to connect" in message.lower():
+    if status in _UNAVAILABLE or "failed to connect" in message.lower() or _DEAD_STUB.search(message):
         return unavailable(f"Triton is unavailable: {message}")
     if status == "StatusCode.INVALID_ARGUMENT":
         message = _ENSEMBLE_PREFIX.sub("", message)
@@ -53,6 +58,11 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
             message = _INPUT_INDEX.sub(lambda m: f"input[{positions[int(m.group(1))]}]", message)
         return bad_request(message, param="input")
     return internal(f"Triton failed: {message}")
+
+
+def retriable(exc: InferenceServerException) -> bool:
+    """The call failed for the server's state, not the input's: a lost replica or a dead stub."""
+    return str(exc.status() or "") in _RETRIED or bool(_DEAD_STUB.search(exc.message() or str(exc)))
 
 
 class TritonClient:
@@ -105,6 +115,7 @@ class TritonClient:
                         matryoshka_dimensions=tuple(
                             int(d) for d in params.get("matryoshka_dimensions", "").split(",") if d
                         ),
+                        vocab_size=int(params.get("vocab_size") or 0),
                     )
                 )
             return served
@@ -161,8 +172,14 @@ class TritonClient:
             inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        try:
-            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
-        except InferenceServerException as exc:
-            raise translate(exc, positions) from exc
+        for attempt in (1, 2):
+            try:
+                result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
+                break
+            except InferenceServerException as exc:
+                # Embedding is idempotent: a call that failed because its replica was gone goes once more
+                # (round robin picks the next replica). A refused input is never retried.
+                if attempt == 1 and retriable(exc):
+                    continue
+                raise translate(exc, positions) from exc
         return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)

@@ -92,3 +92,154 @@ def test_model_name_optional_only_when_one_model_is_served() -> None:
 def test_translate_maps_grpc_status(status: str, expected: int) -> None:
     error = translate(InferenceServerException("boom", status))
     assert isinstance(error, APIError) and error.status == expected
+
+
+VOCAB = ServedModel("v", "", (), 4, 16, ("text",), max_batch_size=3, vocab_size=100)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([9223372036854775808], "input[0] is token id 9223372036854775808, outside the vocabulary"),  # the fuzzer's
+        ([1, 2, 3, 4, 5, 2**64], "input[5] is token id 18446744073709551616, outside the vocabulary"),  # JSON float
+        ([[1, 2], [3, -1]], "input[1][1] is token id -1, outside the vocabulary"),
+        ([[1, 2], [3, 2**70]], "input[1][1] is token id 1180591620717411303424, outside the vocabulary"),
+        ([1, 2.5], "input[1] must be an integer token id, got 2.5"),
+        ([7, 100], "input[1] is token id 100, outside the vocabulary (0–99)"),  # the model's own vocabulary
+        ([[7], [99, 100]], "input[1][1] is token id 100, outside the vocabulary (0–99)"),
+    ],
+)
+def test_token_ids_outside_the_vocabulary_name_item_and_position(ids, message) -> None:
+    with TestClient(create_app(Settings(), triton=FakeTriton([VOCAB]))) as c:
+        r = c.post("/v1/embeddings", json={"input": ids})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == message and r.json()["error"]["param"] == "input"
+
+
+def test_metric_labels_are_served_names(client) -> None:
+    """Aliases count under the served name; unknown names and unparsed bodies share one label."""
+    client.post("/v1/embeddings", json={"input": "x", "model": "alias"})
+    client.post("/v1/embeddings", json={"input": "x", "model": "org/m"})
+    client.post("/v1/embeddings", json={"input": "", "model": "m"})  # 400 after resolution
+    for i in range(20):
+        client.post("/v1/embeddings", json={"input": "x", "model": f"made-up-{i}"})
+    client.post("/v1/embeddings", content=b"{not json")
+    text = client.get("/metrics").text
+    assert 'embed_requests_total{model="m",route="embeddings",status="200"} 2.0' in text
+    assert 'embed_requests_total{model="m",route="embeddings",status="400"} 1.0' in text
+    assert 'embed_requests_total{model="unknown",route="embeddings",status="404"} 20.0' in text
+    assert 'embed_requests_total{model="unknown",route="embeddings",status="400"} 1.0' in text
+    assert "made-up" not in text and 'model="alias"' not in text
+    assert 'embed_stage_seconds_count{model="unknown",stage="triton"}' not in text  # no Triton stage when none ran
+
+
+def test_every_response_carries_a_request_id(client) -> None:
+    for r in (
+        client.post("/v1/embeddings", json={"input": "x"}),
+        client.post("/v1/embeddings", json={"input": ""}),
+        client.post("/v1/embeddings", json={"input": "x", "model": "nope"}),
+        client.get("/health"),
+        client.get("/metrics"),
+        client.get("/no-such-path"),
+    ):
+        assert len(r.headers["x-request-id"]) == 32, r.headers
+    assert client.get("/health", headers={"x-request-id": "trace-42"}).headers["x-request-id"] == "trace-42"
+    odd = client.get("/health", headers={"x-request-id": "bad id\twith spaces"}).headers["x-request-id"]
+    assert odd != "bad id\twith spaces" and len(odd) == 32
+
+
+class FailingTriton(FakeTriton):
+    """Fails every call with a Triton error carrying internal detail."""
+
+    def __init__(self, models, status: str, message: str) -> None:
+        super().__init__(models)
+        self.status, self.message = status, message
+
+    async def _infer(self, name, tensor, texts, options, positions):
+        raise translate(InferenceServerException(self.message, self.status), positions)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "code"),
+    [
+        ("StatusCode.INTERNAL", "encoder failed: onnxruntime_pybind11_state.Fail /opt/secret/model.onnx", 500),
+        ("StatusCode.INTERNAL", "Stub process 'm_encoder_0_0' is not healthy.", 503),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses; 10.0.0.7:8001", 503),
+    ],
+)
+def test_5xx_hide_internal_text_and_log_it_under_the_request_id(status, message, code, caplog) -> None:
+    with TestClient(create_app(Settings(), triton=FailingTriton([MODEL], status, message))) as c:
+        r = c.post("/v1/embeddings", json={"input": "x"})
+    rid = r.headers["x-request-id"]
+    error = r.json()["error"]
+    assert r.status_code == code and error["message"].endswith(f"(request id {rid})")
+    assert "secret" not in r.text and "10.0.0.7" not in r.text and "Stub" not in r.text
+    assert any(rid in rec.getMessage() and message in rec.getMessage() for rec in caplog.records)
+
+
+def test_an_unexpected_exception_is_a_generic_500_with_an_id(caplog) -> None:
+    class Broken(FakeTriton):
+        async def _infer(self, *args):
+            raise RuntimeError("secret internal state")
+
+    with TestClient(create_app(Settings(), triton=Broken([MODEL])), raise_server_exceptions=False) as c:
+        r = c.post("/v1/embeddings", json={"input": "x"})
+    assert r.status_code == 500 and "secret" not in r.text
+    assert r.json()["error"]["message"] == f"internal error (request id {r.headers['x-request-id']})"
+    assert "secret internal state" in caplog.text
+
+
+class FakeResult:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        return np.ones((self.n, 4), np.float32) if name == "EMBEDDING" else np.ones((self.n, 1), np.int32)
+
+
+class FlakyGrpc:
+    """A gRPC client whose first calls fail with `errors`, one each, then succeed."""
+
+    def __init__(self, errors: list[InferenceServerException]) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def infer(self, name, inputs, outputs, client_timeout):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return FakeResult(inputs[0].shape()[0])
+
+
+def flaky_client(errors: list[InferenceServerException]) -> TritonClient:
+    triton = TritonClient.__new__(TritonClient)
+    triton.client, triton.timeout_s, triton.connect_timeout_s = FlakyGrpc(errors), 5.0, 1.0
+    return triton
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InferenceServerException("Socket closed", "StatusCode.UNAVAILABLE"),
+        InferenceServerException("Stub process 'm_encoder_0_0' is not healthy.", "StatusCode.INTERNAL"),
+    ],
+)
+def test_a_call_lost_with_its_replica_is_retried_once(error) -> None:
+    import asyncio
+
+    triton = flaky_client([error])
+    vectors, counts = asyncio.run(triton.embed("m", ["a", "b"], 8))
+    assert vectors.shape == (2, 4) and triton.client.calls == 2
+    twice = flaky_client([error, error])
+    with pytest.raises(APIError) as caught:
+        asyncio.run(twice.embed("m", ["a"], 8))
+    assert caught.value.status == 503 and twice.client.calls == 2  # once more, not forever
+
+
+def test_a_refused_input_is_never_retried() -> None:
+    import asyncio
+
+    triton = flaky_client([InferenceServerException("input[0] has 600 tokens", "StatusCode.INVALID_ARGUMENT")])
+    with pytest.raises(APIError) as caught:
+        asyncio.run(triton.embed("m", ["a"], 8))
+    assert caught.value.status == 400 and triton.client.calls == 1

@@ -103,9 +103,10 @@ def test_metrics_and_timing_headers(minilm_stack) -> None:
     assert float(r.headers["x-total-time"]) >= float(r.headers["x-triton-time"]) > 0
     httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"model": "minilm", "input": ""})
     text = httpx.get(f"{minilm_stack.adapter_url}/metrics").text
-    assert 'embed_requests_total{model="minilm",route="embeddings",status="200"}' in text
-    assert 'embed_requests_total{model="minilm",route="embeddings",status="400"}' in text
-    assert 'embed_items_total{model="minilm"}' in text
+    # labelled with the served name whatever alias the request used
+    assert 'embed_requests_total{model="all-MiniLM-L6-v2",route="embeddings",status="200"}' in text
+    assert 'embed_requests_total{model="all-MiniLM-L6-v2",route="embeddings",status="400"}' in text
+    assert 'embed_items_total{model="all-MiniLM-L6-v2"}' in text and 'model="minilm"' not in text
     assert "embed_stage_seconds_bucket" in text and "embed_in_flight_requests" in text
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import socket
+import struct
 import time
 
 import httpx
@@ -62,6 +64,10 @@ class HostileHandler(http.server.SimpleHTTPRequestHandler):
             self._redirect("/loop")
         elif self.path == "/to-private":
             self._redirect("http://10.255.255.1/x.png")  # refused before any connection is made
+        elif self.path == "/reset":  # close the connection with a TCP reset before answering
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
         elif self.path == "/slow":
             time.sleep(5)
             self.send_response(200)
@@ -78,12 +84,20 @@ class HostileHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def closed_port() -> int:
+    """A loopback port that was free a moment ago and has no listener."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def image_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     for name, data in IMAGES.items():
         (root / name).write_bytes(data)
     (root / "bomb.png").write_bytes(bomb_png())
+    (root / "note.txt").write_bytes(b"a text file, served as if it were an image")
     from tests.conftest import file_server
 
     with file_server(root, HostileHandler) as url:
@@ -271,6 +285,9 @@ def test_private_addresses_are_refused_unless_allowed(image_server) -> None:
         ("redirect to a private address", "non-public address"),
         ("slow server", "longer than 2.0 s"),
         ("bad base64", "neither an http(s) URL"),
+        ("closed port", "cannot fetch the image"),  # was a 500
+        ("connection reset", "cannot fetch the image"),
+        ("URL to a non-image", "not an image in a supported format"),
     ],
 )
 def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, image_server, case, expected) -> None:
@@ -284,6 +301,9 @@ def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, imag
         "redirect to a private address": f"{image_server}/to-private",
         "slow server": f"{image_server}/slow",
         "bad base64": "not base64 at all!",
+        "closed port": f"http://127.0.0.1:{closed_port()}/x.png",
+        "connection reset": f"{image_server}/reset",
+        "URL to a non-image": f"{image_server}/note.txt",
     }
     r = post(stack, ["fine", {"text": "also fine"}, {"image": sources[case]}])
     assert r.status_code == 400, r.text
