@@ -9,6 +9,7 @@ from pathlib import Path
 from export.build import ExportRequest, Progress, export
 from export.errors import ExportError
 from export.repository import TARGETS, Serving
+from export.tensorrt import Profile
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--min-pixels", type=int, help="GME image lower bound (default: the authors' 256·28·28)")
     ap.add_argument("--max-pixels", type=int, help="GME image upper bound (default: the authors' 1280·28·28)")
-    ap.add_argument("--max-batch-size", type=int, default=Serving.max_batch_size)
+    ap.add_argument(
+        "--max-batch-size",
+        type=int,
+        help=f"rows per request into the ensemble (default: {Serving.max_batch_size}, or the --profile max batch)",
+    )
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us, help="encoder batching delay")
     ap.add_argument("--preprocess-queue-delay-us", type=int, default=Serving.preprocess_queue_delay_us)
@@ -60,8 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def serving_from_args(args: argparse.Namespace) -> Serving:
     """The batching and instance flags as the `Serving` of the generated configs."""
+    max_batch = args.max_batch_size
+    if max_batch is None:  # the engine's profile bounds the batch Triton may send it
+        max_batch = Profile.parse(args.profile, 1).max_batch if args.profile else Serving.max_batch_size
     return Serving(
-        max_batch_size=args.max_batch_size,
+        max_batch_size=max_batch,
         encoder_max_batch_size=args.encoder_max_batch_size,
         queue_delay_us=args.queue_delay_us,
         preprocess_queue_delay_us=args.preprocess_queue_delay_us,
@@ -74,7 +82,11 @@ def serving_from_args(args: argparse.Namespace) -> Serving:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    serving = serving_from_args(args)
+    try:
+        serving = serving_from_args(args)
+    except ValueError as exc:
+        Progress().console.print(f"[red]export failed:[/] {exc}")
+        return 1
     request = ExportRequest(
         checkpoint=args.checkpoint.resolve(),
         repository=args.repository.resolve(),
@@ -87,19 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         gpu=args.gpu,
         attention=args.attention,
         dtype=args.dtype,
-        profile=None,
+        profile=args.profile,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         serving=serving,
     )
     progress = Progress()
     try:
-        if args.profile:
-            from dataclasses import replace
-
-            from export.tensorrt import Profile
-
-            request = replace(request, profile=Profile.parse(args.profile, args.max_length or 1 << 20))
         export(request, progress)
     except (ExportError, ValueError) as exc:
         progress.console.print(f"[red]export failed:[/] {exc}")

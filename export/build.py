@@ -16,7 +16,9 @@ import torch
 from rich.console import Console
 
 from export import repository as repo
+from export.backend_rules import violations
 from export.checkpoint import Plan, plan
+from export.errors import ExportError
 from export.gme import LanguageGraph, VisionGraph, gme_text_samples, gme_vision_samples
 from export.graph import (
     Agreement,
@@ -30,8 +32,8 @@ from export.graph import (
     torch_reference,
 )
 from export.specs import Attention, Dtype
-from export.tensorrt import Profile, build_engine, gme_shapes, image_shapes, run_engine
-from export.validation import onnx_session, tolerance, validation_feeds
+from export.tensorrt import Profile, build_engine, check_tensorrt, gme_shapes, image_shapes, run_engine
+from export.validation import cuda_onnxruntime, onnx_session, tolerance, validation_feeds
 from runtime.onnx_encoder import VISION_PATCHES_PER_CALL
 from runtime.text import Prompt
 
@@ -51,7 +53,7 @@ class ExportRequest:
     gpu: bool = False
     attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
     dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
-    profile: Profile | None = None  # tensorrt only; None: batch 1..max batch, sequence 1..max length
+    profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: batch 1..max batch, sequence 1..limit
     min_pixels: int | None = None  # GME image bounds (default: the authors' 256·28² … 1280·28²)
     max_pixels: int | None = None
     serving: repo.Serving = repo.Serving()
@@ -62,6 +64,46 @@ class ExportRequest:
     @property
     def on_gpu(self) -> bool:
         return self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu)
+
+    def tensorrt_profile(self, p: Plan) -> Profile:
+        """The engine's (batch, sequence) profile; the sequence range defaults to the model's token limit."""
+        limit = p.layout.max_length
+        if self.profile:
+            return Profile.parse(self.profile, limit)
+        top = self.serving.max_batch_size
+        return Profile(1, min(8, top), top, 1, min(512, limit), limit)
+
+    def check(self, p: Plan) -> None:
+        """Every option against every other and against the checkpoint, before any long work starts."""
+        problems = []
+        dtype = self.resolved_dtype(p)
+        if self.target == "tensorrt":
+            profile = self.tensorrt_profile(p)
+            if self.serving.max_batch_size > profile.max_batch:
+                problems.append(
+                    f"--max-batch-size {self.serving.max_batch_size} exceeds the TensorRT profile's max batch "
+                    f"{profile.max_batch}, which Triton would refuse: lower it or widen --profile"
+                )
+            if profile.max_seq < p.layout.max_length:
+                problems.append(
+                    f"the TensorRT profile's max sequence {profile.max_seq} is below the token limit "
+                    f"{p.layout.max_length}: widen --profile or lower --max-length"
+                )
+            if p.vision is not None:
+                from runtime.onnx_encoder import Packing
+
+                if profile.max_batch < Packing.max_rows:
+                    problems.append(
+                        f"GME's host packs up to {Packing.max_rows} rows a call: the TensorRT profile's max batch "
+                        f"({profile.max_batch}) must allow it"
+                    )
+        elif dtype == "bfloat16" and not cuda_onnxruntime():
+            problems.append(
+                f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
+                "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"
+            )
+        if problems:
+            raise ExportError("; ".join(problems))
 
     def resolved_dtype(self, p: Plan) -> Dtype:
         if self.dtype is not None:
@@ -162,9 +204,7 @@ def _build_plan(
     progress: Progress,
 ) -> Agreement:
     work_dir = request.engine_dir(tower, p)
-    profile = request.profile or Profile(
-        max_batch=request.serving.max_batch_size, opt_seq=min(512, p.layout.max_length), max_seq=p.layout.max_length
-    )
+    profile = request.tensorrt_profile(p)
     if p.vision is not None:
         largest_image = p.vision.max_pixels // p.vision.patch_size**2
         shapes = gme_shapes(tower, profile, p.dimension, request.vision_patches_per_call, largest_image)
@@ -184,6 +224,9 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     progress = progress or Progress()
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
+        request.check(p)
+        if request.target == "tensorrt":
+            check_tensorrt()
     dtype = request.resolved_dtype(p)
     progress.console.print(
         f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
@@ -202,11 +245,16 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     agreements = []
     for tower in p.spec.towers:
         feeds = checks[tower][0]
-        with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
-            session = onnx_session(request.engine_dir(tower, p) / "model.onnx", dtype)
-            agreement = compare(references[tower], session.run(None, feeds)[0], *tolerance(p, dtype))
-            del session
-        progress.console.print(f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}")
+        if dtype == "bfloat16" and request.target == "tensorrt" and not cuda_onnxruntime():
+            progress.console.print(f"  {tower}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated")
+        else:
+            with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
+                session = onnx_session(request.engine_dir(tower, p) / "model.onnx", dtype)
+                agreement = compare(references[tower], session.run(None, feeds)[0], *tolerance(p, dtype))
+                del session
+            progress.console.print(
+                f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
+            )
         if request.target == "tensorrt":
             agreement = _build_plan(request, p, tower, feeds, references[tower], dtype, progress)
             progress.console.print(
@@ -237,7 +285,7 @@ def _behind_host(request: ExportRequest, p: Plan, host: repo.mc.ModelConfig, tow
         return host
     engine_dir = request.engine_dir(tower, p)
     io = repo.graph_io(engine_dir / "model.onnx")
-    engine = repo.gme_engine_config(engine_dir.parent.name, io, request.target, request.gpu)
+    engine = repo.gme_engine_config(engine_dir.parent.name, io, request.target, request.on_gpu)
     repo.write_config(engine_dir.parent, engine)
     return repo.gme_host(host, engine)
 
@@ -253,6 +301,7 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
         modalities=p.spec.towers,
         image_ensemble=image_ensemble,
         fuses_modalities=p.spec.fuses_modalities,
+        vocab_size=p.tokenizer.get_vocab_size(with_added_tokens=True),
     )
     serving = request.serving
     pre_dir = request.repository / f"{request.name}_preprocess"
@@ -264,7 +313,7 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
     p.tokenizer.save(str(pre_dir / "1" / "tokenizer.json"))
     image_embeds = p.dimension if p.vision is not None else None
     host_target = "local" if request.behind_host(p) else request.target  # GME: Python hosts pack ragged batches
-    encoder = repo.encoder_config(request.name, p.dimension, host_target, serving, request.gpu, image_embeds)
+    encoder = repo.encoder_config(request.name, p.dimension, host_target, serving, request.on_gpu, image_embeds)
     repo.write_config(enc_dir, _behind_host(request, p, encoder, "text"))
     models = [ens_dir, pre_dir, enc_dir]
     if image_ensemble:
@@ -278,7 +327,7 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             repo.install_python_model(img_pre / "1", "gme_image_preprocess_model")
             p.tokenizer.save(str(img_pre / "1" / "tokenizer.json"))
             vision = repo.gme_vision_config(
-                request.name, p.dimension, host_target, serving, request.gpu, request.vision_patches_per_call
+                request.name, p.dimension, host_target, serving, request.on_gpu, request.vision_patches_per_call
             )
             repo.write_config(vis_dir, _behind_host(request, p, vision, "image"))
             repo.write_config(img_ens, repo.gme_image_ensemble_config(request.name, p.dimension, serving))
@@ -286,7 +335,7 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             assert p.image is not None
             repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
             repo.install_python_model(img_pre / "1", "image_preprocess_model")
-            vision = repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.gpu)
+            vision = repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.on_gpu)
             repo.write_config(vis_dir, vision)
             repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
         models += [img_ens, img_pre, vis_dir]
@@ -300,4 +349,13 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
             _clear_engine_dir(request, request.engine_dir(tower, p))
             models.append(request.engine_dir(tower, p).parent)
     repo.write_config(ens_dir, repo.ensemble_config(card, serving))
+    check_backend_rules(request, p, models)
     return tuple(models)
+
+
+def check_backend_rules(request: ExportRequest, p: Plan, models: list[Path]) -> None:
+    """Every written config against the rules of the backend that will load it (export/backend_rules.py)."""
+    profile_max_batch = request.tensorrt_profile(p).max_batch if request.target == "tensorrt" else None
+    found = [v for m in models for v in violations(repo.parse_config(m / "config.pbtxt"), profile_max_batch)]
+    if found:
+        raise ExportError("generated configs their backend would refuse: " + "; ".join(found))

@@ -55,6 +55,7 @@ class ModelCard:
     modalities: tuple[str, ...] = ("text",)
     image_ensemble: str = ""  # the ensemble embedding images, for models with an image tower
     fuses_modalities: bool = False
+    vocab_size: int = 0  # the tokenizer's, added tokens included: the bound of token-id input
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -67,6 +68,7 @@ class ModelCard:
             "modalities": ",".join(self.modalities),
             "image_ensemble": self.image_ensemble,
             "fuses_modalities": str(self.fuses_modalities).lower(),
+            "vocab_size": str(self.vocab_size),
             **self.extra,
         }
 
@@ -234,7 +236,8 @@ def _engine_config(
 ) -> mc.ModelConfig:
     """An encoder engine for one of the three targets; `batching` tells the local host how to merge requests."""
     c = mc.ModelConfig(name=model)
-    kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    # TensorRT runs on GPUs only: its backend refuses KIND_CPU instances ("supports only GPU device").
+    kind = mc.ModelInstanceGroup.KIND_GPU if gpu or target == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
     if target == "local":
         c.backend = "python"
         kind = mc.ModelInstanceGroup.KIND_CPU

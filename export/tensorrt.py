@@ -76,6 +76,31 @@ def gme_shapes(tower: str, profile: Profile, hidden: int, packed: int, largest_i
     return {**profile.shapes(), "image_embeds": ((0, hidden), (256, hidden), (Packing.max_tokens, hidden))}
 
 
+# The TensorRT version of the serving image (`tritonserver:<NGC_RELEASE>-py3`), set by deploy/export.Dockerfile:
+# a plan only loads in the TensorRT that built it.
+SERVING_TENSORRT_ENV = "SERVING_TENSORRT_VERSION"
+
+
+def check_tensorrt() -> None:
+    """Before an hour of work: the `tensorrt` package, a GPU, and the serving image's TensorRT version."""
+    import os
+
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise ExportError("the tensorrt target needs the `tensorrt` package and an NVIDIA GPU") from exc
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ExportError("the tensorrt target needs an NVIDIA GPU, and PyTorch sees none")
+    wanted = os.environ.get(SERVING_TENSORRT_ENV, "")
+    if wanted and not (trt.__version__ == wanted or trt.__version__.startswith(f"{wanted}.")):
+        raise ExportError(
+            f"this tensorrt is {trt.__version__}, the serving image's is {wanted} ({SERVING_TENSORRT_ENV}): "
+            "a plan only loads in the TensorRT that built it; export with the image of the same NGC release"
+        )
+
+
 def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib: int = 8192) -> None:
     """Parse the ONNX file (external data resolves beside it) and serialise a strongly typed plan."""
     try:
@@ -99,7 +124,10 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine; see its log above")
-    plan_path.write_bytes(bytes(serialized))
+    with plan_path.open(
+        "wb"
+    ) as f:  # straight from TensorRT's buffer: `bytes()` would copy a plan as big as the weights
+        f.write(memoryview(serialized))
 
 
 def run_engine(plan_path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -73,6 +73,13 @@ def validation_feeds(p: Plan, tower: str, graphs: dict[str, torch.nn.Module] | N
     return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
 
 
+def cuda_onnxruntime() -> bool:
+    """Whether this ONNX Runtime can run on the GPU (the only place it has bf16 kernels)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def onnx_session(path: Path, dtype: Dtype):
     """ONNX Runtime on the GPU when it has one; bf16 graphs cannot run on its CPU kernels."""
     import onnxruntime as ort

@@ -34,9 +34,13 @@ def test_profile_rejects_disordered_bounds(text: str) -> None:
 
 
 def test_tensorrt_config_batch_stays_within_the_default_profile() -> None:
+    from export.build import ExportRequest
+    from launcher import default_model
+
     serving = repo.Serving(max_batch_size=32, encoder_max_batch_size=512)
-    config = repo.encoder_config("m", 4096, "tensorrt", serving, gpu=True)
-    assert config.max_batch_size == 32 == Profile(max_batch=serving.max_batch_size).max_batch
+    config = repo.encoder_config("m", 4096, "tensorrt", serving, gpu=False)  # no --gpu: TensorRT is GPU all the same
+    request = ExportRequest(default_model.checkpoint(), Path("r"), "m", target="tensorrt", serving=serving)
+    assert config.max_batch_size == request.tensorrt_profile(request.plan()).max_batch == 32  # the plan's profile
     assert config.platform == "tensorrt_plan" and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
     assert not any(t.allow_ragged_batch for t in config.input)
     assert repo.encoder_config("m", 4096, "local", serving, gpu=False).max_batch_size == 512

@@ -1,0 +1,117 @@
+"""Export options checked against each other and the checkpoint before the long work, and every generated
+config checked against the rules of the Triton backend that will load it (no GPU needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from export import build
+from export import repository as repo
+from export.__main__ import parse_args, serving_from_args
+from export.backend_rules import violations
+from export.build import ExportRequest, Progress, export
+from export.errors import ExportError
+from export.tensorrt import Profile
+from launcher import default_model
+
+MINILM_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return ExportRequest(default_model.checkpoint(), Path("r"), "m").plan()
+
+
+def request(**fields) -> ExportRequest:
+    return ExportRequest(default_model.checkpoint(), fields.pop("repository", Path("unused")), "m", **fields)
+
+
+def test_the_profile_sequence_range_defaults_to_the_token_limit(plan) -> None:
+    """It was 1 … 1,048,576 when --profile gave only the batch range."""
+    assert plan.layout.max_length == MINILM_LIMIT
+    assert request(target="tensorrt", profile="1,8,64").tensorrt_profile(plan) == Profile(1, 8, 64, 1, 256, 256)
+    assert request(target="tensorrt").tensorrt_profile(plan) == Profile(1, 8, 64, 1, 256, 256)
+    args = parse_args(["ckpt", "--target", "tensorrt", "--profile", "1,8,32"])
+    assert serving_from_args(args).max_batch_size == 32  # the config follows the profile's batch range
+
+
+def test_a_small_batch_size_gets_a_profile_that_fits(plan) -> None:
+    small = request(target="tensorrt", serving=repo.Serving(max_batch_size=4))
+    assert small.tensorrt_profile(plan) == Profile(1, 4, 4, 1, 256, 256)
+    small.check(plan)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"target": "tensorrt", "profile": "1,8,32"},
+            "--max-batch-size 64 exceeds the TensorRT profile's max batch 32",
+        ),
+        (
+            {"target": "tensorrt", "profile": "1,8,64:1,64,128"},
+            "the TensorRT profile's max sequence 128 is below the token limit 256",
+        ),
+        ({"target": "local", "dtype": "bfloat16"}, "a bfloat16 local engine needs ONNX Runtime's CUDA provider"),
+        ({"target": "onnxruntime", "dtype": "bfloat16", "gpu": True}, "needs ONNX Runtime's CUDA provider"),
+    ],
+)
+def test_conflicting_options_fail_before_the_export_starts(plan, monkeypatch, tmp_path, fields, message) -> None:
+    with pytest.raises(ExportError, match=message):
+        request(**fields).check(plan)
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the long work started")
+
+    monkeypatch.setattr(build, "_export_graphs", never)
+    with pytest.raises(ExportError, match=message):
+        export(request(repository=tmp_path, **fields), Progress())
+    assert not list(tmp_path.rglob("model.onnx"))
+
+
+def test_a_missing_tensorrt_fails_before_the_export_starts(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setattr(build, "_export_graphs", lambda *a, **k: pytest.fail("the long work started"))
+    with pytest.raises(ExportError, match="needs the `tensorrt` package"):
+        export(request(repository=tmp_path, target="tensorrt"), Progress())
+
+
+@pytest.mark.parametrize(
+    ("target", "gpu"), [("local", False), ("onnxruntime", False), ("onnxruntime", True), ("tensorrt", False)]
+)
+@pytest.mark.parametrize("family", ["minilm", "clip"])
+def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_path) -> None:
+    """The configs an export writes, for every target: TensorRT gets GPU instances even without --gpu."""
+    from export import tiny
+
+    checkpoint = default_model.checkpoint() if family == "minilm" else tiny.clip(tmp_path / "clip")
+    req = ExportRequest(checkpoint, tmp_path / "repo", family, target=target, gpu=gpu)
+    p = req.plan()
+    models = build._write_models(req, p)  # raises on any violation
+    configs = [repo.parse_config(m / "config.pbtxt") for m in models]
+    engines = [c for c in configs if c.name.endswith(("_encoder", "_vision"))]
+    assert len(engines) == (1 if family == "minilm" else 2)
+    for config in engines:
+        kinds = {g.kind for g in config.instance_group}
+        on_gpu = target == "tensorrt" or gpu
+        assert kinds == {repo.mc.ModelInstanceGroup.KIND_GPU if on_gpu else repo.mc.ModelInstanceGroup.KIND_CPU}
+        if target == "tensorrt":
+            assert config.platform == "tensorrt_plan"
+            assert config.max_batch_size == req.tensorrt_profile(p).max_batch  # within the plan's profile
+    profile = req.tensorrt_profile(p).max_batch if target == "tensorrt" else None
+    assert [v for c in configs for v in violations(c, profile)] == []
+
+
+def test_the_rules_catch_what_triton_would_refuse() -> None:
+    config = repo.encoder_config("m", 384, "tensorrt", repo.Serving(max_batch_size=64), gpu=True)
+    assert violations(config, profile_max_batch=64) == []
+    assert violations(config, profile_max_batch=32) == [
+        "m_encoder: max_batch_size 64 exceeds the engine's profile max batch 32"
+    ]
+    config.instance_group[0].kind = repo.mc.ModelInstanceGroup.KIND_CPU
+    config.input[0].data_type = repo.mc.TYPE_STRING
+    found = violations(config, 64)
+    assert any("need GPU instances" in v for v in found) and any("no mapping for input_ids" in v for v in found)
