@@ -11,6 +11,8 @@ shell gives it the same encoder I/O as the `onnxruntime` and `tensorrt` targets.
 
 from __future__ import annotations
 
+import traceback
+
 import triton_python_backend_utils as pb_utils
 
 from runtime.onnx_encoder import open_session, run_concatenated, run_packed, run_vision_packed
@@ -43,8 +45,10 @@ class TritonPythonModel:
                 outputs = run_packed(
                     self.session, feeds, self.params.output_name, self.params.packing, self.params.image_hidden
                 )
-        except Exception as exc:  # an engine failure fails this batch's requests, not the model
-            error = pb_utils.TritonError(f"encoder failed: {exc}")
+        except Exception:  # an engine failure fails this batch's requests, not the model
+            # The detail (paths, engine internals) goes to Triton's log, not to the clients.
+            pb_utils.Logger.log_error(f"{self.params.output_name} engine failed:\n{traceback.format_exc()}")
+            error = pb_utils.TritonError("the encoder failed on this batch; see the Triton log")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs
