@@ -24,13 +24,17 @@ class JSONResponse(Response):
 
 
 def public(error: APIError) -> APIError:
-    """What the client may read: 4xx as they are; a 5xx's detail goes to the log under the request id."""
-    if error.status < 500 or error.exposed:
+    """What the client may read: 4xx as they are; a 5xx says the adapter's own words (or a generic
+    summary, the detail going to the log) and the request id that finds the log line."""
+    if error.status < 500:
         return error
     rid = request_id.current.get()
     log.error("request %s failed with %d: %s", rid, error.status, error.message)
-    summary = "the model server is unavailable; retry shortly" if error.status == 503 else "internal error"
-    return APIError(error.status, f"{summary} (request id {rid})", error.type, None, error.code)
+    if error.exposed:
+        summary = error.message
+    else:
+        summary = "the model server is unavailable; retry shortly" if error.status == 503 else "internal error"
+    return APIError(error.status, f"{summary} (request id {rid})", error.type, error.param, error.code)
 
 
 def error_response(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:

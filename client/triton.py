@@ -21,6 +21,8 @@ _RETRIED = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED")  # the call never 
 # A Python-backend stub that died (killed, out of memory) fails every call of its model until the
 # model is reloaded (launcher/supervisor.py does that): a 503, and worth one retry on another replica.
 _DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
+# While such a model is reloaded (or Triton loads a new version), its ensemble briefly has no version.
+_RELOADING = re.compile(r"Request for unknown model: '[^']*' (has no available versions|is not found)|is not ready")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
 
@@ -50,7 +52,8 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
     """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
-    if status in _UNAVAILABLE or "failed to connect" in message.lower() or _DEAD_STUB.search(message):
+    temporary = _DEAD_STUB.search(message) or _RELOADING.search(message)
+    if status in _UNAVAILABLE or "failed to connect" in message.lower() or temporary:
         return unavailable(f"Triton is unavailable: {message}")
     if status == "StatusCode.INVALID_ARGUMENT":
         message = _ENSEMBLE_PREFIX.sub("", message)

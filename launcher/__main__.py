@@ -12,6 +12,7 @@ from rich.console import Console
 
 from launcher import default_model
 from launcher.processes import port_in_use, start_adapter, stop, wait_http
+from launcher.supervisor import Supervisor
 from launcher.tritonserver import TritonPorts, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +76,14 @@ def serve(args: argparse.Namespace) -> int:
     workdir = ROOT / "build" / f"serve-{args.port}"
     load = [f"--load-model={m}" for m in ensembles_of(args.repository, name)]
     triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", *load))
+    supervisor = Supervisor(triton, restart=True)  # a dead stub's model is reloaded, a dead server restarted
     adapter = None
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with console.status(f"starting tritonserver (log: {triton.log_path})"):
             triton.start()
             triton.wait_ready()
+        supervisor.start()
         console.print(f"[green]✓[/] Triton ready: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}")
         with console.status("starting the adapter"):
             adapter = start_adapter(args.port, triton.grpc_url, workdir / "adapter.log")
@@ -90,11 +93,10 @@ def serve(args: argparse.Namespace) -> int:
             f"Try:\n  curl localhost:{args.port}/v1/embeddings -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model":"{name}","input":["a cat","a kitten"]}}\'\n\nCtrl-C stops both servers.'
         )
-        while True:
-            for proc, what in ((triton.process, "tritonserver"), (adapter, "adapter")):
-                if proc is not None and proc.poll() is not None:
-                    console.print(f"[red]{what} exited with {proc.returncode}[/]")
-                    return 1
+        while True:  # tritonserver is the supervisor's to restart; the adapter exits only on a bug
+            if adapter.poll() is not None:
+                console.print(f"[red]the adapter exited with {adapter.returncode}[/]")
+                return 1
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("\nstopping…")
@@ -103,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
         console.print(f"[red]failed:[/] {exc}")
         return 1
     finally:
+        supervisor.stop()
         stop(adapter)
         triton.stop()
         console.print("stopped")

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.processes import free_port, start_adapter, stop, wait_http
+from launcher.supervisor import Supervisor
 from launcher.tritonserver import TritonPorts, TritonServer
+
+# Explicit model control, every model loaded at start: the supervisor reloads a model whose stub died.
+SUPERVISED = ("--model-control-mode=explicit", "--load-model=*")
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Stack:
     adapter_url: str
     adapter_log: Path
     adapter: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    supervisor: Supervisor | None = field(default=None, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -29,17 +34,22 @@ class Stack:
 
 @contextmanager
 def running_stack(repository: Path, workdir: Path, *adapter_args: str) -> Iterator[Stack]:
-    """Start tritonserver and the adapter, wait until both are ready, and stop both on exit."""
-    triton = TritonServer(repository, workdir, TritonPorts(free_port(), free_port(), free_port()))
+    """Start a supervised tritonserver and the adapter, wait until both are ready, and stop both on exit."""
+    triton = TritonServer(
+        repository, workdir, TritonPorts(free_port(), free_port(), free_port()), extra_args=SUPERVISED
+    )
+    supervisor = Supervisor(triton)
     adapter = None
     try:
         triton.start()
         triton.wait_ready(240)
+        supervisor.start()
         port = free_port()
         log = workdir / "adapter.log"
         adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
         wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
-        yield Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter)
+        yield Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter, supervisor)
     finally:
+        supervisor.stop()
         stop(adapter)
         triton.stop()

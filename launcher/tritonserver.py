@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.shm import SHM, remove_orphan_regions, stubs_of
+
 
 def pytriton_dir() -> Path:
     import pytriton
@@ -102,6 +104,8 @@ class TritonServer:
         ]
 
     def start(self) -> None:
+        """Start the server, first removing the shared-memory regions earlier crashes left (launcher/shm.py)."""
+        remove_orphan_regions()
         self.workdir.mkdir(parents=True, exist_ok=True)
         backends = prepare_backends(self.workdir)
         log = self.log_path.open("ab")
@@ -135,11 +139,15 @@ class TritonServer:
             return ""
 
     def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, SIGKILL to the process group after `timeout`; then no region of its stubs stays in /dev/shm."""
         if self.process is None or self.process.poll() is not None:
             return
+        regions = [stub.region for stub in stubs_of(self.process.pid).values()]
         self.process.terminate()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, 9)
             self.process.wait()
+        for region in regions:
+            (SHM / region).unlink(missing_ok=True)

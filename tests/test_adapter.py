@@ -164,6 +164,7 @@ class FailingTriton(FakeTriton):
     [
         ("StatusCode.INTERNAL", "encoder failed: onnxruntime_pybind11_state.Fail /opt/secret/model.onnx", 500),
         ("StatusCode.INTERNAL", "Stub process 'm_encoder_0_0' is not healthy.", 503),
+        ("StatusCode.INTERNAL", "Request for unknown model: 'm' has no available versions", 503),  # reloading
         ("StatusCode.UNAVAILABLE", "failed to connect to all addresses; 10.0.0.7:8001", 503),
     ],
 )
@@ -173,7 +174,7 @@ def test_5xx_hide_internal_text_and_log_it_under_the_request_id(status, message,
     rid = r.headers["x-request-id"]
     error = r.json()["error"]
     assert r.status_code == code and error["message"].endswith(f"(request id {rid})")
-    assert "secret" not in r.text and "10.0.0.7" not in r.text and "Stub" not in r.text
+    assert not any(inner in r.text for inner in ("secret", "10.0.0.7", "Stub", "unknown model"))
     assert any(rid in rec.getMessage() and message in rec.getMessage() for rec in caplog.records)
 
 
@@ -243,3 +244,16 @@ def test_a_refused_input_is_never_retried() -> None:
     with pytest.raises(APIError) as caught:
         asyncio.run(triton.embed("m", ["a"], 8))
     assert caught.value.status == 400 and triton.client.calls == 1
+
+
+def test_a_model_missing_while_it_reloads_is_503_not_404() -> None:
+    fake = FakeTriton([MODEL])
+    with TestClient(create_app(Settings(model_refresh_s=0), triton=fake)) as c:
+        assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+        fake._models = []  # the ensemble is unloaded while its stub's model reloads
+        for body in ({"input": "x"}, {"input": "x", "model": "alias"}):
+            r = c.post("/v1/embeddings", json=body)
+            assert r.status_code == 503 and "retry shortly" in r.json()["error"]["message"], r.text
+        assert c.post("/v1/embeddings", json={"input": "x", "model": "never-served"}).status_code == 404
+        fake._models = [MODEL]
+        assert c.post("/v1/embeddings", json={"input": "x", "model": "alias"}).status_code == 200
