@@ -4,8 +4,9 @@ Triton does not restart a Python-backend stub that dies (a `kill -9`, the kernel
 later call of its model fails with "Stub process … is not healthy" while the server still says it is
 ready. The supervisor watches the server's stub processes and, when one dies, reloads its model
 through the repository API (explicit model control): an unload, then at once a load, which starts a
-new stub; the ensembles on top come back with it. It also removes the shared-memory region each dead stub leaves in /dev/shm, and
-restarts the server itself when it exits (`restart=True`, as a container's restart policy would).
+new stub; the ensembles on top come back with it. It also removes the shared-memory region each dead
+stub leaves in /dev/shm, and restarts the server itself when it exits (`restart=True`, as a
+container's restart policy would).
 
 Measured on this machine (`python -m bench.soak`): see the README's reliability section.
 """
