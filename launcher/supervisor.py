@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from launcher.shm import SHM, Stub, stubs_of
+from launcher.shm import SHM, Stub, remove_orphan_regions, stubs_of
 from launcher.tritonserver import TritonServer
 
 log = logging.getLogger("launcher.supervisor")
@@ -75,6 +75,7 @@ class Supervisor:
             self._note(f"tritonserver exited with {process.returncode}; starting it again")
             for stub in self._known.values():  # the dead server's regions
                 (SHM / stub.region).unlink(missing_ok=True)
+            remove_orphan_regions(min_age_s=2.0)
             self.server.start()
             self.server.wait_ready(600)
             self._known = self._stubs()

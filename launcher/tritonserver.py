@@ -139,15 +139,19 @@ class TritonServer:
             return ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, SIGKILL to the process group after `timeout`; then no region of its stubs stays in /dev/shm."""
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM, SIGKILL to the process group after `timeout`; then no region of its stubs stays in
+        /dev/shm, also when it had been killed before (a starting server maps its region within
+        milliseconds, so an unmapped one older than 2 s is an orphan)."""
+        if self.process is None:
             return
         regions = [stub.region for stub in stubs_of(self.process.pid).values()]
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
         for region in regions:
             (SHM / region).unlink(missing_ok=True)
+        remove_orphan_regions(min_age_s=2.0)

@@ -257,3 +257,23 @@ def test_a_model_missing_while_it_reloads_is_503_not_404() -> None:
         assert c.post("/v1/embeddings", json={"input": "x", "model": "never-served"}).status_code == 404
         fake._models = [MODEL]
         assert c.post("/v1/embeddings", json={"input": "x", "model": "alias"}).status_code == 200
+
+
+def test_a_model_listing_lost_with_its_replica_is_asked_again() -> None:
+    import asyncio
+
+    class Index(FlakyGrpc):
+        async def get_model_repository_index(self, as_json, client_timeout):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return {"models": []}
+
+    triton = TritonClient.__new__(TritonClient)
+    triton.client, triton.timeout_s, triton.connect_timeout_s = Index([]), 5.0, 1.0
+    triton.client.errors = [InferenceServerException("Stream removed", "StatusCode.UNAVAILABLE")]
+    assert asyncio.run(triton.models()) == [] and triton.client.calls == 2
+    triton.client.errors = [InferenceServerException("bad config", "StatusCode.INVALID_ARGUMENT")]
+    with pytest.raises(APIError):
+        asyncio.run(triton.models())
+    assert triton.client.calls == 3  # not retried

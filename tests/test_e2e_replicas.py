@@ -16,6 +16,7 @@ import httpx
 import tritonclient.http as httpclient
 
 from launcher.processes import free_port, start_adapter, stop, wait_http
+from launcher.shm import SHM, stubs_of
 from launcher.tritonserver import TritonPorts, TritonServer
 
 MODEL = "all-MiniLM-L6-v2"
@@ -65,6 +66,7 @@ def test_adapter_spreads_calls_over_replicas_and_survives_losing_one(minilm_repo
             sender = threading.Thread(target=stream)
             sender.start()
             time.sleep(0.5)
+            killed_regions = [stub.region for stub in stubs_of(replicas[1].process.pid).values()]
             os.killpg(replicas[1].process.pid, signal.SIGKILL)
             sender.join()
             assert len(statuses) == 60 and set(statuses) == {200}, statuses
@@ -75,3 +77,4 @@ def test_adapter_spreads_calls_over_replicas_and_survives_losing_one(minilm_repo
         stop(adapter)
         for t in replicas:
             t.stop()
+    assert killed_regions and not any((SHM / r).exists() for r in killed_regions)  # swept by stop()
