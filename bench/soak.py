@@ -30,10 +30,8 @@ import httpx
 
 from bench.workloads import images, texts
 from launcher import default_model
-from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.shm import REGION_PREFIX, SHM, stubs_of
-from launcher.stack import SUPERVISED, running_stack
-from launcher.tritonserver import TritonPorts, TritonServer
+from launcher.stack import running_replicas, running_stack
 
 TEXT, IMAGE = "all-MiniLM-L6-v2", "clip"
 
@@ -205,44 +203,20 @@ def compress(values: list[int]) -> str:
 
 
 def phase_replicas(repository: Path, workdir: Path, n: int, concurrency: int) -> None:
-    grpc = free_port()
-    replicas = [
-        TritonServer(
-            repository,
-            workdir / f"replica-{i}",
-            TritonPorts(free_port(), grpc, free_port()),
-            extra_args=SUPERVISED,
-            address=address,
-        )
-        for i, address in enumerate(("127.0.0.1", "127.0.0.2"))
-    ]
-    adapter = None
-    try:
-        for t in replicas:
-            t.start()
-        for t in replicas:
-            t.wait_ready(240)
-        port = free_port()
-        adapter = start_adapter(port, f"ipv4:127.0.0.1:{grpc},127.0.0.2:{grpc}", workdir / "adapter-replicas.log")
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health/ready", adapter)
+    with running_replicas(repository, workdir) as replicas:
         calls = [c for c in mix(n, seed=11) if c.expected == 200]
         tally = Tally()
 
         async def kill(i: int) -> None:
             if i == n // 3:
-                os.killpg(replicas[1].process.pid, signal.SIGKILL)
+                os.killpg(replicas.servers[1].process.pid, signal.SIGKILL)
 
-        seconds = asyncio.run(drive(url, calls, concurrency, tally, kill))
+        seconds = asyncio.run(drive(replicas.adapter_url, calls, concurrency, tally, kill))
         print(
             f"\n## 3. two replicas, one killed (SIGKILL) a third of the way through {len(calls)} good requests "
             f"({seconds:.0f} s)"
         )
         print(f"  lost: {len(tally.wrong)} {collections.Counter(g for _, _, g in tally.wrong) or ''}")
-    finally:
-        stop(adapter)
-        for t in replicas:
-            t.stop()
 
 
 def main() -> None:

@@ -53,3 +53,45 @@ def running_stack(repository: Path, workdir: Path, *adapter_args: str) -> Iterat
         supervisor.stop()
         stop(adapter)
         triton.stop()
+
+
+@dataclass
+class Replicas:
+    """Tritonservers on the same gRPC port of several loopback addresses, and the adapter over all of them."""
+
+    servers: list[TritonServer]
+    adapter_url: str
+    adapter: subprocess.Popen[bytes] = field(repr=False)
+
+
+@contextmanager
+def running_replicas(
+    repository: Path, workdir: Path, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2"), *adapter_args: str
+) -> Iterator[Replicas]:
+    """Replicas behind one target (`ipv4:a:port,b:port`, what a headless Service's name resolves to)."""
+    grpc = free_port()
+    servers = [
+        TritonServer(
+            repository,
+            workdir / f"replica-{i}",
+            TritonPorts(free_port(), grpc, free_port()),
+            extra_args=SUPERVISED,
+            address=address,
+        )
+        for i, address in enumerate(addresses)
+    ]
+    adapter = None
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready(240)
+        port = free_port()
+        target = "ipv4:" + ",".join(f"{address}:{grpc}" for address in addresses)
+        adapter = start_adapter(port, target, workdir / "adapter-replicas.log", *adapter_args)
+        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter)
+        yield Replicas(servers, f"http://127.0.0.1:{port}", adapter)
+    finally:
+        stop(adapter)
+        for server in servers:
+            server.stop()

@@ -15,9 +15,9 @@ import time
 import httpx
 import tritonclient.http as httpclient
 
-from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.shm import SHM, stubs_of
-from launcher.tritonserver import TritonPorts, TritonServer
+from launcher.stack import running_replicas
+from launcher.tritonserver import TritonServer
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -28,23 +28,9 @@ def successes(triton: TritonServer) -> int:
 
 
 def test_adapter_spreads_calls_over_replicas_and_survives_losing_one(minilm_repository, tmp_path) -> None:
-    repo, _ = minilm_repository
-    grpc = free_port()
-    replicas = [
-        TritonServer(repo, tmp_path / f"triton-{i}", TritonPorts(free_port(), grpc, free_port()), address=address)
-        for i, address in enumerate(("127.0.0.1", "127.0.0.2"))
-    ]
-    adapter = None
-    try:
-        for t in replicas:
-            t.start()
-        for t in replicas:
-            t.wait_ready(240)
-        port = free_port()
-        target = f"ipv4:127.0.0.1:{grpc},127.0.0.2:{grpc}"
-        adapter = start_adapter(port, target, tmp_path / "adapter.log", "--log-level", "warning")
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/health/ready", adapter)
+    addresses = ("127.0.0.1", "127.0.0.2")
+    with running_replicas(minilm_repository[0], tmp_path, addresses, "--log-level", "warning") as stack:
+        replicas, url = stack.servers, stack.adapter_url
         before = [successes(t) for t in replicas]
         with httpx.Client(base_url=url, timeout=30) as client:
             for i in range(20):
@@ -73,8 +59,4 @@ def test_adapter_spreads_calls_over_replicas_and_survives_losing_one(minilm_repo
             for i in range(10):
                 r = client.post("/v1/embeddings", json={"model": MODEL, "input": f"after {i}"})
                 assert r.status_code == 200, r.text
-    finally:
-        stop(adapter)
-        for t in replicas:
-            t.stop()
     assert killed_regions and not any((SHM / r).exists() for r in killed_regions)  # swept by stop()
