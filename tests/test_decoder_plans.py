@@ -37,11 +37,13 @@ def test_bf16_cannot_be_validated_without_a_gpu(tmp_path, dtype) -> None:
     from export.errors import ExportError
 
     ckpt = tiny.qwen2(tmp_path / "gte")
-    with pytest.raises(ExportError, match="bfloat16 graph can only be validated on a GPU"):
+    # Refused before the export starts (it was after the ONNX export), saying where bf16 can run.
+    with pytest.raises(ExportError, match="a bfloat16 local engine needs ONNX Runtime's CUDA provider"):
         export(
             ExportRequest(checkpoint=ckpt, repository=tmp_path / "repo", name="g", max_length=64, dtype=dtype),
             Progress(),
         )
+    assert not list((tmp_path / "repo").rglob("model.onnx"))
 
 
 def test_fp16_export_for_the_gpu_targets_validates_and_keeps_fp32_io(tmp_path) -> None:
