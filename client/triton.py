@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,29 +70,90 @@ def retriable(exc: InferenceServerException) -> bool:
     return str(exc.status() or "") in _RETRIED or bool(_DEAD_STUB.search(exc.message() or str(exc)))
 
 
+CHANNEL_OPTIONS = [
+    # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes), and
+    # spread calls over every address of the target: per call, not per connection, across replicas.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.lb_policy_name", "round_robin"),
+]
+
+
+def dns_target(url: str) -> tuple[str, int] | None:
+    """(host, port) of a `dns:///host:port` target, else None."""
+    if not url.startswith("dns:///"):
+        return None
+    host, _, port = url.removeprefix("dns:///").rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def address_target(addresses: list[str], port: int) -> str:
+    """`ipv4:a:port,b:port` (or ipv6) for gRPC, from resolved addresses."""
+    if all(":" not in a for a in addresses):
+        return "ipv4:" + ",".join(f"{a}:{port}" for a in addresses)
+    return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses)
+
+
 class TritonClient:
-    """One gRPC channel, created and closed by the app's lifespan."""
+    """One gRPC channel, created and closed by the app's lifespan.
+
+    A `dns:///name:port` target (a compose service, a headless Kubernetes Service) is resolved again
+    at every model-list refresh: gRPC itself re-resolves only when a connection fails, so replicas
+    added later (`docker compose up --scale triton=2`) would never get a call. When the addresses
+    change, calls move to a channel over exactly those, and the old one closes once its calls are done.
+    """
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
-        # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes), and
-        # spread calls over every address the target resolves to (`dns:///triton-headless:8001`,
-        # `ipv4:10.0.0.1:8001,10.0.0.2:8001`): per call, not per connection, across Triton replicas.
-        options = [
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-            ("grpc.lb_policy_name", "round_robin"),
-        ]
-        self.client = grpcclient.InferenceServerClient(url, channel_args=options)
+        self.url = url
+        self.client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_OPTIONS)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.addresses: list[str] = []
+        self._retired: set[asyncio.Task] = set()
+
+    async def follow_dns(self) -> bool:
+        """Re-resolve a `dns:///` target; move to a new channel when its addresses changed."""
+        target = dns_target(self.url)
+        if target is None:
+            return False
+        host, port = target
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            return False  # keep the channel we have; gRPC still resolves by itself on failures
+        addresses = sorted({info[4][0] for info in infos})
+        if not addresses or addresses == self.addresses:
+            return False
+        first = not self.addresses
+        self.addresses = addresses
+        if first:
+            return False  # the channel made from the name already resolved these
+        old, self.client = (
+            self.client,
+            grpcclient.InferenceServerClient(address_target(addresses, port), channel_args=CHANNEL_OPTIONS),
+        )
+        task = asyncio.create_task(self._close_later(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        return True
+
+    async def _close_later(self, client) -> None:
+        try:
+            await asyncio.sleep(self.timeout_s)  # the longest a call on the old channel can still take
+        finally:
+            await client.close()
 
     async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
         await self.client.close()
 
     async def models(self) -> list[ServedModel]:
         """The ready embedding ensembles (models whose config says `embedding_model`); like an inference,
         a listing lost with its replica is asked again once."""
+        await self.follow_dns()
         try:
             return await self._models()
         except InferenceServerException as exc:

@@ -215,6 +215,7 @@ class FlakyGrpc:
 def flaky_client(errors: list[InferenceServerException]) -> TritonClient:
     triton = TritonClient.__new__(TritonClient)
     triton.client, triton.timeout_s, triton.connect_timeout_s = FlakyGrpc(errors), 5.0, 1.0
+    triton.url = "127.0.0.1:8001"
     return triton
 
 
@@ -271,9 +272,46 @@ def test_a_model_listing_lost_with_its_replica_is_asked_again() -> None:
 
     triton = TritonClient.__new__(TritonClient)
     triton.client, triton.timeout_s, triton.connect_timeout_s = Index([]), 5.0, 1.0
+    triton.url = "127.0.0.1:8001"
     triton.client.errors = [InferenceServerException("Stream removed", "StatusCode.UNAVAILABLE")]
     assert asyncio.run(triton.models()) == [] and triton.client.calls == 2
     triton.client.errors = [InferenceServerException("bad config", "StatusCode.INVALID_ARGUMENT")]
     with pytest.raises(APIError):
         asyncio.run(triton.models())
     assert triton.client.calls == 3  # not retried
+
+
+def test_a_dns_target_follows_replicas_as_they_come_and_go(monkeypatch) -> None:
+    """`dns:///triton:8001`: gRPC alone never saw a replica added by `--scale triton=2`."""
+    import asyncio
+    import socket as sock
+
+    from client import triton as triton_module
+
+    answers = [["172.18.0.2"], ["172.18.0.2"], ["172.18.0.2", "172.18.0.3"], ["172.18.0.3"]]
+    made: list[str] = []
+
+    class Channel:
+        def __init__(self, url, channel_args):
+            made.append(url)
+
+        async def close(self):
+            pass
+
+    async def getaddrinfo(self, host, port, type=0):  # noqa: A002 - asyncio's name
+        assert (host, port) == ("triton", 8001)
+        return [(sock.AF_INET, sock.SOCK_STREAM, 6, "", (a, port)) for a in answers.pop(0)]
+
+    monkeypatch.setattr(triton_module.grpcclient, "InferenceServerClient", Channel)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+
+    async def run() -> list[bool]:
+        client = TritonClient("dns:///triton:8001", 5.0, 1.0)
+        changed = [await client.follow_dns() for _ in range(4)]
+        await client.close()
+        return changed
+
+    assert asyncio.run(run()) == [False, False, True, True]
+    assert made == ["dns:///triton:8001", "ipv4:172.18.0.2:8001,172.18.0.3:8001", "ipv4:172.18.0.3:8001"]
+    assert triton_module.dns_target("triton:8001") is None
+    assert triton_module.address_target(["fd00::2"], 8001) == "ipv6:[fd00::2]:8001"
