@@ -10,7 +10,7 @@ TRITON_GRPC_PORT ?= 8001
 TRITON_METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: serve test export bench clean
+.PHONY: serve test test-compose export bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ serve: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The CPU compose stack built and run on a Docker Engine (as root with CI set, it installs one).
+test-compose: $(BIN)/.installed
+	rm -f build/compose-report.txt
+	$(BIN)/python -m pytest -m compose tests/test_compose.py $(PYTEST_ARGS)
+	cat build/compose-report.txt
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -66,8 +66,10 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
 
 
 def retriable(exc: InferenceServerException) -> bool:
-    """The call failed for the server's state, not the input's: a lost replica or a dead stub."""
-    return str(exc.status() or "") in _RETRIED or bool(_DEAD_STUB.search(exc.message() or str(exc)))
+    """The call failed for that server's state, not the input's: a lost replica, a dead stub, or a model
+    that replica is unloading (a stopping Triton unloads its models before it closes its port)."""
+    message = exc.message() or str(exc)
+    return str(exc.status() or "") in _RETRIED or bool(_DEAD_STUB.search(message) or _RELOADING.search(message))
 
 
 CHANNEL_OPTIONS = [

@@ -1,5 +1,6 @@
 # The OpenAI adapter: FastAPI + tritonclient, no torch. Entrypoint = the README's `python -m client`.
-FROM python:3.11.14-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+FROM ${PYTHON_IMAGE}
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY client ./client

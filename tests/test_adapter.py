@@ -224,6 +224,7 @@ def flaky_client(errors: list[InferenceServerException]) -> TritonClient:
     [
         InferenceServerException("Socket closed", "StatusCode.UNAVAILABLE"),
         InferenceServerException("Stub process 'm_encoder_0_0' is not healthy.", "StatusCode.INTERNAL"),
+        InferenceServerException("Request for unknown model: 'm' has no available versions", "StatusCode.INTERNAL"),
     ],
 )
 def test_a_call_lost_with_its_replica_is_retried_once(error) -> None:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from client.settings import Settings
-from tests.deploy_tools import KUBERNETES_VERSION, ROOT, helm, venv_tool
+from tests.deploy_tools import KUBERNETES_VERSION, ROOT, compose_binary, helm, venv_tool
 
 CHART = ROOT / "deploy" / "helm" / "triton-embeddings"
 DOCKERFILES = sorted((ROOT / "deploy").glob("*.Dockerfile"))
@@ -28,6 +28,19 @@ DOCKERFILES = sorted((ROOT / "deploy").glob("*.Dockerfile"))
 
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+COMBINATIONS = {"gpu": ["docker-compose.yml"], "cpu": ["docker-compose.yml", "deploy/compose.cpu.yaml"]}
+
+
+def compose_config(files: list[str], env: dict[str, str] | None = None) -> dict:
+    """What `docker compose config` makes of the files (Compose's own validation and merging)."""
+    args = [str(compose_binary()), *(a for f in files for a in ("-f", f)), "config", "--format", "json"]
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    assert run.returncode == 0, run.stderr
+    import json
+
+    return json.loads(run.stdout)
 
 
 def interpolate(value: str) -> str:
@@ -81,18 +94,18 @@ def test_compose_ports_agree_with_triton_and_the_adapter() -> None:
     triton, adapter = services["triton"], services["adapter"]
     command = triton["command"]
     http, grpc, metrics = (flag(command, f"{p}-port") for p in ("http", "grpc", "metrics"))
-    assert {f"{p}:{p}" for p in (http, grpc, metrics)} <= set(triton["ports"])
+    assert set(triton["ports"]) == {f"127.0.0.1::{p}" for p in (http, grpc, metrics)}  # no fixed host port: scales
     assert f"localhost:{http}/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     assert flag(command, "model-repository") == "/models"
-    assert "./model_repository:/models:ro" in triton["volumes"]
+    assert "${MODEL_REPOSITORY:-./model_repository}:/models:ro" in triton["volumes"]
     assert any(d["capabilities"] == ["gpu"] for d in triton["deploy"]["resources"]["reservations"]["devices"])
     assert "shm-default-byte-size" in " ".join(command) and triton["shm_size"]
 
     env = adapter["environment"]
-    assert env["EMBED_TRITON_URL"] == f"triton:{grpc}"
+    assert env["EMBED_TRITON_URL"] == f"dns:///triton:{grpc}"  # every replica, re-resolved by the adapter
     port = int(env["EMBED_PORT"])
     assert port == Settings.model_fields["port"].default
-    assert f"{port}:{port}" in adapter["ports"]
+    assert adapter["ports"] == [f"${{ADAPTER_BIND:-127.0.0.1}}:${{ADAPTER_PORT:-{port}}}:{port}"]
     assert f"localhost:{port}/health" in " ".join(adapter["healthcheck"]["test"])
     assert adapter["depends_on"]["triton"]["condition"] == "service_healthy"
     assert set(env) <= {f"EMBED_{name.upper()}" for name in Settings.model_fields}
@@ -107,16 +120,45 @@ def test_export_service_matches_the_serving_release() -> None:
     services = compose()["services"]
     release = services["triton"]["build"]["args"]["NGC_RELEASE"]
     assert services["export"]["build"]["args"]["NGC_RELEASE"] == release
-    assert services["triton"]["image"].endswith(f":{release}")
+    assert services["triton"]["image"] == "triton-embeddings/triton:${NGC_RELEASE:-25.10}"
+    assert release == "${NGC_RELEASE:-25.10}"
     for dockerfile in ("triton", "export"):
         text = (ROOT / "deploy" / f"{dockerfile}.Dockerfile").read_text()
-        assert f"ARG NGC_RELEASE={release}" in text
+        assert f"ARG NGC_RELEASE={interpolate(release)}" in text
     assert "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3" in (ROOT / "deploy" / "triton.Dockerfile").read_text()
     export = services["export"]
     assert export["profiles"] == ["export"]
     assert export["command"][export["command"].index("--target") + 1] == "tensorrt"
     assert export["command"][export["command"].index("--repository") + 1] == "/models"
     assert "./model_repository:/models" in export["volumes"]
+
+
+@pytest.mark.parametrize("which", sorted(COMBINATIONS))
+def test_compose_config_passes_for_both_files(which: str) -> None:
+    """`docker compose config` for the GPU file and for GPU + CPU overlay (no engine needed)."""
+    services = compose_config(COMBINATIONS[which])["services"]
+    triton = services["triton"]
+    if which == "cpu":
+        assert triton["build"]["dockerfile"] == "deploy/triton-cpu.Dockerfile" and "deploy" not in triton
+        assert triton["command"][:1] == ["--model-repository=/models"]
+        assert "--model-control-mode=explicit" in triton["command"]  # the supervisor reloads models
+    else:
+        assert triton["build"]["dockerfile"] == "deploy/triton.Dockerfile" and triton["deploy"]
+    # shared, not copied: the same health check, volumes, shm and adapter in both
+    gpu = compose_config(COMBINATIONS["gpu"])["services"]
+    assert triton["healthcheck"] == gpu["triton"]["healthcheck"] and triton["volumes"] == gpu["triton"]["volumes"]
+    assert services["adapter"] == gpu["adapter"]
+
+
+def test_python_base_image_comes_from_the_environment() -> None:
+    for which, files in COMBINATIONS.items():
+        services = compose_config(files, {"PYTHON_IMAGE": "stand-in:1"})["services"]
+        assert services["adapter"]["build"]["args"]["PYTHON_IMAGE"] == "stand-in:1", which
+        if which == "cpu":
+            assert services["triton"]["build"]["args"]["PYTHON_IMAGE"] == "stand-in:1"
+    for dockerfile in ("adapter", "triton-cpu"):
+        text = (ROOT / "deploy" / f"{dockerfile}.Dockerfile").read_text()
+        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11[\w.-]*\nFROM \$\{PYTHON_IMAGE\}$", text, re.M), dockerfile
 
 
 # Dockerfiles
@@ -240,7 +282,7 @@ def test_kserve_example_uses_the_triton_runtime_and_valid_core_parts() -> None:
     model = service["spec"]["predictor"]["model"]
     assert model["modelFormat"]["name"] == "triton"
     release = compose()["services"]["triton"]["build"]["args"]["NGC_RELEASE"]
-    assert model["runtimeVersion"] == f"{release}-py3"
+    assert model["runtimeVersion"] == f"{interpolate(release)}-py3"
     # KServe's model spec embeds a core Container (args, resources): validate those as one.
     pod = {
         "apiVersion": "v1",

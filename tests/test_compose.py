@@ -1,0 +1,178 @@
+"""`make test-compose`: the CPU compose stack for real, on a Docker Engine (marker `compose`, not in `make test`).
+
+Builds the adapter and CPU Triton images on a stand-in base image (no registry is reachable; see
+tests/docker_engine.py) exactly as a user's build would run, serves all-MiniLM-L6-v2 and a tiny CLIP
+exported on the host, and checks: the same embeddings as the host-served stack, an image item,
+health and metrics, two Triton replicas both taking calls, a replica stopped during a stream of
+requests, and nothing of the test left after `compose down`. Traffic goes only to 127.0.0.1 and to
+the test's own containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from launcher.processes import free_port
+from tests.deploy_tools import ROOT, compose_binary
+
+pytestmark = pytest.mark.compose
+FILES = ["-f", "docker-compose.yml", "-f", "deploy/compose.cpu.yaml"]
+TEXTS = ["a cat sits on the mat", "Triton serves embeddings", "Ünïcödé and 中文"]
+
+
+def report(line: str) -> None:
+    """Figures the README quotes; shown by pytest with -s, and kept in build/compose-report.txt."""
+    print(line)
+    with (ROOT / "build" / "compose-report.txt").open("a") as f:
+        f.write(line + "\n")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from tests.docker_engine import EngineMissing, ensure_engine, ensure_standin
+
+    try:
+        started = ensure_engine(ROOT / "build" / "dockerd.log")
+    except EngineMissing as exc:
+        pytest.fail(str(exc))
+    try:
+        yield ensure_standin(tmp_path_factory.mktemp("standin"))
+    except EngineMissing as exc:
+        pytest.fail(str(exc))
+    finally:
+        started.stop()  # the daemon this test started, whatever happened
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 and a tiny CLIP exported on the host for the `local` target, into a fresh folder."""
+    from export import tiny
+    from export.build import ExportRequest, Progress, export
+    from launcher import default_model
+
+    repo = tmp_path_factory.mktemp("compose-repo")
+    export(ExportRequest(default_model.checkpoint(), repo, "all-MiniLM-L6-v2", hf_id=default_model.HF_ID), Progress())
+    export(ExportRequest(tiny.clip(tmp_path_factory.mktemp("clip") / "clip"), repo, "clip"), Progress())
+    repo.chmod(0o755)
+    return repo
+
+
+class Compose:
+    def __init__(self, project: str, env: dict[str, str]) -> None:
+        self.project, self.env = project, env
+
+    def __call__(self, *args: str, timeout: float = 900) -> str:
+        command = [str(compose_binary()), "-p", self.project, *FILES, *args]
+        run = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, f"{' '.join(args)}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+        return run.stdout
+
+    def containers(self, service: str) -> list[dict]:
+        lines = self("ps", "--format", "json", service).splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def stack(engine, repository) -> Iterator[tuple[Compose, str]]:
+    port = free_port()
+    env = {**os.environ, "PYTHON_IMAGE": engine, "MODEL_REPOSITORY": str(repository), "ADAPTER_PORT": str(port)}
+    compose = Compose(f"embedtest{os.getpid()}", env)
+    start = time.monotonic()
+    compose("build")
+    report(f"compose build: {time.monotonic() - start:.0f} s")
+    try:
+        compose("up", "-d", "--wait")
+        yield compose, f"http://127.0.0.1:{port}"
+    finally:
+        compose("down", "--volumes", "--remove-orphans")
+        leftovers = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={compose.project}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        networks = subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={compose.project}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert leftovers == [] and networks == [], (leftovers, networks)
+
+
+def embed(url: str, body: dict) -> np.ndarray:
+    r = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+
+
+def test_the_compose_stack_serves_what_the_host_stack_serves(stack, repository, tmp_path) -> None:
+    from launcher.stack import running_stack
+
+    compose, url = stack
+    served = embed(url, {"model": "all-MiniLM-L6-v2", "input": TEXTS})
+    with running_stack(repository, tmp_path) as host:
+        expected = embed(host.adapter_url, {"model": "all-MiniLM-L6-v2", "input": TEXTS})
+    cosine = (served * expected).sum(axis=1)
+    assert cosine.min() >= 0.99999, cosine
+    report(f"compose vs host-served embeddings: min cosine {cosine.min():.7f}")
+
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 60)).save(buf, "PNG")
+    image = f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"
+    assert embed(url, {"model": "clip", "input": [{"image": image}, "a red square"]}).shape == (2, 16)
+    assert httpx.get(f"{url}/health/ready", timeout=60).status_code == 200
+    metrics = httpx.get(f"{url}/metrics", timeout=10)
+    assert metrics.status_code == 200 and 'embed_requests_total{model="all-MiniLM-L6-v2"' in metrics.text
+
+
+def successes(compose: Compose, container: dict) -> int:
+    port = next(p["PublishedPort"] for p in container["Publishers"] if p["TargetPort"] == 8000)
+    stats = httpx.get(f"http://127.0.0.1:{port}/v2/models/all-MiniLM-L6-v2/stats", timeout=10).json()
+    return stats["model_stats"][0]["inference_stats"]["success"]["count"]
+
+
+def test_two_replicas_share_the_calls_and_losing_one_loses_nothing(stack) -> None:
+    compose, url = stack
+    compose("up", "-d", "--wait", "--scale", "triton=2")
+    replicas = compose.containers("triton")
+    assert len(replicas) == 2
+    before = [successes(compose, r) for r in replicas]
+    deadline = time.monotonic() + 60  # the adapter re-resolves `triton` at its 10 s model refresh
+    gained = [0, 0]
+    while min(gained) < 5 and time.monotonic() < deadline:
+        for i in range(10):
+            embed(url, {"model": "all-MiniLM-L6-v2", "input": f"spread {i}"})
+        gained = [successes(compose, r) - b for r, b in zip(replicas, before, strict=True)]
+    report(f"calls per replica after scaling to 2: {gained}")
+    assert min(gained) >= 5, gained
+
+    statuses: list[int] = []
+
+    def stream() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(150):
+                r = client.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": f"s{i}"})
+                statuses.append(r.status_code)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    time.sleep(1)
+    subprocess.run(["docker", "stop", replicas[1]["Name"]], check=True, capture_output=True, timeout=120)
+    sender.join()
+    lost = [s for s in statuses if s != 200]
+    report(f"replica stopped during {len(statuses)} requests: {len(lost)} lost {lost}")
+    assert len(statuses) == 150 and lost == []
