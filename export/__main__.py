@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096"
     )
+    ap.add_argument("--workspace-mib", type=int, default=8192, help="TensorRT builder workspace in MiB (default: 8192)")
     ap.add_argument("--min-pixels", type=int, help="GME image lower bound (default: the authors' 256·28·28)")
     ap.add_argument("--max-pixels", type=int, help="GME image upper bound (default: the authors' 1280·28·28)")
     ap.add_argument(
@@ -82,6 +83,9 @@ def serving_from_args(args: argparse.Namespace) -> Serving:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.name is not None and not args.name.strip():
+        Progress().console.print("[red]export failed:[/] --name is empty (with docker compose: set MODEL_NAME)")
+        return 1
     try:
         serving = serving_from_args(args)
     except ValueError as exc:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
+        workspace_mib=args.workspace_mib,
         serving=serving,
     )
     progress = Progress()

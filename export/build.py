@@ -56,6 +56,7 @@ class ExportRequest:
     profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: batch 1..max batch, sequence 1..limit
     min_pixels: int | None = None  # GME image bounds (default: the authors' 256·28² … 1280·28²)
     max_pixels: int | None = None
+    workspace_mib: int = 8192  # TensorRT builder workspace
     serving: repo.Serving = repo.Serving()
 
     def plan(self) -> Plan:
@@ -214,7 +215,7 @@ def _build_plan(
     else:
         shapes = profile.shapes()
     with progress.step(f"build the {tower} TensorRT plan {shapes}"):
-        build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes)
+        build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes, request.workspace_mib)
     with progress.step(f"validate the {tower} TensorRT plan against PyTorch"):
         return compare(reference, run_engine(work_dir / "model.plan", feeds), *tolerance(p, dtype))
 

@@ -295,3 +295,17 @@ def test_kserve_example_uses_the_triton_runtime_and_valid_core_parts() -> None:
         },
     }
     validate([pod])
+
+
+def test_image_tags_follow_the_release_and_the_chart() -> None:
+    """The NGC images carry NGC_RELEASE; the adapter the project's version, which the Helm chart pulls."""
+    import tomllib
+
+    services = compose()["services"]
+    assert services["export"]["image"] == "triton-embeddings/export:${NGC_RELEASE:-25.10}"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert services["adapter"]["image"] == f"triton-embeddings/adapter:{version}"
+    assert values["adapter"]["image"]["tag"] == version
+    assert values["triton"]["image"]["tag"] == interpolate(services["triton"]["build"]["args"]["NGC_RELEASE"])
+    assert "${MODEL_NAME:-}" in services["export"]["command"]  # no silent default name

@@ -115,3 +115,14 @@ def test_the_rules_catch_what_triton_would_refuse() -> None:
     config.input[0].data_type = repo.mc.TYPE_STRING
     found = violations(config, 64)
     assert any("need GPU instances" in v for v in found) and any("no mapping for input_ids" in v for v in found)
+
+
+def test_an_empty_name_and_the_tensorrt_workspace(monkeypatch) -> None:
+    """compose's export passes `--name "$MODEL_NAME"`: unset, it is refused, not exported as `model`."""
+    from export import __main__ as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "export", lambda request, progress: seen.append(request))
+    assert cli.main(["ckpt", "--name", ""]) == 1 and seen == []
+    assert cli.main(["ckpt", "--name", "e5", "--target", "tensorrt", "--workspace-mib", "4096"]) == 0
+    assert seen[0].workspace_mib == 4096 and seen[0].name == "e5"
