@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from launcher import default_model
-from launcher.processes import port_in_use, start_adapter, stop, wait_http
+from launcher.processes import port_holders, port_in_use, start_adapter, stop, wait_http
 from launcher.supervisor import Supervisor
 from launcher.tritonserver import TritonPorts, TritonServer
 
@@ -70,7 +70,8 @@ def serve(args: argparse.Namespace) -> int:
     ports = TritonPorts(args.triton_http_port, args.triton_grpc_port, args.triton_metrics_port)
     busy = [p for p in (args.port, *vars(ports).values()) if port_in_use(p)]
     if busy:
-        console.print(f"[red]ports in use:[/] {busy}; pick others with PORT=… TRITON_HTTP_PORT=… (see README)")
+        held = "; ".join(f"{p} by {', '.join(port_holders(p)) or 'a process this user cannot see'}" for p in busy)
+        console.print(f"[red]ports in use:[/] {held}. Stop those, or pick others with PORT=… TRITON_HTTP_PORT=…")
         return 1
     name = ensure_exported(args)
     workdir = ROOT / "build" / f"serve-{args.port}"
@@ -78,7 +79,8 @@ def serve(args: argparse.Namespace) -> int:
     triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", *load))
     supervisor = Supervisor(triton, restart=True)  # a dead stub's model is reloaded, a dead server restarted
     adapter = None
-    signal.signal(signal.SIGTERM, _interrupt)
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed, the SSH link dropped
+        signal.signal(stop_signal, _interrupt)
     try:
         with console.status(f"starting tritonserver (log: {triton.log_path})"):
             triton.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,21 +25,55 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def die_with_parent(command: list[str]) -> list[str]:
+    """`command` made to receive SIGTERM when the process that started it dies, even by SIGKILL
+    (util-linux's `setpriv --pdeathsig`): nothing we start outlives us. Children still run in
+    sessions of their own, so the terminal's Ctrl-C reaches only the launcher, which stops them in order."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
+def port_holders(port: int) -> list[str]:
+    """`pid name` of each process listening on `port` (from /proc), for a message a user can act on."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                holders.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
+        except OSError:
+            continue
+    return holders
+
+
 def start_adapter(port: int, triton_grpc: str, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "client",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--triton-url",
-            triton_grpc,
-            *extra,
-        ],
+        die_with_parent(
+            [
+                sys.executable,
+                "-m",
+                "client",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--triton-url",
+                triton_grpc,
+                *extra,
+            ]
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parent.parent,

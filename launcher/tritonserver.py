@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.processes import die_with_parent
 from launcher.shm import SHM, remove_orphan_regions, stubs_of
 
 
@@ -110,7 +111,11 @@ class TritonServer:
         backends = prepare_backends(self.workdir)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.command(backends), env=server_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            die_with_parent(self.command(backends)),
+            env=server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def ready(self) -> bool:

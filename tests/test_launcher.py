@@ -1,0 +1,87 @@
+"""`make serve`'s launcher and the terminal: nothing it started outlives it, and busy ports are explained.
+
+A closed terminal or a dropped SSH link sends SIGHUP to make's process group: it ended make and left
+tritonserver, its stubs and the adapter running on their ports. Now SIGHUP stops everything, and even
+a launcher killed with SIGKILL takes its children with it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from launcher.processes import free_port, port_in_use
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(repository: Path, ports: list[int], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m launcher serve` in a process group of its own, as make runs in a terminal's."""
+    adapter, http, grpc, metrics = ports
+    command = [sys.executable, "-m", "launcher", "serve", "--repository", str(repository), "--port", str(adapter)]
+    command += ["--triton-http-port", str(http), "--triton-grpc-port", str(grpc), "--triton-metrics-port", str(metrics)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_serving(url: str, launcher: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert launcher.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not serving: {log.read_text()[-3000:]}")
+
+
+def all_free(ports: list[int], within: float = 60) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(port_in_use(p) for p in ports):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("how", "kill"),
+    [
+        ("SIGHUP to the process group (a closed terminal)", lambda p: os.killpg(p.pid, signal.SIGHUP)),
+        ("SIGKILL to the launcher alone", lambda p: os.kill(p.pid, signal.SIGKILL)),
+    ],
+)
+def test_nothing_outlives_the_launcher(minilm_repository, tmp_path, how, kill) -> None:
+    ports = [free_port() for _ in range(4)]
+    log = tmp_path / "serve.log"
+    launcher = serve(minilm_repository[0], ports, log)
+    try:
+        wait_serving(f"http://127.0.0.1:{ports[0]}", launcher, log)
+        kill(launcher)
+        launcher.wait(60)
+        assert all_free(ports), f"{how}: ports still held: {[p for p in ports if port_in_use(p)]}"
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+
+def test_busy_ports_name_the_process_that_holds_them(minilm_repository, tmp_path) -> None:
+    ports = [free_port() for _ in range(4)]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", ports[1]))
+        held.listen()
+        log = tmp_path / "serve.log"
+        launcher = serve(minilm_repository[0], ports, log)
+        assert launcher.wait(120) == 1
+    text = " ".join(log.read_text().split())  # rich may wrap lines
+    assert f"ports in use: {ports[1]} by {os.getpid()} " in text, text
