@@ -124,14 +124,21 @@ class EmbeddingResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """A served model: `id` is the name responses use; `hf_id` and `aliases` are accepted as well."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "triton"
+    hf_id: str | None = None
     aliases: list[str]
     dimension: int
+    matryoshka_dimensions: list[int] = Field(description="sizes `dimensions` may take besides the full one")
     max_tokens: int
     modalities: list[str]
+    query_template: bool | None = Field(
+        None, description="whether input_type query / instruction change the embedding (null: not declared)"
+    )
 
 
 class ModelList(BaseModel):

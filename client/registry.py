@@ -35,6 +35,11 @@ class ModelRegistry:
             await self.refresh()
         return self._models
 
+    def known(self, name: object) -> str | None:
+        """The served name a request's `model` field stands for, if it is served now (no Triton call)."""
+        model = self._by_name.get(name) if isinstance(name, str) else None
+        return model.name if model is not None else None
+
     async def resolve(self, name: str | None) -> ServedModel:
         """The model a request names; with no name, the only served model."""
         models = await self.models()

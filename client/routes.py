@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import orjson
@@ -11,9 +12,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from client.errors import APIError, bad_request, too_large
-from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelList, TokenizeRequest
+from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList, TokenizeRequest
 from client.responses import JSONResponse
-from client.service import EmbeddingService, Timings
+from client.service import UNRESOLVED, EmbeddingService, Timings
+from client.triton import ServedModel
 
 router = APIRouter()
 Body = TypeVar("Body", bound=BaseModel)
@@ -74,56 +76,82 @@ def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
     }
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=_body_schema(EmbeddingRequest))
-async def create_embeddings(request: Request):
-    start, timings = time.perf_counter(), Timings()
-    metrics = request.app.state.metrics
-    status = 500
+async def _named_model(request: Request) -> str:
+    """For a body that failed validation: the served model it names, if any (a bounded label set)."""
     try:
-        body = await parse_body(request, EmbeddingRequest)
-        result = await _service(request).embed(body, timings)
+        named = orjson.loads(await request.body()).get("model")
+    except (orjson.JSONDecodeError, AttributeError):
+        return UNRESOLVED
+    return _service(request).registry.known(named) or UNRESOLVED
+
+
+@asynccontextmanager
+async def _measured(request: Request, route: str, timings: Timings):
+    """Count the request and its time under the served model's name (`unknown` before resolution)."""
+    start, metrics, status = time.perf_counter(), request.app.state.metrics, 500
+    try:
+        yield
         status = 200
     except APIError as exc:
         status = exc.status
+        if timings.model == UNRESOLVED and exc.status == 400:
+            timings.model = await _named_model(request)
         raise
     finally:
-        model = timings.model  # the served name, whatever alias the client used: a bounded label set
-        metrics.requests.labels("embeddings", model, str(status)).inc()
-        metrics.latency.labels("embeddings", model).observe(time.perf_counter() - start)
-        if timings.triton:
+        model = timings.model
+        metrics.requests.labels(route, model, str(status)).inc()
+        metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+        if timings.triton:  # no Triton stage when no Triton call ran
             metrics.stage.labels("triton", model).observe(timings.triton)
         if timings.image_fetch:
             metrics.stage.labels("image_fetch", model).observe(timings.image_fetch)
-    metrics.items.labels(model).inc(len(result["data"]))
-    metrics.tokens.labels(model).inc(result["usage"]["prompt_tokens"])
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=_body_schema(EmbeddingRequest))
+async def create_embeddings(request: Request):
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "embeddings", timings):
+        result = await _service(request).embed(await parse_body(request, EmbeddingRequest), timings)
+    metrics = request.app.state.metrics
+    metrics.items.labels(timings.model).inc(len(result["data"]))
+    metrics.tokens.labels(timings.model).inc(result["usage"]["prompt_tokens"])
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
 
 @router.post("/tokenize", openapi_extra=_body_schema(TokenizeRequest))
 @router.post("/v1/tokenize", openapi_extra=_body_schema(TokenizeRequest))
 async def tokenize(request: Request):
-    return await _service(request).tokenize(await parse_body(request, TokenizeRequest))
+    timings = Timings()
+    async with _measured(request, "tokenize", timings):
+        return await _service(request).tokenize(await parse_body(request, TokenizeRequest), timings)
+
+
+def _card(m: ServedModel) -> dict:
+    """One model as OpenAI lists it (`id`: the served name, which responses use too), and what it can do."""
+    return {
+        "id": m.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "triton",
+        "hf_id": m.hf_id or None,
+        "aliases": list(m.aliases),
+        "dimension": m.dimension,
+        "matryoshka_dimensions": list(m.matryoshka_dimensions),
+        "max_tokens": m.max_tokens,
+        "modalities": list(m.modalities),
+        "query_template": m.query_template,
+    }
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request):
-    models = await _service(request).registry.models()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": m.hf_id or m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "triton",
-                "aliases": [n for n in m.names if n != (m.hf_id or m.name)],
-                "dimension": m.dimension,
-                "max_tokens": m.max_tokens,
-                "modalities": list(m.modalities),
-            }
-            for m in models
-        ],
-    }
+    return {"object": "list", "data": [_card(m) for m in await _service(request).registry.models()]}
+
+
+@router.get("/v1/models/{name:path}", response_model=ModelCard)
+async def retrieve_model(name: str, request: Request):
+    """Any accepted name: the served name, the Hugging Face id or an alias."""
+    return _card(await _service(request).registry.resolve(name))
 
 
 @router.get("/health")

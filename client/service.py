@@ -105,8 +105,19 @@ def check_dimensions(dimensions: int | None, model: ServedModel, allow_any: bool
         supported = f"; it supports {list(model.matryoshka_dimensions)}" if model.matryoshka_dimensions else ""
         raise bad_request(
             f"model {model.name!r} is not Matryoshka-trained for dimensions={dimensions} (it returns "
-            f"{model.dimension}{supported}); truncating would lose quality",
+            f"{model.dimension}{supported}); truncating would lose quality. The operator can allow any size, "
+            "lossy, with EMBED_ALLOW_ANY_DIMENSIONS=true",
             "dimensions",
+        )
+
+
+def check_instruction(model: ServedModel, instruction: str | None) -> None:
+    """An instruction for a model without a query template would change nothing: say so instead."""
+    if instruction is not None and model.query_template is False:
+        raise bad_request(
+            f"model {model.name!r} has no query template, so an instruction would change nothing; drop it "
+            "(GET /v1/models says which models take one)",
+            "instruction",
         )
 
 
@@ -147,6 +158,7 @@ class EmbeddingService:
         items = items_of(request, self.settings.max_items_per_request)
         check_modalities(model, items)
         check_token_ids(model, items)
+        check_instruction(model, request.instruction)
         options = self.options(request)
         check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
         try:
@@ -163,7 +175,7 @@ class EmbeddingService:
                 {"object": "embedding", "index": i, "embedding": row}
                 for i, row in enumerate(encode_rows(vectors, request.encoding_format))
             ],
-            "model": request.model or model.name,
+            "model": model.name,  # the canonical id, whatever name the request used
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
@@ -246,9 +258,12 @@ class EmbeddingService:
             options["INSTRUCTION"] = request.instruction
         return options
 
-    async def tokenize(self, request: TokenizeRequest) -> dict:
+    async def tokenize(self, request: TokenizeRequest, timings: Timings | None = None) -> dict:
         """Token ids exactly as the encoder sees them: template, special tokens and truncation applied."""
+        timings = timings or Timings()
         model = await self.registry.resolve(request.model)
+        timings.model = model.name
+        check_instruction(model, request.instruction)
         texts = [request.input] if isinstance(request.input, str) else list(request.input)
         if not texts:
             raise bad_request("input cannot be an empty list", param="input")
@@ -256,12 +271,14 @@ class EmbeddingService:
             raise too_large(
                 f"input has {len(texts)} items; the maximum is {self.settings.max_items_per_request}", "input"
             )
-        ids, counts = await self.triton.tokenize(
-            f"{model.name}_preprocess", texts, model.max_batch_size, self.options(request)
+        ids, counts = await self._timed(
+            timings,
+            "triton",
+            self.triton.tokenize(f"{model.name}_preprocess", texts, model.max_batch_size, self.options(request)),
         )
         rows = [row[:n].tolist() for row, n in zip(ids, counts, strict=True)]
         return {
-            "model": request.model or model.name,
+            "model": model.name,
             "tokens": rows,
             "counts": [len(r) for r in rows],
             "total": int(sum(len(r) for r in rows)),

@@ -44,6 +44,7 @@ class ServedModel:
     fuses_modalities: bool = False
     matryoshka_dimensions: tuple[int, ...] = ()
     vocab_size: int = 0  # 0: not in the contract (older exports); the preprocessor still checks
+    query_template: bool | None = None  # None: not in the contract (older exports)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -194,6 +195,7 @@ class TritonClient:
                         int(d) for d in params.get("matryoshka_dimensions", "").split(",") if d
                     ),
                     vocab_size=int(params.get("vocab_size") or 0),
+                    query_template={"true": True, "false": False}.get(params.get("query_template", "")),
                 )
             )
         return served

@@ -303,6 +303,7 @@ def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
         image_ensemble=image_ensemble,
         fuses_modalities=p.spec.fuses_modalities,
         vocab_size=p.tokenizer.get_vocab_size(with_added_tokens=True),
+        query_template=bool(p.query_template),
     )
     serving = request.serving
     pre_dir = request.repository / f"{request.name}_preprocess"

@@ -56,6 +56,7 @@ class ModelCard:
     image_ensemble: str = ""  # the ensemble embedding images, for models with an image tower
     fuses_modalities: bool = False
     vocab_size: int = 0  # the tokenizer's, added tokens included: the bound of token-id input
+    query_template: bool = False  # queries get an instruction template (input_type, instruction matter)
     extra: dict[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
@@ -69,6 +70,7 @@ class ModelCard:
             "image_ensemble": self.image_ensemble,
             "fuses_modalities": str(self.fuses_modalities).lower(),
             "vocab_size": str(self.vocab_size),
+            "query_template": str(self.query_template).lower(),
             **self.extra,
         }
 

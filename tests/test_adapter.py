@@ -30,7 +30,7 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def _infer(self, name, tensor, texts, options, positions):
+    async def _infer(self, name, tensor, texts, options, positions, outputs=None):
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":
@@ -82,7 +82,7 @@ def test_model_name_optional_only_when_one_model_is_served() -> None:
         r = c.post("/v1/embeddings", json={"input": "x"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "model"
         assert c.post("/v1/embeddings", json={"input": "x", "model": "n"}).status_code == 200
-        assert c.post("/v1/embeddings", json={"input": "x", "model": "alias"}).json()["model"] == "alias"
+        assert c.post("/v1/embeddings", json={"input": "x", "model": "alias"}).json()["model"] == "m"  # canonical
 
 
 @pytest.mark.parametrize(
@@ -124,9 +124,12 @@ def test_metric_labels_are_served_names(client) -> None:
     for i in range(20):
         client.post("/v1/embeddings", json={"input": "x", "model": f"made-up-{i}"})
     client.post("/v1/embeddings", content=b"{not json")
+    client.post("/v1/embeddings", json={"input": 5, "model": "alias"})  # fails validation, names a served model
+    client.post("/tokenize", json={"input": "x", "model": "alias"})
     text = client.get("/metrics").text
     assert 'embed_requests_total{model="m",route="embeddings",status="200"} 2.0' in text
-    assert 'embed_requests_total{model="m",route="embeddings",status="400"} 1.0' in text
+    assert 'embed_requests_total{model="m",route="embeddings",status="400"} 2.0' in text
+    assert 'embed_requests_total{model="m",route="tokenize",status="200"} 1.0' in text
     assert 'embed_requests_total{model="unknown",route="embeddings",status="404"} 20.0' in text
     assert 'embed_requests_total{model="unknown",route="embeddings",status="400"} 1.0' in text
     assert "made-up" not in text and 'model="alias"' not in text

@@ -77,6 +77,7 @@ def test_tokenize_returns_what_the_encoder_sees(minilm_stack, hf_tokenizer) -> N
 def test_dimensions_need_matryoshka_or_the_operator_option(minilm_stack, adapter) -> None:
     r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": "a cat", "dimensions": 128})
     assert r.status_code == 400 and "not Matryoshka-trained" in r.json()["error"]["message"]
+    assert "EMBED_ALLOW_ANY_DIMENSIONS=true" in r.json()["error"]["message"]  # how to allow it
     full = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json={"input": "a cat", "dimensions": 384})
     lossy = adapter("--allow-any-dimensions", "true")
     short = httpx.post(f"{lossy}/v1/embeddings", json={"input": "a cat", "dimensions": 128}).json()
@@ -168,3 +169,26 @@ def test_triton_down_is_503_quickly_and_the_adapter_recovers(minilm_repository, 
     finally:
         stop(proc)
         triton.stop()
+
+
+def test_one_canonical_id_and_every_accepted_name_retrieves_it(minilm_stack) -> None:
+    """The openai SDK's models.list() and models.retrieve(): the served name is the id everywhere."""
+    from openai import NotFoundError
+
+    client = OpenAI(base_url=f"{minilm_stack.adapter_url}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["all-MiniLM-L6-v2"]
+    for name in ("all-MiniLM-L6-v2", "minilm", "sentence-transformers/all-MiniLM-L6-v2"):
+        card = client.models.retrieve(name)
+        assert card.id == "all-MiniLM-L6-v2" and card.model_extra["hf_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+        assert client.embeddings.create(model=name, input="a cat").model == "all-MiniLM-L6-v2"
+    with pytest.raises(NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_an_instruction_for_a_model_without_a_query_template_is_400(minilm_stack) -> None:
+    body = {"input": "a cat", "input_type": "query", "instruction": "Find pets"}
+    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "instruction"
+    assert "has no query template" in r.json()["error"]["message"]
+    card = httpx.get(f"{minilm_stack.adapter_url}/v1/models/minilm").json()
+    assert card["query_template"] is False and card["matryoshka_dimensions"] == [] and card["max_tokens"] == 256

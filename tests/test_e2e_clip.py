@@ -244,8 +244,8 @@ def test_fused_item_and_bad_images_are_400_and_the_server_keeps_serving(stack, i
 
 def test_models_list_both_modalities(stack) -> None:
     data = httpx.get(f"{stack.adapter_url}/v1/models").json()["data"]
-    assert [(m["id"], m["modalities"], m["max_tokens"]) for m in data] == [
-        ("openai/clip-vit-large-patch14-336", ["text", "image"], 77)
+    assert [(m["id"], m["hf_id"], m["modalities"], m["max_tokens"]) for m in data] == [
+        ("clip-vit-large-patch14-336", "openai/clip-vit-large-patch14-336", ["text", "image"], 77)
     ]
 
 

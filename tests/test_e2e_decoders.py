@@ -180,8 +180,9 @@ def test_external_data_and_instruction_errors(stack) -> None:
 
 def test_models_listed_with_ids_and_aliases(stack) -> None:
     data = httpx.get(f"{stack.adapter_url}/v1/models").json()["data"]
-    assert {m["id"]: m["aliases"] for m in data} == {
-        "intfloat/e5-mistral-7b-instruct": ["e5-mistral-7b-instruct"],
-        "Alibaba-NLP/gte-Qwen2-7B-instruct": ["gte-Qwen2-7B-instruct"],
+    assert {m["id"]: m["hf_id"] for m in data} == {  # the served name, the Hugging Face id beside it
+        "e5-mistral-7b-instruct": "intfloat/e5-mistral-7b-instruct",
+        "gte-Qwen2-7B-instruct": "Alibaba-NLP/gte-Qwen2-7B-instruct",
     }
+    assert all(m["query_template"] is True for m in data)
     assert all(m["max_tokens"] == MAX_LEN and m["dimension"] == 64 for m in data)

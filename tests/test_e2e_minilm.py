@@ -106,7 +106,7 @@ def test_openai_sdk_base64_default_and_float(openai_client, reference) -> None:
     assert a.shape == (3, 384)
     np.testing.assert_allclose(a, b, atol=1e-7)
     np.testing.assert_allclose(a, reference.encode(texts, normalize_embeddings=True), atol=1e-5)
-    assert floats.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert floats.model == "all-MiniLM-L6-v2"  # the canonical id, whatever name the request used
     assert default.usage.prompt_tokens == 12
     single = openai_client.embeddings.create(model="minilm", input="a cat")
     assert len(single.data) == 1 and np.allclose(single.data[0].embedding, a[0], atol=1e-7)
@@ -129,14 +129,17 @@ def test_models_and_health(minilm_stack) -> None:
     models = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()
     assert models["data"] == [
         {
-            "id": "sentence-transformers/all-MiniLM-L6-v2",
+            "id": "all-MiniLM-L6-v2",
             "object": "model",
             "created": 0,
             "owned_by": "triton",
-            "aliases": ["all-MiniLM-L6-v2", "minilm"],
+            "hf_id": "sentence-transformers/all-MiniLM-L6-v2",
+            "aliases": ["minilm"],
             "dimension": 384,
+            "matryoshka_dimensions": [],
             "max_tokens": 256,
             "modalities": ["text"],
+            "query_template": False,
         }
     ]
     assert httpx.get(f"{minilm_stack.adapter_url}/health").json() == {"status": "ok"}
