@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from runtime.errors import InputError
 from runtime.params import PreprocessParams, model_config, version_dir
-from runtime.text import apply_prompt, encode, frame_all, load_tokenizer, pad, token_content
+from runtime.text import TRUNCATE_MODES, apply_prompt, encode, fit_given, frame_all, load_tokenizer, pad, token_content
 
 
 def _strings(request, name: str) -> list[str] | None:
@@ -24,7 +24,7 @@ class TritonPythonModel:
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def _token_ids(self, request) -> list[list[int]] | None:
-        """Pre-tokenised rows (TOKEN_IDS), used as content without any template."""
+        """Pre-tokenised rows (TOKEN_IDS): the exact sequences the encoder sees (no template, no framing)."""
         tensor = pb_utils.get_input_tensor_by_name(request, "TOKEN_IDS")
         if tensor is None:
             return None
@@ -63,8 +63,13 @@ class TritonPythonModel:
                 if isinstance(rows, InputError):
                     raise rows
                 part, start = contents[start : start + len(rows)], start + len(rows)
-                part = ids if ids is not None else part
-                batch = pad(frame_all(part, self.params.layout, mode), self.params.layout)
+                if ids is not None:
+                    if mode not in TRUNCATE_MODES:
+                        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {mode!r}")
+                    framed = [fit_given(row, self.params.layout, mode, i) for i, row in enumerate(ids)]
+                else:
+                    framed = frame_all(part, self.params.layout, mode)
+                batch = pad(framed, self.params.layout)
             except InputError as exc:
                 responses.append(
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))

@@ -151,6 +151,24 @@ def token_content(blob: bytes, vocab_size: int, index: int) -> list[int]:
     return ids.tolist()
 
 
+def fit_given(ids: list[int], layout: TextLayout, truncate: str, index: int) -> list[int]:
+    """Token ids sent by a client, taken exactly as given (template and special tokens are already in
+    them, as /tokenize returns them); over the limit, the truncation policy cuts the content inside
+    the model's frame when the ids carry it (so the final token stays), else the ids themselves."""
+    if len(ids) <= layout.max_length:
+        return ids
+    prefix, suffix = list(layout.prefix_ids), list(layout.suffix_ids)
+    framed = ids[: len(prefix)] == prefix and (not suffix or ids[-len(suffix) :] == suffix)
+    if framed and truncate != "NONE":
+        return frame(ids[len(prefix) : len(ids) - len(suffix)], layout, truncate, index)
+    if truncate == "NONE":
+        raise InputError(
+            f"input[{index}] has {len(ids)} tokens; the maximum is {layout.max_length} "
+            "(set truncate to START or END to cut it)"
+        )
+    return ids[: layout.max_length] if truncate == "END" else ids[len(ids) - layout.max_length :]
+
+
 def frame_all(contents: list[list[int]], layout: TextLayout, truncate: str) -> list[list[int]]:
     """Frame every row of one request; the first bad row fails the request."""
     if truncate not in TRUNCATE_MODES:

@@ -55,3 +55,19 @@ def file_server(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] 
 def minilm_stack(minilm_repository, tmp_path_factory) -> Iterator[Stack]:
     with running_stack(minilm_repository[0], tmp_path_factory.mktemp("minilm-stack")) as stack:
         yield stack
+
+
+def assert_token_ids_round_trip(adapter_url: str, model: str, text: str, **fields) -> None:
+    """The ids /tokenize returns for a text embed to the text's own vector, with the same usage."""
+    import httpx
+    import numpy as np
+
+    tokenized = httpx.post(f"{adapter_url}/tokenize", json={"model": model, "input": text, **fields}, timeout=60)
+    assert tokenized.status_code == 200, tokenized.text
+    ids = tokenized.json()["tokens"][0]
+    by_text = httpx.post(f"{adapter_url}/v1/embeddings", json={"model": model, "input": text, **fields}, timeout=60)
+    by_ids = httpx.post(f"{adapter_url}/v1/embeddings", json={"model": model, "input": [ids]}, timeout=60)
+    assert by_text.status_code == by_ids.status_code == 200, (by_text.text, by_ids.text)
+    a, b = (np.array(r.json()["data"][0]["embedding"]) for r in (by_text, by_ids))
+    assert float(a @ b) >= 0.99999, (model, fields, float(a @ b))
+    assert by_ids.json()["usage"] == by_text.json()["usage"] == {"prompt_tokens": len(ids), "total_tokens": len(ids)}

@@ -45,10 +45,10 @@ def adapter(minilm_stack, tmp_path):
 def test_openai_sdk_every_input_form(minilm_stack, hf_tokenizer) -> None:
     client = OpenAI(base_url=f"{minilm_stack.adapter_url}/v1", api_key="unused", max_retries=0)
     text = client.embeddings.create(model="minilm", input="a cat", encoding_format="float").data[0].embedding
-    ids = hf_tokenizer("a cat", add_special_tokens=False)["input_ids"]
-    for form in (ids, [ids, hf_tokenizer("a kitten", add_special_tokens=False)["input_ids"]]):
+    ids = hf_tokenizer("a cat")["input_ids"]  # [CLS] … [SEP]: token ids are the exact sequence the model sees
+    for form in (ids, [ids, hf_tokenizer("a kitten")["input_ids"]]):
         default = client.embeddings.create(model="minilm", input=form)  # the SDK asks for base64 and decodes it
-        np.testing.assert_allclose(default.data[0].embedding, text, atol=1e-6)  # ids get the same framing as text
+        np.testing.assert_allclose(default.data[0].embedding, text, atol=1e-6)
         raw = client.embeddings.create(model="minilm", input=form, encoding_format="base64")  # left encoded
         np.testing.assert_allclose(np.frombuffer(base64.b64decode(raw.data[0].embedding), "<f4"), text, atol=1e-6)
         floats = client.embeddings.create(model="minilm", input=form, encoding_format="float")
@@ -56,7 +56,7 @@ def test_openai_sdk_every_input_form(minilm_stack, hf_tokenizer) -> None:
     listed = client.embeddings.create(model="minilm", input=["a cat", "a kitten"], encoding_format="float")
     np.testing.assert_allclose(listed.data[0].embedding, text, atol=1e-6)
     usage = client.embeddings.create(model="minilm", input=[ids]).usage
-    assert usage.prompt_tokens == len(ids) + 2
+    assert usage.prompt_tokens == len(ids)  # nothing added
 
 
 def test_token_ids_outside_the_vocabulary_are_400(minilm_stack) -> None:
@@ -192,3 +192,11 @@ def test_an_instruction_for_a_model_without_a_query_template_is_400(minilm_stack
     assert "has no query template" in r.json()["error"]["message"]
     card = httpx.get(f"{minilm_stack.adapter_url}/v1/models/minilm").json()
     assert card["query_template"] is False and card["matryoshka_dimensions"] == [] and card["max_tokens"] == 256
+
+
+def test_tokenize_ids_round_trip(minilm_stack) -> None:
+    """/tokenize returned [101, 1037, 4937, 102] for "a cat", and those ids embedded with 6 tokens at cosine 0.89."""
+    from tests.conftest import assert_token_ids_round_trip
+
+    assert_token_ids_round_trip(minilm_stack.adapter_url, "minilm", "a cat")
+    assert_token_ids_round_trip(minilm_stack.adapter_url, "minilm", "word " * 400)  # truncated as text is

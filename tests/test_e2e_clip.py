@@ -315,3 +315,9 @@ def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, imag
 def test_a_one_pixel_image_is_valid_for_clip(stack) -> None:
     """1×1 is a real image: resized to the tower's size like any other, not an error."""
     assert vectors(post(stack, [{"image": data_uri("one.png")}])).shape == (1, 16)
+
+
+def test_tokenize_ids_round_trip(stack) -> None:
+    from tests.conftest import assert_token_ids_round_trip
+
+    assert_token_ids_round_trip(stack.adapter_url, "clip-vit-large-patch14-336", "a photo of a cat")

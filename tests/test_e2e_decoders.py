@@ -186,3 +186,13 @@ def test_models_listed_with_ids_and_aliases(stack) -> None:
     }
     assert all(m["query_template"] is True for m in data)
     assert all(m["max_tokens"] == MAX_LEN and m["dimension"] == 64 for m in data)
+
+
+@pytest.mark.parametrize("model", ["e5-mistral-7b-instruct", "gte-Qwen2-7B-instruct"])
+def test_tokenize_ids_round_trip(stack, model) -> None:
+    """Documents, queries with the default task and with their own: the template is in the ids."""
+    from tests.conftest import assert_token_ids_round_trip
+
+    assert_token_ids_round_trip(stack.adapter_url, model, "how do I bake bread")
+    assert_token_ids_round_trip(stack.adapter_url, model, "how do I bake bread", input_type="query")
+    assert_token_ids_round_trip(stack.adapter_url, model, "bread", input_type="query", instruction="Find recipes")

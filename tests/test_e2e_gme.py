@@ -279,3 +279,13 @@ def test_native_target_puts_engines_behind_batching_hosts(checkpoint, reference,
         expected, lengths = reference(items)
         assert_close(vectors(r), expected)
         assert r.json()["usage"]["prompt_tokens"] == sum(lengths)
+
+
+def test_tokenize_ids_round_trip(stack) -> None:
+    from tests.conftest import assert_token_ids_round_trip
+
+    assert_token_ids_round_trip(stack.adapter_url, "gme-qwen2-vl", "a photo of a cat")
+    assert_token_ids_round_trip(stack.adapter_url, "gme-qwen2-vl", "a cat", input_type="query")
+    assert_token_ids_round_trip(
+        stack.adapter_url, "gme-qwen2-vl", "a cat", input_type="query", instruction="Find an image of it."
+    )

@@ -170,3 +170,18 @@ def test_token_content_checks_the_vocabulary() -> None:
         token_content(np.array([-1], dtype="<i8").tobytes(), 10, 0)
     with pytest.raises(InputError, match="no token ids"):
         token_content(b"", 10, 0)
+
+
+def test_given_ids_are_taken_exactly_and_truncated_inside_their_frame() -> None:
+    """Token-id input is the sequence the model sees: no second [CLS] … [SEP] (it was added twice)."""
+    from runtime.text import fit_given
+
+    layout = TextLayout(prefix_ids=(101,), suffix_ids=(102,), max_length=6, pad_id=0, buckets=(6,))
+    assert fit_given([101, 7, 8, 102], layout, "END", 0) == [101, 7, 8, 102]
+    assert fit_given([7, 8], layout, "END", 0) == [7, 8]  # no frame added either
+    long = [101, 1, 2, 3, 4, 5, 6, 102]
+    assert fit_given(long, layout, "END", 0) == [101, 1, 2, 3, 4, 102]  # the final token stays
+    assert fit_given(long, layout, "START", 0) == [101, 3, 4, 5, 6, 102]
+    assert fit_given([1, 2, 3, 4, 5, 6, 7], layout, "END", 0) == [1, 2, 3, 4, 5, 6]  # unframed: cut as given
+    with pytest.raises(InputError, match=r"input\[2\] has 8 tokens; the maximum is 6"):
+        fit_given(long, layout, "NONE", 2)
