@@ -1,38 +1,47 @@
 # The two commands of the README: `make serve` and `make test`.
+# Adapter settings pass through as EMBED_* variables: `EMBED_API_KEY=s3cret make serve`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?=
 NAME ?=
+HOST ?= 127.0.0.1
 PORT ?= 30000
 TRITON_HTTP_PORT ?= 8000
 TRITON_GRPC_PORT ?= 8001
 TRITON_METRICS_PORT ?= 8002
+REEXPORT ?=
+EXPORT_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: serve test test-compose export bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Each command installs what it needs: serving the `serve` extra, tests `test`, benchmarks `bench`
+# (each a superset of the one before); a later, larger install reuses the venv.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$*]'
 	touch $@
 
-serve: $(BIN)/.installed
+serve: $(VENV)/.installed-serve
 	$(BIN)/python -m launcher serve $(if $(MODEL),--model $(MODEL)) $(if $(NAME),--name $(NAME)) \
-		--port $(PORT) --triton-http-port $(TRITON_HTTP_PORT) \
-		--triton-grpc-port $(TRITON_GRPC_PORT) --triton-metrics-port $(TRITON_METRICS_PORT)
+		--host $(HOST) --port $(PORT) --triton-http-port $(TRITON_HTTP_PORT) \
+		--triton-grpc-port $(TRITON_GRPC_PORT) --triton-metrics-port $(TRITON_METRICS_PORT) \
+		$(if $(REEXPORT),--reexport) $(foreach a,$(EXPORT_ARGS),--export-arg=$(a))
 
-test: $(BIN)/.installed
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The CPU compose stack built and run on a Docker Engine (as root with CI set, it installs one).
-test-compose: $(BIN)/.installed
+test-compose: $(VENV)/.installed-test
 	rm -f build/compose-report.txt
 	$(BIN)/python -m pytest -m compose tests/test_compose.py $(PYTEST_ARGS)
 	cat build/compose-report.txt
 
-bench: $(BIN)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -240,3 +240,36 @@ def qwen2_vl(path: Path, min_pixels: int = 4 * 28 * 28, max_pixels: int = 16 * 2
         )
     )
     return path
+
+
+# `python -m export.tiny FAMILY FOLDER`: try a family end to end offline, without its real weights.
+BUILDERS = {
+    "e5": ("e5-mistral-7b-instruct", lambda path: mistral(path)),
+    "gte": ("gte-Qwen2-7B-instruct", lambda path: qwen2(path, gte=True)),
+    "gme": ("gme-Qwen2-VL-2B-Instruct", lambda path: qwen2_vl(path)),
+    "clip": ("clip-vit-large-patch14-336", lambda path: clip(path)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python -m export.tiny",
+        description="Write a tiny random checkpoint of a supported family (same architecture, tokenizer "
+        "special tokens and files as the real one; random weights, so the vectors mean nothing).",
+    )
+    ap.add_argument("family", choices=sorted(BUILDERS))
+    ap.add_argument("folder", type=Path, nargs="?", help="where to write it (default: checkpoints/<real name>-tiny)")
+    args = ap.parse_args(argv)
+    real, build = BUILDERS[args.family]
+    folder = (args.folder or Path("checkpoints") / f"{real}-tiny").resolve()
+    build(folder)
+    name = folder.name
+    print(f"wrote a tiny {real} to {folder}\nserve it:  make serve MODEL={folder} NAME={name}", file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

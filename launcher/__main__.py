@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", type=Path, help="checkpoint folder (default: the embedded all-MiniLM-L6-v2)")
     ap.add_argument("--name", help="served model name (default: the folder name)")
     ap.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    ap.add_argument("--host", default="127.0.0.1", help="address the adapter listens on (0.0.0.0: every interface)")
     ap.add_argument("--port", type=int, default=30000, help="adapter port")
     ap.add_argument("--triton-http-port", type=int, default=8000)
     ap.add_argument("--triton-grpc-port", type=int, default=8001)
@@ -38,7 +39,13 @@ def ensure_exported(args: argparse.Namespace) -> str:
     from export.__main__ import main as export_main
 
     if args.model is None:
-        checkpoint, name = default_model.checkpoint(), args.name or default_model.NAME
+        if args.name:
+            console.print(
+                f"[red]--name {args.name} needs --model (MODEL=<checkpoint folder>)[/]: "
+                f"the default model is served as {default_model.NAME}"
+            )
+            sys.exit(2)
+        checkpoint, name = default_model.checkpoint(), default_model.NAME
         extra = ["--hf-id", default_model.HF_ID]
     else:
         checkpoint, name, extra = args.model.resolve(), args.name or args.model.resolve().name, []
@@ -88,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
         supervisor.start()
         console.print(f"[green]✓[/] Triton ready: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}")
         with console.status("starting the adapter"):
-            adapter = start_adapter(args.port, triton.grpc_url, workdir / "adapter.log")
+            adapter = start_adapter(args.port, triton.grpc_url, workdir / "adapter.log", "--host", args.host)
             wait_http(f"http://127.0.0.1:{args.port}/health/ready", adapter)
         console.print(f"[green]✓[/] adapter ready on port {args.port} (log: {workdir / 'adapter.log'})\n")
         console.print(

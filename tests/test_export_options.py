@@ -126,3 +126,18 @@ def test_an_empty_name_and_the_tensorrt_workspace(monkeypatch) -> None:
     assert cli.main(["ckpt", "--name", ""]) == 1 and seen == []
     assert cli.main(["ckpt", "--name", "e5", "--target", "tensorrt", "--workspace-mib", "4096"]) == 0
     assert seen[0].workspace_mib == 4096 and seen[0].name == "e5"
+
+
+@pytest.mark.parametrize("family", ["e5", "gte", "gme", "clip"])
+def test_tiny_checkpoints_have_a_command_line(family, tmp_path) -> None:
+    """`python -m export.tiny` exited 0 and printed nothing; now it writes a checkpoint the export accepts."""
+    import subprocess
+
+    folder = tmp_path / family
+    run = subprocess.run(
+        [sys.executable, "-m", "export.tiny", family, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"make serve MODEL={folder} NAME={family}" in run.stdout
+    assert ExportRequest(folder, tmp_path / "repo", family).plan().layout.max_length > 0
+    assert subprocess.run([sys.executable, "-m", "export.tiny"], capture_output=True, timeout=60).returncode == 2

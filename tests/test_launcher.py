@@ -85,3 +85,30 @@ def test_busy_ports_name_the_process_that_holds_them(minilm_repository, tmp_path
         assert launcher.wait(120) == 1
     text = " ".join(log.read_text().split())  # rich may wrap lines
     assert f"ports in use: {ports[1]} by {os.getpid()} " in text, text
+
+
+def test_a_name_without_a_model_is_refused(tmp_path) -> None:
+    """`make serve NAME=x` without MODEL silently exported all-MiniLM-L6-v2 under the name x."""
+    run = subprocess.run(
+        [sys.executable, "-m", "launcher", "serve", "--name", "x", "--repository", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "--name x needs --model" in run.stderr
+    assert not any(tmp_path.iterdir())  # nothing exported
+
+
+def test_make_serve_passes_its_knobs(tmp_path) -> None:
+    """REEXPORT, EXPORT_ARGS and HOST reach the launcher (make -n prints the command without running it)."""
+    run = subprocess.run(
+        ["make", "-n", "serve", "REEXPORT=1", "EXPORT_ARGS=--dtype float32", "HOST=0.0.0.0", "PORT=31000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    command = " ".join(run.stdout.split())
+    assert "-m launcher serve" in command and "--host 0.0.0.0 --port 31000" in command
+    assert "--reexport --export-arg=--dtype --export-arg=float32" in command
