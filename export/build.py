@@ -133,11 +133,28 @@ class ExportResult:
     models: tuple[Path, ...]
 
 
+def quiet_libraries() -> None:
+    """Only our own lines on the console: torch's ONNX exporter logs and warns about things that do not
+    concern an export (torchvision's absence, deprecations, dynamic-axis names), transformers draws bars."""
+    import logging
+    import warnings
+
+    for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|onnxscript|transformers)\b")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 class Progress:
-    """One line per finished step, a spinner while it runs."""
+    """One line per finished step, a spinner while it runs; long paths never wrap, terminal or not."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
 
     @contextmanager
     def step(self, what: str) -> Iterator[None]:
@@ -167,6 +184,7 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict
     """Load the weights once (in `dtype`), compute each tower's reference, export ONNX.
 
     Returns each tower's validation feeds and PyTorch reference."""
+    quiet_libraries()
     progress = Progress()
     p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
@@ -223,6 +241,7 @@ def _build_plan(
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
     """Export `request.checkpoint` and write its Triton models; raises on any failure."""
     progress = progress or Progress()
+    quiet_libraries()
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
         request.check(p)

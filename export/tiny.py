@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     real, build = BUILDERS[args.family]
     folder = (args.folder or Path("checkpoints") / f"{real}-tiny").resolve()
+    from export.build import quiet_libraries
+
+    quiet_libraries()
     build(folder)
     name = folder.name
     print(f"wrote a tiny {real} to {folder}\nserve it:  make serve MODEL={folder} NAME={name}", file=sys.stdout)

@@ -16,7 +16,7 @@ from launcher.supervisor import Supervisor
 from launcher.tritonserver import TritonPorts, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

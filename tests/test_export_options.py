@@ -141,3 +141,25 @@ def test_tiny_checkpoints_have_a_command_line(family, tmp_path) -> None:
     assert f"make serve MODEL={folder} NAME={family}" in run.stdout
     assert ExportRequest(folder, tmp_path / "repo", family).plan().layout.max_length > 0
     assert subprocess.run([sys.executable, "-m", "export.tiny"], capture_output=True, timeout=60).returncode == 2
+
+
+def test_the_export_prints_only_its_own_lines(tmp_path) -> None:
+    """It printed torchvision, FutureWarning and UserWarning lines, and wrapped paths at 80 columns in a pipe."""
+    import subprocess
+
+    from export import tiny
+
+    checkpoint = tiny.clip(tmp_path / ("a-folder-name-long-enough-that-an-80-column-console-would-wrap-it" * 2))
+    repository = tmp_path / "repository"
+    run = subprocess.run(
+        [sys.executable, "-m", "export", str(checkpoint), "--name", "c", "--repository", str(repository)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    output = run.stdout + run.stderr
+    for noise in ("torchvision", "Warning", "warn(", "%|"):
+        assert noise not in output, output
+    assert f"✓ read checkpoint {checkpoint} (" in output  # on one line
+    assert all(line.startswith(("✓", "  ", "c is ready")) for line in output.splitlines() if line), output

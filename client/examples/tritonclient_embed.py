@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     vectors, tokens = embed(args.url, args.model, args.texts)
     for text, vector, n in zip(args.texts, vectors, tokens, strict=True):
-        head = vector[:3].round(4).tolist()
+        head = [round(float(x), 4) for x in vector[:3]]
         print(f"{text!r}: {vector.shape[0]} dims, norm {np.linalg.norm(vector):.6f}, {n} tokens, head {head}")
 
 
