@@ -6,7 +6,7 @@ FROM ${PYTHON_IMAGE}
 RUN pip install --no-cache-dir nvidia-pytriton==0.7.0 tokenizers==0.23.3 onnxruntime==1.31.1 pillow==13.0.0 \
         numpy==1.26.4
 WORKDIR /app
-COPY launcher/__init__.py launcher/shm.py launcher/supervisor.py launcher/tritonserver.py launcher/container.py \
-     ./launcher/
+COPY launcher/__init__.py launcher/processes.py launcher/shm.py launcher/supervisor.py launcher/tritonserver.py \
+     launcher/container.py ./launcher/
 EXPOSE 8000 8001 8002
 ENTRYPOINT ["python", "-m", "launcher.container"]

@@ -309,3 +309,22 @@ def test_image_tags_follow_the_release_and_the_chart() -> None:
     assert values["adapter"]["image"]["tag"] == version
     assert values["triton"]["image"]["tag"] == interpolate(services["triton"]["build"]["args"]["NGC_RELEASE"])
     assert "${MODEL_NAME:-}" in services["export"]["command"]  # no silent default name
+
+
+def test_the_cpu_triton_image_copies_every_module_its_entrypoint_imports() -> None:
+    """Its entrypoint once failed to start: launcher/tritonserver.py had come to import a module the
+    Dockerfile did not copy. Follow the imports of launcher/container.py and check each is copied."""
+    import ast
+
+    needed, todo = set(), ["launcher/container.py"]
+    while todo:
+        path = todo.pop()
+        if path in needed:
+            continue
+        needed.add(path)
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("launcher."):
+                todo.append(node.module.replace(".", "/") + ".py")
+    text = (ROOT / "deploy" / "triton-cpu.Dockerfile").read_text().replace("\\\n", " ")
+    copy = next(line for line in text.splitlines() if line.startswith("COPY launcher/"))
+    assert needed | {"launcher/__init__.py"} <= set(copy.split()[1:-1]), copy
