@@ -42,9 +42,7 @@ class ModelRegistry:
 
     async def resolve(self, name: str | None) -> ServedModel:
         """The model a request names; with no name, the only served model."""
-        models = await self.models()
-        if not models:
-            models = await self.refresh()
+        models = await self.models()  # refreshed when empty
         if name is None or name == "":
             if len(models) == 1:
                 return models[0]

@@ -55,8 +55,7 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
     """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
-    temporary = _DEAD_STUB.search(message) or _RELOADING.search(message)
-    if status in _UNAVAILABLE or "failed to connect" in message.lower() or temporary:
+    if status in _UNAVAILABLE or "failed to connect" in message.lower() or _replica_state(message):
         return unavailable(f"Triton is unavailable: {message}")
     if status == "StatusCode.INVALID_ARGUMENT":
         message = _ENSEMBLE_PREFIX.sub("", message)
@@ -69,8 +68,12 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
 def retriable(exc: InferenceServerException) -> bool:
     """The call failed for that server's state, not the input's: a lost replica, a dead stub, or a model
     that replica is unloading (a stopping Triton unloads its models before it closes its port)."""
-    message = exc.message() or str(exc)
-    return str(exc.status() or "") in _RETRIED or bool(_DEAD_STUB.search(message) or _RELOADING.search(message))
+    return str(exc.status() or "") in _RETRIED or _replica_state(exc.message() or str(exc))
+
+
+def _replica_state(message: str) -> bool:
+    """Triton says this replica cannot run the model now (a dead stub, a model it is reloading or unloading)."""
+    return bool(_DEAD_STUB.search(message) or _RELOADING.search(message))
 
 
 CHANNEL_OPTIONS = [

@@ -124,9 +124,8 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine; see its log above")
-    with plan_path.open(
-        "wb"
-    ) as f:  # straight from TensorRT's buffer: `bytes()` would copy a plan as big as the weights
+    # Straight from TensorRT's buffer: `bytes()` would first copy a plan as big as the weights.
+    with plan_path.open("wb") as f:
         f.write(memoryview(serialized))
 
 

@@ -244,10 +244,10 @@ def qwen2_vl(path: Path, min_pixels: int = 4 * 28 * 28, max_pixels: int = 16 * 2
 
 # `python -m export.tiny FAMILY FOLDER`: try a family end to end offline, without its real weights.
 BUILDERS = {
-    "e5": ("e5-mistral-7b-instruct", lambda path: mistral(path)),
-    "gte": ("gte-Qwen2-7B-instruct", lambda path: qwen2(path, gte=True)),
-    "gme": ("gme-Qwen2-VL-2B-Instruct", lambda path: qwen2_vl(path)),
-    "clip": ("clip-vit-large-patch14-336", lambda path: clip(path)),
+    "e5": ("e5-mistral-7b-instruct", mistral),
+    "gte": ("gte-Qwen2-7B-instruct", qwen2),  # the gte recipe is qwen2's default
+    "gme": ("gme-Qwen2-VL-2B-Instruct", qwen2_vl),
+    "clip": ("clip-vit-large-patch14-336", clip),
 }
 
 

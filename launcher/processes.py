@@ -57,7 +57,9 @@ def port_holders(port: int) -> list[str]:
     return holders
 
 
-def start_adapter(port: int, triton_grpc: str, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_adapter(
+    port: int, triton_grpc: str, log_path: Path, *extra: str, host: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
         die_with_parent(
@@ -66,7 +68,7 @@ def start_adapter(port: int, triton_grpc: str, log_path: Path, *extra: str) -> s
                 "-m",
                 "client",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(port),
                 "--triton-url",
