@@ -66,9 +66,9 @@ class Model:
 
 
 def prepare(args: argparse.Namespace) -> Model:
-    from export import tiny
     from export.__main__ import parse_args as export_args
     from export.__main__ import serving_from_args
+    from tests import tiny
 
     if args.tiny_decoder:
         checkpoint = args.workdir / "tiny-e5-mistral"

@@ -1,8 +1,9 @@
 """`python -m bench.gpu_graphs`: the exported graphs themselves on a CUDA GPU, in bf16 and fp16.
 
-For each family this builds the torch modules that `python -m export` traces (`EmbeddingGraph`,
-the CLIP towers, GME's `LanguageGraph` and `VisionGraph`) with random weights, either in the
-real checkpoint's shapes (`--sizes real`) or in the tiny test shapes (`--sizes tiny`), and reports:
+For each family (`export/families/`) this builds the torch modules that `python -m export` traces,
+from the family's own declaration (its towers' graphs, pooling and attention) with random weights,
+either in the real checkpoints' shapes the family declares (`--sizes real`) or in its tiny test
+checkpoint's (`--sizes tiny`), and reports:
 
 - agreement: the same graph in fp32 (TF32 off) against its bf16 / fp16 copy, on ragged inputs
   (right-padded rows of mixed length; for GME, several image sizes packed in one call), as the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
 import tempfile
@@ -40,10 +42,14 @@ import numpy as np
 import torch
 
 from bench.mfu import mfu, peak_tflops
-from export import tiny
-from export.gme import LanguageGraph, VisionGraph
-from export.graph import ClipImageGraph, ClipTextGraph, EmbeddingGraph
+from export.families import families
+from export.families.base import Family
+from export.towers.base import GraphSettings
+from export.towers.fixed_image import FixedImageTower
+from export.towers.patch_image import PatchImageTower
+from export.towers.text import TextTower
 from runtime.qwen2vl import vision_positions
+from tests import tiny
 
 Inputs = dict[str, torch.Tensor]
 
@@ -61,12 +67,14 @@ class Tower:
 
 
 @dataclass(frozen=True)
-class Family:
+class Subject:
+    """One model to measure: a family's real architecture, or its tiny test checkpoint."""
+
     name: str
+    family: Family
     model_class: str
-    real: Callable[[argparse.Namespace], object]  # the real architecture's config
-    tiny: Callable[[Path], Path] | None  # writes the tiny test checkpoint (export/tiny.py)
-    towers: Callable[[torch.nn.Module, object], list[Tower]]
+    config: Callable[[argparse.Namespace, Path], object]  # (args, workdir) → the transformers config
+    attention: str
 
 
 # ---- inputs ----------------------------------------------------------------------------------
@@ -142,174 +150,67 @@ DECODER_SHAPES = ((32, 128), (32, 512), (8, 2048))
 GME_VISION_SHAPES = ((1, 32), (2, 32), (4, 32), (6, 32), (8, 32), (1, 64), (2, 64))
 
 
-def _decoder_towers(attention: str):
-    def towers(model: torch.nn.Module, config) -> list[Tower]:
-        model.config.is_causal = attention == "causal"  # as export/build.py sets it
-        ragged, full = text_inputs(config.vocab_size, config.eos_token_id)
-        return [Tower("text", EmbeddingGraph(model, "lasttoken", True), ragged, full, DECODER_SHAPES, "tokens")]
-
-    return towers
-
-
-def _bert_towers(model: torch.nn.Module, config) -> list[Tower]:
-    ragged, full = text_inputs(config.vocab_size, None)
-    return [Tower("text", EmbeddingGraph(model, "mean", True), ragged, full, TEXT_SHAPES, "tokens")]
-
-
-def _clip_towers(model: torch.nn.Module, config) -> list[Tower]:
-    t, v = config.text_config, config.vision_config
-    text_ragged, text_full = text_inputs(t.vocab_size, t.eos_token_id)
-    image_ragged, image_full = clip_image_inputs(v.image_size, v.patch_size)
-
-    def short_ragged(gen: torch.Generator, device: str) -> Inputs:
-        return text_ragged(gen, device, length=t.max_position_embeddings)
-
-    return [
-        Tower("text", ClipTextGraph(model), short_ragged, text_full, ((32, 77), (256, 77)), "tokens"),
-        Tower("image", ClipImageGraph(model), image_ragged, image_full, ((8, 0), (32, 0)), "image"),
-    ]
-
-
-def _gme_towers(model: torch.nn.Module, config) -> list[Tower]:
-    t = config.text_config
-    hidden = t.hidden_size
-
-    def no_images() -> Inputs:
-        return {"image_embeds": torch.zeros((0, hidden), device=model.device)}
-
-    text_ragged, text_full = text_inputs(t.vocab_size, t.eos_token_id, no_images)
-    merge = config.vision_config.spatial_merge_size
-    image_ragged, image_full = gme_vision_inputs(merge, [(16, 16), (20, 28), (32, 32), (8, 44)])
-    return [
-        Tower("text", LanguageGraph(model, config.image_token_id), text_ragged, text_full, DECODER_SHAPES, "tokens"),
-        Tower("image", VisionGraph(model.visual), image_ragged, image_full, GME_VISION_SHAPES, "patches"),
-    ]
+def towers(subject: Subject, model: torch.nn.Module, config) -> list[Tower]:
+    """The family's own graphs (as `python -m export` traces them), with inputs and shapes by tower kind."""
+    family = subject.family
+    if family.decoder:
+        model.config.is_causal = subject.attention == "causal"  # as export/build.py sets it
+    text = getattr(config, family.text_config) if family.text_config else config
+    settings = GraphSettings(family.pooling, family.normalize, getattr(config, "image_token_id", None))
+    out = []
+    for tower in family.towers:
+        graph = tower.graph(model, settings)
+        if isinstance(tower, TextTower):
+            extra = (
+                (lambda: {"image_embeds": torch.zeros((0, text.hidden_size), device=model.device)})
+                if (tower.image_features)
+                else dict
+            )
+            ragged, full = text_inputs(text.vocab_size, getattr(text, "eos_token_id", None), extra)
+            limit = family.max_length or text.max_position_embeddings
+            if limit < 128:  # a short-context tower (CLIP's 77 tokens): its full length, small and large batches
+                ragged = functools.partial(ragged, length=limit)
+                shapes: tuple[tuple[int, int], ...] = ((32, limit), (256, limit))
+            else:
+                shapes = DECODER_SHAPES if family.decoder or tower.image_features else TEXT_SHAPES
+            out.append(Tower("text", graph, ragged, full, shapes, "tokens"))
+        elif isinstance(tower, FixedImageTower):
+            ragged, full = clip_image_inputs(config.vision_config.image_size, config.vision_config.patch_size)
+            out.append(Tower("image", graph, ragged, full, ((8, 0), (32, 0)), "image"))
+        elif isinstance(tower, PatchImageTower):
+            merge = config.vision_config.spatial_merge_size
+            ragged, full = gme_vision_inputs(merge, [(16, 16), (20, 28), (32, 32), (8, 44)])
+            out.append(Tower("image", graph, ragged, full, GME_VISION_SHAPES, "patches"))
+    return out
 
 
-def _layers(args: argparse.Namespace, full: int) -> int:
-    return args.decoder_layers or full
+def subjects() -> dict[str, Subject]:
+    """Every family's real architectures, and every tiny test checkpoint, by name."""
+    import transformers
 
+    found: dict[str, Subject] = {}
+    for family in families():
+        for arch in family.architectures:
 
-def _e5_mistral(args: argparse.Namespace):
-    from transformers import MistralConfig
+            def real(args: argparse.Namespace, _: Path, arch=arch, family=family):
+                config = dict(arch.config)
+                if args.decoder_layers and family.decoder:  # cut the large decoders to fit a quick run
+                    config["num_hidden_layers"] = args.decoder_layers
+                return getattr(transformers, arch.model_class).config_class(**config)
 
-    return MistralConfig(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=_layers(args, 32),
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=32768,
-        sliding_window=None,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+            found[arch.name] = Subject(arch.name, family, arch.model_class, real, arch.attention or family.attention)
+    for module in tiny.builders().values():
+        real_name = f"{module.REAL}"
+        if real_name not in found:
+            continue
+        base = found[real_name]
 
+        def small(_: argparse.Namespace, workdir: Path, module=module, base=base):
+            cls = getattr(transformers, base.model_class)
+            return cls.config_class.from_pretrained(str(module.build(workdir / module.REAL)))
 
-def _gte_qwen2(args: argparse.Namespace):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=151646,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=_layers(args, 28),
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        max_position_embeddings=131072,
-        rope_theta=1_000_000.0,
-        eos_token_id=151643,
-        pad_token_id=151643,
-    )
-
-
-def _gme_qwen2_vl(_: argparse.Namespace):
-    from transformers import Qwen2VLConfig
-
-    return Qwen2VLConfig(
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 1536,
-            "intermediate_size": 8960,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 12,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 32768,
-            "rope_theta": 1_000_000.0,
-            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-            "eos_token_id": 151643,
-            "pad_token_id": 151643,
-        },
-        vision_config={
-            "depth": 32,
-            "embed_dim": 1280,
-            "hidden_size": 1536,
-            "num_heads": 16,
-            "mlp_ratio": 4,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "in_channels": 3,
-        },
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-    )
-
-
-def _clip_l14_336(_: argparse.Namespace):
-    from transformers import CLIPConfig
-
-    return CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "max_position_embeddings": 77,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 1024,
-            "intermediate_size": 4096,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 336,
-            "patch_size": 14,
-        },
-        projection_dim=768,
-    )
-
-
-def _minilm(_: argparse.Namespace):
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=30522,
-        hidden_size=384,
-        intermediate_size=1536,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        max_position_embeddings=512,
-    )
-
-
-FAMILIES = {
-    f.name: f
-    for f in (
-        Family("all-MiniLM-L6-v2", "BertModel", _minilm, None, _bert_towers),
-        Family("e5-mistral-7b-instruct", "MistralModel", _e5_mistral, tiny.mistral, _decoder_towers("causal")),
-        Family("gte-Qwen2-7B-instruct", "Qwen2Model", _gte_qwen2, tiny.qwen2, _decoder_towers("bidirectional")),
-        Family("gme-Qwen2-VL-2B-Instruct", "Qwen2VLModel", _gme_qwen2_vl, tiny.qwen2_vl, _gme_towers),
-        Family("clip-vit-large-patch14-336", "CLIPModel", _clip_l14_336, tiny.clip, _clip_towers),
-    )
-}
+        found[f"{real_name} (tiny)"] = Subject(real_name, base.family, base.model_class, small, base.attention)
+    return found
 
 
 # ---- measuring -------------------------------------------------------------------------------
@@ -350,26 +251,22 @@ def _agreement(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float,
     return float(cos.min()), float((ref - cand).abs().max())
 
 
-def _build(family: Family, size: str, args: argparse.Namespace, workdir: Path) -> tuple[torch.nn.Module, object]:
+def _build(subject: Subject, args: argparse.Namespace, workdir: Path) -> tuple[torch.nn.Module, object]:
     import transformers
 
-    cls = getattr(transformers, family.model_class)
-    if size == "real":
-        config = family.real(args)
-    else:
-        assert family.tiny is not None
-        config = cls.config_class.from_pretrained(str(family.tiny(workdir / family.name)))
+    cls = getattr(transformers, subject.model_class)
+    config = subject.config(args, workdir)
     torch.manual_seed(0)
     with torch.device(args.device):
         model = cls(config).eval()
     return model, config
 
 
-def measure(family: Family, size: str, args: argparse.Namespace, peak: float | None, workdir: Path) -> list[dict]:
+def measure(subject: Subject, size: str, args: argparse.Namespace, peak: float | None, workdir: Path) -> list[dict]:
     rows: list[dict] = []
-    model, config = _build(family, size, args, workdir)
+    model, config = _build(subject, args, workdir)
     params = sum(p.numel() for p in model.parameters())
-    for tower in family.towers(model, config):
+    for tower in towers(subject, model, config):
         if tower.name not in args.towers:
             continue
         gen = torch.Generator().manual_seed(1)
@@ -394,7 +291,7 @@ def measure(family: Family, size: str, args: argparse.Namespace, peak: float | N
                 seconds = _seconds(run, args.device, args.warmup, args.reps)
                 flops = unit_flops[shape] * shape[0]
                 row = {
-                    "family": family.name,
+                    "family": subject.name,
                     "size": size,
                     "parameters": params,
                     "tower": tower.name,
@@ -445,7 +342,7 @@ def matmul_ceiling(device: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated names")
+    ap.add_argument("--families", help="comma-separated real checkpoint names (default: every family's)")
     ap.add_argument("--sizes", default="tiny,real", help="tiny (the test checkpoints), real (the real shapes)")
     ap.add_argument("--dtypes", default="bfloat16,float16")
     ap.add_argument("--towers", default="text,image", help="which towers to measure")
@@ -467,17 +364,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{card}: datasheet peak {peak:.0f} TFLOP/s dense bf16; measured 8192³ bf16 product {ceiling:.0f}")
     print(f"torch {torch.__version__}\n\n{HEAD}\n{'-' * len(HEAD)}", flush=True)
     rows: list[dict] = []
+    found = subjects()
+    names = [n for n in (args.families or "").split(",") if n] or [n for n in found if not n.endswith("(tiny)")]
     with tempfile.TemporaryDirectory() as tmp:
         for size in (s for s in args.sizes.split(",") if s):
-            for name in (n for n in args.families.split(",") if n):
-                family = FAMILIES[name]
-                if size == "tiny" and family.tiny is None:
+            for name in names:
+                subject = found.get(name if size == "real" else f"{name} (tiny)")
+                if subject is None:  # no tiny checkpoint of it (all-MiniLM-L6-v2 is real and small)
                     continue
                 try:
-                    rows += measure(family, size, args, peak, Path(tmp))
+                    rows += measure(subject, size, args, peak, Path(tmp))
                 except Exception:  # one family's failure must not lose the others' figures
                     traceback.print_exc()
-                    print(f"{family.name} ({size}) failed; going on", flush=True)
+                    print(f"{name} ({size}) failed; going on", flush=True)
     print(f"\n{HEAD}\n{'-' * len(HEAD)}")
     for r in rows:
         print(_line(r))

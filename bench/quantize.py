@@ -15,30 +15,26 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from google.protobuf import json_format
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from bench.runners import preprocessor
 from bench.workloads import WORKLOADS
 from export.build import ExportRequest, Progress, export
-from export.repository import parse_config
 from launcher import default_model
-from runtime.params import PreprocessParams
-from runtime.text import encode, frame_all, load_tokenizer, pad
+from runtime.text import encode, frame_all, pad
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "quantize"
 
 
 def batches(repo: Path, texts: list[str], size: int = 32) -> list[dict[str, np.ndarray]]:
-    pre = repo / "m_preprocess"
-    config = json_format.MessageToDict(parse_config(pre / "config.pbtxt"), preserving_proto_field_name=True)
-    params = PreprocessParams.from_config(config, pre / "1")
-    rows = frame_all(encode(load_tokenizer(str(params.tokenizer_path)), texts), params.layout, "END")
+    tok, layout = preprocessor(repo / "m_preprocess")
+    rows = frame_all(encode(tok, texts), layout, "END")
     rows.sort(key=len)
     out = []
     for i in range(0, len(rows), size):
-        b = pad(rows[i : i + size], params.layout)
+        b = pad(rows[i : i + size], layout)
         w = int(b.attention_mask.sum(axis=1).max())
         out.append({"input_ids": b.input_ids[:, :w], "attention_mask": b.attention_mask[:, :w]})
     return out

@@ -126,29 +126,35 @@ def triton_direct(
     return asyncio.run(run())
 
 
-def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
-    """The same exported graph and tokenizer, batches sorted by length, in this process."""
+def preprocessor(model_dir: Path):
+    """The tokenizer and sequence layout a `<model>_preprocess` folder's config names, as Triton loads them."""
     from google.protobuf import json_format
 
     from export.repository import parse_config
-    from runtime.onnx_encoder import open_session
-    from runtime.params import PreprocessParams
-    from runtime.text import encode, frame_all, load_tokenizer, pad
+    from runtime.contract import TextParams, parameters
+    from runtime.text import TextLayout, load_tokenizer
 
-    pre = repository / f"{model}_preprocess"
-    config = json_format.MessageToDict(parse_config(pre / "config.pbtxt"), preserving_proto_field_name=True)
-    params = PreprocessParams.from_config(config, pre / "1")
-    tok = load_tokenizer(str(params.tokenizer_path))
+    config = json_format.MessageToDict(parse_config(model_dir / "config.pbtxt"), preserving_proto_field_name=True)
+    params = TextParams.from_parameters(parameters(config))
+    return load_tokenizer(str(model_dir / "1" / params.tokenizer)), TextLayout.of(params)
+
+
+def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
+    """The same exported graph and tokenizer, batches sorted by length, in this process."""
+    from runtime.onnx_encoder import open_session
+    from runtime.text import encode, frame_all, pad
+
+    tok, layout = preprocessor(repository / f"{model}_preprocess")
     session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
 
     def run(texts: list[str]) -> Result:
         start = time.perf_counter()
-        rows = frame_all(encode(tok, texts), params.layout, "END")
+        rows = frame_all(encode(tok, texts), layout, "END")
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         latencies = []
         for i in range(0, len(order), batch):
             t0 = time.perf_counter()
-            b = pad([rows[j] for j in order[i : i + batch]], params.layout)
+            b = pad([rows[j] for j in order[i : i + batch]], layout)
             width = int(b.attention_mask.sum(axis=1).max())  # pad to the longest row, as `padding=True` does
             session.run(None, {"input_ids": b.input_ids[:, :width], "attention_mask": b.attention_mask[:, :width]})
             latencies.append(time.perf_counter() - t0)

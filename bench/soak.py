@@ -229,8 +229,8 @@ def main() -> None:
     ap.add_argument("--phases", default="soak,faults,replicas", help="which phases to run, comma-separated")
     args = ap.parse_args()
 
-    from export import tiny
     from export.build import ExportRequest, Progress, export
+    from tests import tiny
 
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from client import request_id
-from client.errors import APIError, internal, too_large
+from client.errors import APIError, body_too_large, internal, invalid_fields
 from client.images import ImageLoader
 from client.metrics import Metrics
 from client.registry import ModelRegistry
@@ -26,15 +26,6 @@ from client.triton import TritonClient
 
 log = logging.getLogger("client")
 OPEN_PATHS = ("/health", "/health/ready", "/metrics")
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
-        return "request body is not valid JSON", None
-    param = ".".join(loc) or None
-    return f"{param or 'body'}: {first.get('msg', 'invalid value')}", param
 
 
 class Gate:
@@ -64,10 +55,9 @@ class Gate:
             )
             return error_response(error, {"WWW-Authenticate": "Bearer"})
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
-            return error_response(
-                too_large(f"request body has {length} bytes; the maximum is {self.settings.max_body_bytes}")
-            )
+        oversized = body_too_large(int(length), self.settings.max_body_bytes) if length and length.isdigit() else None
+        if oversized is not None:
+            return error_response(oversized)
         if self.in_flight >= self.settings.max_in_flight:
             self.metrics.rejected.inc()
             error = APIError(
@@ -152,8 +142,7 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return error_response(APIError(400, message, "invalid_request_error", param, None))
+        return error_response(invalid_fields(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

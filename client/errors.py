@@ -40,6 +40,23 @@ def too_large(message: str, param: str | None = None) -> APIError:
     return APIError(413, message, "invalid_request_error", param, "request_too_large")
 
 
+def body_too_large(size: int, limit: int) -> APIError | None:
+    """The body-size rule, for a declared Content-Length and for a body read without one."""
+    if size <= limit:
+        return None
+    return too_large(f"request body has {size} bytes; the maximum is {limit}")
+
+
+def invalid_fields(errors: list[dict[str, Any]]) -> APIError:
+    """A 400 for the first validation error (pydantic's or FastAPI's), naming the field it concerns."""
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return bad_request("request body is not valid JSON")
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return bad_request(message if param and message.startswith(param) else f"{param or 'body'}: {message}", param)
+
+
 def unavailable(message: str) -> APIError:
     return APIError(503, message, "service_unavailable", None, "triton_unavailable")
 

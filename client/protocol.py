@@ -134,6 +134,9 @@ class ModelCard(BaseModel):
     aliases: list[str]
     dimension: int
     matryoshka_dimensions: list[int] = Field(description="sizes `dimensions` may take besides the full one")
+    matryoshka_min_dimension: int | None = Field(
+        None, description="any `dimensions` from this up to the full size is valid (null: no such range)"
+    )
     max_tokens: int
     modalities: list[str]
     query_template: bool | None = Field(

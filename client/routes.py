@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from client.errors import APIError, bad_request, too_large
+from client.errors import APIError, bad_request, body_too_large, invalid_fields
 from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList, TokenizeRequest
 from client.responses import JSONResponse
 from client.service import UNRESOLVED, EmbeddingService, Timings
@@ -41,10 +41,10 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
     """The body as JSON whatever its Content-Type (curl -d sends form encoding), within the size cap."""
-    limit = request.app.state.settings.max_body_bytes
     raw = await request.body()
-    if len(raw) > limit:
-        raise too_large(f"request body has {len(raw)} bytes; the maximum is {limit}")
+    oversized = body_too_large(len(raw), request.app.state.settings.max_body_bytes)
+    if oversized is not None:
+        raise oversized
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -52,12 +52,7 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise bad_request(
-            message if message.startswith(param or "\0") else f"{param or 'body'}: {message}", param=param
-        ) from exc
+        raise invalid_fields(list(exc.errors())) from exc
 
 
 def _service(request: Request) -> EmbeddingService:
@@ -133,13 +128,14 @@ def _card(m: ServedModel) -> dict:
         "object": "model",
         "created": 0,
         "owned_by": "triton",
-        "hf_id": m.hf_id or None,
-        "aliases": list(m.aliases),
-        "dimension": m.dimension,
-        "matryoshka_dimensions": list(m.matryoshka_dimensions),
-        "max_tokens": m.max_tokens,
-        "modalities": list(m.modalities),
-        "query_template": m.query_template,
+        "hf_id": m.card.hf_id or None,
+        "aliases": list(m.card.aliases),
+        "dimension": m.card.dimension,
+        "matryoshka_dimensions": list(m.card.matryoshka_dimensions),
+        "matryoshka_min_dimension": m.card.matryoshka_min_dimension or None,
+        "max_tokens": m.card.max_tokens,
+        "modalities": list(m.card.modalities),
+        "query_template": m.card.query_template,
     }
 
 

@@ -16,6 +16,7 @@ from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient
+from runtime.contract import input_type_of
 
 log = logging.getLogger("client.service")
 
@@ -73,39 +74,42 @@ def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
 
 def check_token_ids(model: ServedModel, items: list[Item]) -> None:
     """Token ids within the model's vocabulary, the first bad one named by its position."""
-    if not model.vocab_size:
+    vocab = model.card.vocab_size
+    if not vocab:
         return  # a repository exported before the contract carried it: the preprocessor checks
     for item in items:
         for j, x in enumerate(item.tokens or ()):
-            if not 0 <= x < model.vocab_size:
-                raise bad_request(
-                    f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{model.vocab_size - 1})", "input"
-                )
+            if not 0 <= x < vocab:
+                raise bad_request(f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{vocab - 1})", "input")
 
 
 def check_modalities(model: ServedModel, items: list[Item]) -> None:
     for i, item in enumerate(items):
-        if item.image is not None and not model.image_ensemble:
+        if item.image is not None and not model.card.image_ensemble:
             raise bad_request(f"input[{i}] holds an image, and model {model.name!r} embeds text only", "input")
-        if item.image is not None and item.text is not None and not model.fuses_modalities:
+        if item.image is not None and item.text is not None and not model.card.fuses_modalities:
             raise bad_request(
                 f"input[{i}] holds both text and an image; model {model.name!r} does not fuse "
-                "modalities (CLIP embeds each on its own tower): send them as separate items",
+                "modalities (it embeds each on its own tower): send them as separate items",
                 "input",
             )
 
 
 def check_dimensions(dimensions: int | None, model: ServedModel, allow_any: bool) -> None:
-    """`dimensions` is the full size, a declared Matryoshka size, or any size when the operator allows it."""
-    if dimensions is None or dimensions == model.dimension:
+    """`dimensions` is the full size, a declared Matryoshka size or range, or any size when the operator allows it."""
+    card = model.card
+    if dimensions is None or dimensions == card.dimension:
         return
-    if not 1 <= dimensions <= model.dimension:
-        raise bad_request(f"dimensions must be between 1 and {model.dimension}, got {dimensions}", "dimensions")
-    if dimensions not in model.matryoshka_dimensions and not allow_any:
-        supported = f"; it supports {list(model.matryoshka_dimensions)}" if model.matryoshka_dimensions else ""
+    if not 1 <= dimensions <= card.dimension:
+        raise bad_request(f"dimensions must be between 1 and {card.dimension}, got {dimensions}", "dimensions")
+    if not model.allows_dimensions(dimensions) and not allow_any:
+        supported = [str(d) for d in card.matryoshka_dimensions]
+        if card.matryoshka_min_dimension:
+            supported.append(f"{card.matryoshka_min_dimension}–{card.dimension}")
+        listing = f"; it supports {', '.join(supported)}" if supported else ""
         raise bad_request(
             f"model {model.name!r} is not Matryoshka-trained for dimensions={dimensions} (it returns "
-            f"{model.dimension}{supported}); truncating would lose quality. The operator can allow any size, "
+            f"{card.dimension}{listing}); truncating would lose quality. The operator can allow any size, "
             "lossy, with EMBED_ALLOW_ANY_DIMENSIONS=true",
             "dimensions",
         )
@@ -113,7 +117,7 @@ def check_dimensions(dimensions: int | None, model: ServedModel, allow_any: bool
 
 def check_instruction(model: ServedModel, instruction: str | None) -> None:
     """An instruction for a model without a query template would change nothing: say so instead."""
-    if instruction is not None and model.query_template is False:
+    if instruction is not None and not model.card.query_template:
         raise bad_request(
             f"model {model.name!r} has no query template, so an instruction would change nothing; drop it "
             "(GET /v1/models says which models take one)",
@@ -210,31 +214,22 @@ class EmbeddingService:
         async def images() -> tuple[np.ndarray, np.ndarray]:
             sources = [items[i].image or "" for i in image_at]
             blobs = await self._timed(timings, "image_fetch", self.images.load_all(sources, image_at))
-            if not model.fuses_modalities:  # CLIP: fixed-size images, chunked like texts
-                call = self.triton.embed(model.image_ensemble, blobs, batch, None, image_at, "IMAGE")
-                return await self._timed(timings, "triton", call)
-            # GME: one item per Triton request (its own prompt, image pads and fused text); Triton batches them.
-            controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
-            calls = [
-                self.triton.embed(
-                    model.image_ensemble,
-                    [blob],
-                    1,
-                    {**controls, **({"TEXT": t} if (t := items[i].text) else {})},
-                    [i],
-                    "IMAGE",
-                )
-                for i, blob in zip(image_at, blobs, strict=True)
-            ]
-            parts = await self._timed(timings, "triton", asyncio.gather(*calls))
-            return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
+            card, controls, columns = model.card, None, None
+            if card.fuses_modalities:  # each item's text goes into its image's prompt, with the prompt controls
+                controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
+                texts = [items[i].text or "" for i in image_at]
+                columns = {"TEXT": texts} if any(texts) else None
+            call = self.triton.embed(
+                card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns
+            )
+            return await self._timed(timings, "triton", call)
 
         jobs = [(at, job()) for at, job in ((text_at, texts), (token_at, token_ids), (image_at, images)) if at]
         results = await asyncio.gather(*(coro for _, coro in jobs))
-        out = np.empty((len(items), model.dimension), dtype=np.float32)
+        out = np.empty((len(items), model.card.dimension), dtype=np.float32)
         tokens = 0
         for (positions, _), (vectors, counts) in zip(jobs, results, strict=True):
-            if vectors.shape != (len(positions), model.dimension):
+            if vectors.shape != (len(positions), model.card.dimension):
                 raise APIError(
                     500, f"Triton returned {vectors.shape} embeddings for {len(positions)} inputs", "internal_error"
                 )
@@ -244,14 +239,16 @@ class EmbeddingService:
 
     def options(self, request: EmbeddingRequest | TokenizeRequest) -> dict[str, str]:
         """The optional ensemble inputs this request sets."""
-        if request.instruction is not None and request.input_type == "document":
-            raise bad_request("instruction applies to queries only; drop it or set input_type to query", "instruction")
+        try:
+            input_type = input_type_of(request.input_type, request.instruction)
+        except ValueError as exc:
+            raise bad_request(str(exc), "instruction") from exc
         options = {}
         truncate = request.truncate or self.settings.default_truncate
         if truncate is not None:
             options["TRUNCATE"] = truncate
         if request.input_type is not None or request.instruction is not None:
-            options["INPUT_TYPE"] = request.input_type or "query"
+            options["INPUT_TYPE"] = input_type
         if request.instruction is not None:
             if not request.instruction.strip():
                 raise bad_request("instruction cannot be empty", "instruction")
@@ -282,7 +279,7 @@ class EmbeddingService:
             "tokens": rows,
             "counts": [len(r) for r in rows],
             "total": int(sum(len(r) for r in rows)),
-            "max_tokens": model.max_tokens,
+            "max_tokens": model.card.max_tokens,
         }
 
     async def ready(self) -> list[str]:

@@ -7,6 +7,7 @@ becomes a 400, an unreachable server a 503, anything else a 500.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
+from runtime.contract import ContractError, EnsembleCard, parameters
+
+log = logging.getLogger("client.triton")
 
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
 _RETRIED = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED")  # the call never ran: safe to send again
@@ -31,24 +35,26 @@ _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
 
 @dataclass(frozen=True)
 class ServedModel:
-    """An embedding ensemble as its `config.pbtxt` parameters describe it."""
+    """An embedding ensemble: its name, its batch limit, and what its card (`runtime/contract.py`) says."""
 
     name: str
-    hf_id: str
-    aliases: tuple[str, ...]
-    dimension: int
-    max_tokens: int
-    modalities: tuple[str, ...]
     max_batch_size: int
-    image_ensemble: str = ""
-    fuses_modalities: bool = False
-    matryoshka_dimensions: tuple[int, ...] = ()
-    vocab_size: int = 0  # 0: not in the contract (older exports); the preprocessor still checks
-    query_template: bool | None = None  # None: not in the contract (older exports)
+    card: EnsembleCard
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(n for n in (self.name, self.hf_id, *self.aliases) if n))
+        return tuple(dict.fromkeys(n for n in (self.name, self.card.hf_id, *self.card.aliases) if n))
+
+    @property
+    def image_batch(self) -> int:
+        """Image items per call into the image ensemble."""
+        return self.card.image_batch or self.max_batch_size
+
+    def allows_dimensions(self, dimensions: int) -> bool:
+        """The full size, a listed Matryoshka size, or one within the Matryoshka range."""
+        card = self.card
+        listed = dimensions == card.dimension or dimensions in card.matryoshka_dimensions
+        return listed or 0 < card.matryoshka_min_dimension <= dimensions <= card.dimension
 
 
 def translate(exc: InferenceServerException, positions: list[int] | None = None) -> APIError:
@@ -180,27 +186,15 @@ class TritonClient:
             cfg = (
                 await self.client.get_model_config(entry["name"], as_json=True, client_timeout=self.connect_timeout_s)
             )["config"]
-            params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
-            if params.get("embedding_model") != "true":
+            params = parameters(cfg)
+            if params.get(EnsembleCard.MARK) != "true":
                 continue
-            served.append(
-                ServedModel(
-                    name=cfg["name"],
-                    hf_id=params.get("hf_id", ""),
-                    aliases=tuple(a for a in params.get("aliases", "").split(",") if a),
-                    dimension=int(params["dimension"]),
-                    max_tokens=int(params["max_tokens"]),
-                    modalities=tuple(params.get("modalities", "text").split(",")),
-                    max_batch_size=int(cfg.get("max_batch_size", 0)) or 1,
-                    image_ensemble=params.get("image_ensemble", ""),
-                    fuses_modalities=params.get("fuses_modalities") == "true",
-                    matryoshka_dimensions=tuple(
-                        int(d) for d in params.get("matryoshka_dimensions", "").split(",") if d
-                    ),
-                    vocab_size=int(params.get("vocab_size") or 0),
-                    query_template={"true": True, "false": False}.get(params.get("query_template", "")),
-                )
-            )
+            try:
+                card = EnsembleCard.from_parameters(params)
+            except ContractError as exc:  # one model exported wrongly must not hide the others
+                log.error("model %s: %s; not served", cfg["name"], exc)
+                continue
+            served.append(ServedModel(cfg["name"], int(cfg.get("max_batch_size", 0)) or 1, card))
         return served
 
     async def embed(
@@ -211,17 +205,27 @@ class TritonClient:
         options: dict[str, str] | None = None,
         positions: list[int] | None = None,
         tensor: str = "TEXT",
+        columns: dict[str, list[str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` and token counts `[n]`, chunked by the model's max batch, in order.
+        """Embeddings `[n, dim]` and token counts `[n]`, chunked by `max_batch`, in order.
 
-        `values` feed `tensor` (TEXT strings or IMAGE bytes); `options` fills the ensemble's optional
-        per-request inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item
-        indices of `values`, used in error messages.
+        `values` feed `tensor` (TEXT strings or IMAGE bytes); `columns` feed other inputs row by row
+        (the text fused with each image item); `options` fills the ensemble's optional per-request
+        inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item indices of
+        `values`, used in error messages.
         """
         positions = positions if positions is not None else list(range(len(values)))
         spans = [(i, min(i + max_batch, len(values))) for i in range(0, len(values), max_batch)]
         parts = await asyncio.gather(
-            *(self._infer(ensemble, tensor, values[a:b], options or {}, positions[a:b]) for a, b in spans)
+            *(
+                self._infer(
+                    ensemble,
+                    {tensor: values[a:b], **{k: v[a:b] for k, v in (columns or {}).items()}},
+                    options or {},
+                    positions[a:b],
+                )
+                for a, b in spans
+            )
         )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -232,7 +236,7 @@ class TritonClient:
         spans = [(i, min(i + max_batch, len(texts))) for i in range(0, len(texts), max_batch)]
         outputs = ("input_ids", "TOKEN_COUNT")
         parts = await asyncio.gather(
-            *(self._infer(preprocess, "TEXT", texts[a:b], options, list(range(a, b)), outputs) for a, b in spans)
+            *(self._infer(preprocess, {"TEXT": texts[a:b]}, options, list(range(a, b)), outputs) for a, b in spans)
         )
         width = max(p[0].shape[1] for p in parts)
         ids = np.concatenate([np.pad(p[0], ((0, 0), (0, width - p[0].shape[1]))) for p in parts])
@@ -241,14 +245,15 @@ class TritonClient:
     async def _infer(
         self,
         name: str,
-        tensor: str,
-        values: list,
+        rows: dict[str, list],
         options: dict[str, str],
         positions: list[int],
         outputs: tuple[str, str] = ("EMBEDDING", "TOKEN_COUNT"),
     ) -> tuple[np.ndarray, np.ndarray]:
+        """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row."""
         inputs = []
-        for input_name, column in ((tensor, values), *((k, [v] * len(values)) for k, v in options.items())):
+        n = len(positions)
+        for input_name, column in (*rows.items(), *((k, [v] * n) for k, v in options.items())):
             data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
             inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from export.build import ExportRequest, Progress, export
 from export.errors import ExportError
-from export.repository import TARGETS, Serving
+from export.serving import TARGETS, Serving
 from export.tensorrt import Profile
 
 

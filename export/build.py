@@ -1,9 +1,12 @@
-"""The export pipeline: plan → ONNX per tower → fatal validation → (TensorRT) → model repository."""
+"""The export pipeline: plan → ONNX per tower → fatal validation → (TensorRT) → model repository.
+
+Generic over the family declarations (`export/families/`): each tower of the plan's family says
+what its graph takes, how it is validated and which Triton models serve it.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,23 +22,12 @@ from export import repository as repo
 from export.backend_rules import violations
 from export.checkpoint import Plan, plan
 from export.errors import ExportError
-from export.gme import LanguageGraph, VisionGraph, gme_text_samples, gme_vision_samples
-from export.graph import (
-    Agreement,
-    ClipImageGraph,
-    ClipTextGraph,
-    EmbeddingGraph,
-    compare,
-    export_onnx,
-    image_samples,
-    text_samples,
-    torch_reference,
-)
-from export.specs import Attention, Dtype
-from export.tensorrt import Profile, build_engine, check_tensorrt, gme_shapes, image_shapes, run_engine
-from export.validation import cuda_onnxruntime, onnx_session, tolerance, validation_feeds
-from runtime.onnx_encoder import VISION_PATCHES_PER_CALL
-from runtime.text import Prompt
+from export.families.base import Attention, Dtype
+from export.graph import Agreement, compare, export_onnx, graph_io, torch_reference
+from export.serving import Serving, Target
+from export.tensorrt import Profile, build_engine, check_tensorrt, run_engine
+from export.towers.base import Tower, TritonModel
+from export.validation import cuda_onnxruntime, onnx_session, tolerance
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
 
@@ -45,7 +37,7 @@ class ExportRequest:
     checkpoint: Path
     repository: Path
     name: str
-    target: repo.Target = "local"
+    target: Target = "local"
     hf_id: str = ""
     aliases: tuple[str, ...] = ()
     max_length: int | None = None
@@ -54,13 +46,13 @@ class ExportRequest:
     attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
     dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
     profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: batch 1..max batch, sequence 1..limit
-    min_pixels: int | None = None  # GME image bounds (default: the authors' 256·28² … 1280·28²)
+    min_pixels: int | None = None  # image resize bounds of patch-image families (default: the family's)
     max_pixels: int | None = None
     workspace_mib: int = 8192  # TensorRT builder workspace
-    serving: repo.Serving = repo.Serving()
+    serving: Serving = Serving()
 
     def plan(self) -> Plan:
-        return plan(self.checkpoint, self.max_length, self.attention, self.min_pixels, self.max_pixels)
+        return plan(self.checkpoint, self)
 
     @property
     def on_gpu(self) -> bool:
@@ -90,40 +82,19 @@ class ExportRequest:
                     f"the TensorRT profile's max sequence {profile.max_seq} is below the token limit "
                     f"{p.layout.max_length}: widen --profile or lower --max-length"
                 )
-            if p.vision is not None:
-                from runtime.onnx_encoder import Packing
-
-                if profile.max_batch < Packing.max_rows:
-                    problems.append(
-                        f"GME's host packs up to {Packing.max_rows} rows a call: the TensorRT profile's max batch "
-                        f"({profile.max_batch}) must allow it"
-                    )
         elif dtype == "bfloat16" and not cuda_onnxruntime():
             problems.append(
                 f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
                 "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"
             )
+        problems += [problem for tower in p.family.towers for problem in tower.problems(p, self)]
         if problems:
             raise ExportError("; ".join(problems))
 
     def resolved_dtype(self, p: Plan) -> Dtype:
         if self.dtype is not None:
             return self.dtype
-        return p.spec.gpu_dtype if self.on_gpu else "float32"
-
-    @property
-    def vision_patches_per_call(self) -> int:
-        """GME: patches its vision host packs into one engine call (runtime/onnx_encoder.py has the measurements)."""
-        return VISION_PATCHES_PER_CALL["gpu" if self.on_gpu else "cpu"]
-
-    def behind_host(self, p: Plan) -> bool:
-        """GME on a native backend: the engines sit behind Python hosts that pack ragged batches."""
-        return p.vision is not None and self.target != "local"
-
-    def engine_dir(self, tower: str, p: Plan) -> Path:
-        """`<name>_encoder/1` for text, `<name>_vision/1` for images; `…_engine/1` behind a host."""
-        model = f"{self.name}_{'encoder' if tower == 'text' else 'vision'}"
-        return self.repository / (f"{model}_engine" if self.behind_host(p) else model) / "1"
+        return p.family.gpu_dtype if self.on_gpu else "float32"
 
 
 @dataclass(frozen=True)
@@ -169,15 +140,10 @@ def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
-    if p.spec.family == "clip":
-        return {"text": ClipTextGraph(model), "image": ClipImageGraph(model)}
-    if p.spec.family == "gme":
-        assert p.image_token_id is not None
-        return {"text": LanguageGraph(model, p.image_token_id), "image": VisionGraph(model.visual)}
-    if p.spec.decoder:
+    if p.family.decoder:
         # transformers ≥ 5.2 builds a bidirectional mask for decoders when is_causal is False.
         model.config.is_causal = p.attention == "causal"
-    return {"text": EmbeddingGraph(model, p.pooling, p.normalize)}
+    return {tower.name: tower.graph(model, p.graph_settings) for tower in p.family.towers}
 
 
 def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
@@ -189,53 +155,47 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict
     p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
         graphs = _load_graphs(p, dtype)
-        feeds = {t: validation_feeds(p, t, graphs) for t in graphs}
+        feeds = {t.name: t.feeds(p, graphs) for t in p.family.towers}
         references = {t: (feeds[t], torch_reference(g, *feeds[t].values())) for t, g in graphs.items()}
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
-    for tower, graph in graphs.items():
-        if tower == "image" and p.vision is not None:
-            samples, dynamic = gme_vision_samples()
-        elif tower == "image":
-            assert p.image is not None
-            samples, dynamic = image_samples(p.image.crop_height, p.image.crop_width)
-        elif p.vision is not None:
-            samples, dynamic = gme_text_samples(p.layout.max_length, p.image_token_id or 0, p.dimension)
-        else:
-            samples, dynamic = text_samples(p.layout.max_length)
+    for tower in p.family.towers:
+        graph = graphs[tower.name]
+        samples, dynamic = tower.samples(p)
         size = sum(t.numel() * t.element_size() for t in graph.parameters())
         with progress.step(
-            f"export the {tower} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
+            f"export the {tower.name} tower to ONNX ({size / 1e6:.0f} MB of {dtype} weights"
             f"{', external data' if external else ''})"
         ):
-            output = "IMAGE_EMBEDS" if tower == "image" and p.vision is not None else "EMBEDDING"
-            export_onnx(graph, request.engine_dir(tower, p) / "model.onnx", samples, dynamic, external, output)
+            path = tower.engine_dir(request) / "model.onnx"
+            export_onnx(graph, path, samples, dynamic, external, tower.output)
+            check_io(tower, p, path)
     return references
+
+
+def check_io(tower: Tower, p: Plan, path: Path) -> None:
+    """The exported graph takes and returns exactly what the tower declares (the configs are built from it)."""
+    declared = tuple((t.name, t.data_type, t.dims) for io in tower.engine_io(p) for t in io)
+    found = tuple((t.name, t.data_type, t.dims) for io in graph_io(path) for t in io)
+    if declared != found:
+        raise ExportError(f"the exported {tower.name} graph's inputs and outputs {found} differ from {declared}")
 
 
 def _build_plan(
     request: ExportRequest,
     p: Plan,
-    tower: str,
+    tower: Tower,
     feeds: dict[str, np.ndarray],
     reference: np.ndarray,
     dtype: Dtype,
     progress: Progress,
 ) -> Agreement:
-    work_dir = request.engine_dir(tower, p)
-    profile = request.tensorrt_profile(p)
-    if p.vision is not None:
-        largest_image = p.vision.max_pixels // p.vision.patch_size**2
-        shapes = gme_shapes(tower, profile, p.dimension, request.vision_patches_per_call, largest_image)
-    elif tower == "image":
-        assert p.image is not None
-        shapes = image_shapes(profile, p.image.crop_height, p.image.crop_width)
-    else:
-        shapes = profile.shapes()
-    with progress.step(f"build the {tower} TensorRT plan {shapes}"):
+    work_dir = tower.engine_dir(request)
+    shapes = tower.tensorrt_shapes(p, request.tensorrt_profile(p), request)
+    with progress.step(f"build the {tower.name} TensorRT plan {shapes}"):
         build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes, request.workspace_mib)
-    with progress.step(f"validate the {tower} TensorRT plan against PyTorch"):
-        return compare(reference, run_engine(work_dir / "model.plan", feeds), *tolerance(p, dtype))
+    with progress.step(f"validate the {tower.name} TensorRT plan against PyTorch"):
+        return compare(reference, run_engine(work_dir / "model.plan", feeds), *tolerance(p.family.tolerance, dtype))
 
 
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
@@ -248,135 +208,73 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
         if request.target == "tensorrt":
             check_tensorrt()
     dtype = request.resolved_dtype(p)
+    towers = p.family.towers
     progress.console.print(
-        f"  {p.spec.family}: towers {', '.join(p.spec.towers)}, {p.pooling} pooling, "
+        f"  {p.family.name}: towers {', '.join(t.name for t in towers)}, {p.pooling} pooling, "
         f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
         f"max {p.layout.max_length} tokens, {dtype}"
     )
-    for tower in p.spec.towers:
-        work_dir = request.engine_dir(tower, p)
+    for tower in towers:
         for stale in ("model.onnx", "model.onnx.data", "model.plan"):
-            (work_dir / stale).unlink(missing_ok=True)
+            (tower.engine_dir(request) / stale).unlink(missing_ok=True)
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         checks = pool.submit(_export_graphs, request, dtype).result()
-    references = {tower: reference for tower, (_, reference) in checks.items()}
+    limits = tolerance(p.family.tolerance, dtype)
     agreements = []
-    for tower in p.spec.towers:
-        feeds = checks[tower][0]
+    for tower in towers:
+        feeds, reference = checks[tower.name]
         if dtype == "bfloat16" and request.target == "tensorrt" and not cuda_onnxruntime():
-            progress.console.print(f"  {tower}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated")
+            progress.console.print(
+                f"  {tower.name}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated"
+            )
         else:
-            with progress.step(f"validate the {tower} tower: ONNX Runtime against PyTorch"):
-                session = onnx_session(request.engine_dir(tower, p) / "model.onnx", dtype)
-                agreement = compare(references[tower], session.run(None, feeds)[0], *tolerance(p, dtype))
+            with progress.step(f"validate the {tower.name} tower: ONNX Runtime against PyTorch"):
+                session = onnx_session(tower.engine_dir(request) / "model.onnx", dtype)
+                agreement = compare(reference, session.run(None, feeds)[0], *limits)
                 del session
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
             )
         if request.target == "tensorrt":
-            agreement = _build_plan(request, p, tower, feeds, references[tower], dtype, progress)
+            agreement = _build_plan(request, p, tower, feeds, reference, dtype, progress)
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
             )
         agreements.append(agreement)
     with progress.step(f"write Triton models to {request.repository}"):
-        models = _write_models(request, p)
+        models = write_models(request, p)
     worst = max(agreements, key=lambda a: a.max_abs_error)
     return ExportResult(p, worst, models)
 
 
-def _clear_engine_dir(request: ExportRequest, version_dir: Path) -> None:
-    """Python-hosted engines keep model.py + runtime/; TensorRT needs only the plan."""
-    leftovers = {
-        "local": (),
-        "onnxruntime": ("model.py", "runtime"),
-        "tensorrt": ("model.py", "runtime", "model.onnx", "model.onnx.data"),
-    }[request.target]
-    for leftover in leftovers:
-        path = version_dir / leftover
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+def triton_models(request: ExportRequest, p: Plan) -> list[TritonModel]:
+    """Every Triton model the family's towers need, in the order they are written."""
+    return [model for tower in p.family.towers for model in tower.models(p, request)]
 
 
-def _behind_host(request: ExportRequest, p: Plan, host: repo.mc.ModelConfig, tower: str) -> repo.mc.ModelConfig:
-    """For GME on a native backend: write the tower's engine model and make `host` its BLS caller."""
-    if not request.behind_host(p):
-        return host
-    engine_dir = request.engine_dir(tower, p)
-    io = repo.graph_io(engine_dir / "model.onnx")
-    engine = repo.gme_engine_config(engine_dir.parent.name, io, request.target, request.on_gpu)
-    repo.write_config(engine_dir.parent, engine)
-    return repo.gme_host(host, engine)
+def write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
+    """Write each model's config and files; a native engine's folder keeps only what its backend loads."""
+    models = triton_models(request, p)
+    check_backend_rules(request, p, [m.config for m in models])
+    written = []
+    for model in models:
+        model_dir = request.repository / model.config.name
+        repo.write_config(model_dir, model.config)
+        if model.shell:
+            repo.install_python_model(model_dir / "1", model.shell)
+        elif model.config.platform != "ensemble":
+            repo.clear_for_native_backend(model_dir / "1", model.config)
+        if model.tokenizer:
+            p.tokenizer.save(str(model_dir / "1" / "tokenizer.json"))
+        written.append(model_dir)
+    return tuple(written)
 
 
-def _write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
-    image_ensemble = f"{request.name}_image" if "image" in p.spec.towers else ""
-    card = repo.ModelCard(
-        name=request.name,
-        dimension=p.dimension,
-        max_tokens=p.layout.max_length,
-        hf_id=request.hf_id,
-        aliases=request.aliases,
-        modalities=p.spec.towers,
-        image_ensemble=image_ensemble,
-        fuses_modalities=p.spec.fuses_modalities,
-        vocab_size=p.tokenizer.get_vocab_size(with_added_tokens=True),
-        query_template=bool(p.query_template),
-    )
-    serving = request.serving
-    pre_dir = request.repository / f"{request.name}_preprocess"
-    enc_dir = request.repository / f"{request.name}_encoder"
-    ens_dir = request.repository / request.name
-    prompt = Prompt(p.query_template, p.default_instruction, p.document_template)
-    repo.write_config(pre_dir, repo.preprocess_config(request.name, p.layout, serving, prompt))
-    repo.install_python_model(pre_dir / "1", "preprocess_model")
-    p.tokenizer.save(str(pre_dir / "1" / "tokenizer.json"))
-    image_embeds = p.dimension if p.vision is not None else None
-    host_target = "local" if request.behind_host(p) else request.target  # GME: Python hosts pack ragged batches
-    encoder = repo.encoder_config(request.name, p.dimension, host_target, serving, request.on_gpu, image_embeds)
-    repo.write_config(enc_dir, _behind_host(request, p, encoder, "text"))
-    models = [ens_dir, pre_dir, enc_dir]
-    if image_ensemble:
-        img_pre = request.repository / f"{image_ensemble}_preprocess"
-        vis_dir = request.repository / f"{request.name}_vision"
-        img_ens = request.repository / image_ensemble
-        if p.vision is not None:  # GME: fused items, the LM shared with text
-            assert p.image_token_id is not None
-            pre = repo.gme_image_preprocess_config(request.name, p.layout, serving, prompt, p.vision, p.image_token_id)
-            repo.write_config(img_pre, pre)
-            repo.install_python_model(img_pre / "1", "gme_image_preprocess_model")
-            p.tokenizer.save(str(img_pre / "1" / "tokenizer.json"))
-            vision = repo.gme_vision_config(
-                request.name, p.dimension, host_target, serving, request.on_gpu, request.vision_patches_per_call
-            )
-            repo.write_config(vis_dir, _behind_host(request, p, vision, "image"))
-            repo.write_config(img_ens, repo.gme_image_ensemble_config(request.name, p.dimension, serving))
-        else:  # CLIP: its own image tower
-            assert p.image is not None
-            repo.write_config(img_pre, repo.image_preprocess_config(request.name, p.image, serving))
-            repo.install_python_model(img_pre / "1", "image_preprocess_model")
-            vision = repo.vision_config(request.name, p.dimension, p.image, request.target, serving, request.on_gpu)
-            repo.write_config(vis_dir, vision)
-            repo.write_config(img_ens, repo.image_ensemble_config(request.name, p.dimension, serving))
-        models += [img_ens, img_pre, vis_dir]
-    for engine_dir in models[2::3]:
-        if host_target == "local":
-            repo.install_python_model(engine_dir / "1", "onnx_encoder_model")
-        else:
-            _clear_engine_dir(request, engine_dir / "1")
-    if request.behind_host(p):
-        for tower in p.spec.towers:
-            _clear_engine_dir(request, request.engine_dir(tower, p))
-            models.append(request.engine_dir(tower, p).parent)
-    repo.write_config(ens_dir, repo.ensemble_config(card, serving))
-    check_backend_rules(request, p, models)
-    return tuple(models)
-
-
-def check_backend_rules(request: ExportRequest, p: Plan, models: list[Path]) -> None:
-    """Every written config against the rules of the backend that will load it (export/backend_rules.py)."""
+def check_backend_rules(request: ExportRequest, p: Plan, configs: list) -> None:
+    """Every config against the rules of the backend that will load it (export/backend_rules.py)."""
     profile_max_batch = request.tensorrt_profile(p).max_batch if request.target == "tensorrt" else None
-    found = [v for m in models for v in violations(repo.parse_config(m / "config.pbtxt"), profile_max_batch)]
+    found = [v for c in configs for v in violations(c, profile_max_batch)]
     if found:
         raise ExportError("generated configs their backend would refuse: " + "; ".join(found))

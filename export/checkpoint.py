@@ -1,19 +1,24 @@
-"""Read a checkpoint folder and decide how it is served (family, pooling, lengths, attention)."""
+"""Read a checkpoint folder and decide how it is served: family, pooling, lengths, attention, prompts."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 
 from export.errors import ExportError
+from export.families import family_for
+from export.families.base import EOS_TOKEN, Attention, Family, Prompts
 from export.pooling import PoolingMode, read_modules
-from export.specs import GME_MAX_PIXELS, GME_MIN_PIXELS, Attention, FamilySpec, spec_for
-from runtime.images import ClipImageSpec
-from runtime.qwen2vl import VisionSpec
+from export.towers.base import GraphSettings
+from runtime.contract import EnsembleCard, TextParams
 from runtime.text import TextLayout, make_buckets, special_token_frame
+
+if TYPE_CHECKING:
+    from export.build import ExportRequest
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class Plan:
 
     checkpoint: Path
     transformer_dir: Path
-    spec: FamilySpec
+    family: Family
     model_type: str
     pooling: PoolingMode
     normalize: bool
@@ -31,19 +36,55 @@ class Plan:
     dimension: int
     layout: TextLayout
     tokenizer: Tokenizer
-    query_template: str
-    default_instruction: str
-    document_template: str
-    image: ClipImageSpec | None = None  # CLIP's image tower
-    vision: VisionSpec | None = None  # GME's (Qwen2-VL) image tower
+    prompts: Prompts
+    image: Any = None  # the image tower's settings, as its `read` returns them
     image_token_id: int | None = None
 
+    @property
+    def graph_settings(self) -> GraphSettings:
+        return GraphSettings(self.pooling, self.normalize, self.image_token_id)
 
-def _max_length(config: dict, st_max: int | None, spec: FamilySpec, override: int | None) -> int:
+    def text_params(self, request: ExportRequest) -> TextParams:
+        """The tokenisation parameters of every preprocessor that tokenises (text, and fused image items)."""
+        lay, prompts = self.layout, self.prompts
+        return TextParams(
+            "tokenizer.json",
+            lay.prefix_ids,
+            lay.suffix_ids,
+            lay.max_length,
+            lay.pad_id,
+            lay.buckets,
+            request.serving.default_truncate,
+            prompts.query_template,
+            prompts.default_instruction,
+            prompts.document_template,
+        )
+
+    def card(self, request: ExportRequest) -> EnsembleCard:
+        """What the adapter learns about the model from its text ensemble."""
+        image = self.family.image_tower
+        fuses = image is not None and image.hosted  # its image items carry their text into the same prompt
+        return EnsembleCard(
+            dimension=self.dimension,
+            max_tokens=self.layout.max_length,
+            hf_id=request.hf_id,
+            aliases=request.aliases,
+            modalities=tuple(t.name for t in self.family.towers),
+            image_ensemble=f"{request.name}_image" if image is not None else "",
+            fuses_modalities=fuses,
+            image_batch=1 if fuses else 0,  # one prompt per item: the preprocessor takes one image a request
+            vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
+            query_template=bool(self.prompts.query_template),
+            matryoshka_dimensions=self.family.matryoshka.dimensions,
+            matryoshka_min_dimension=self.family.matryoshka.min_dimension,
+        )
+
+
+def _max_length(config: dict, st_max: int | None, family: Family, override: int | None) -> int:
     limit = config.get("max_position_embeddings")
     if config.get("model_type") in ("roberta", "xlm-roberta") and limit:
         limit -= 2  # RoBERTa offsets positions by padding_idx + 1
-    chosen = override or st_max or spec.default_max_length or limit
+    chosen = override or st_max or family.max_length or limit
     if chosen is None:
         raise ExportError("cannot tell the maximum sequence length; pass --max-length")
     if limit is not None and chosen > limit:
@@ -66,121 +107,90 @@ def _served_tokenizer(transformer_dir: Path) -> tuple[Tokenizer, int | None]:
     return tok, hf.eos_token_id
 
 
-def attention_of(checkpoint: Path, config: dict, spec: FamilySpec, override: Attention | None) -> tuple[Attention, str]:
-    """Causal or bidirectional, and the signal that decided it.
+def _final_token(family: Family, tokenizer: Tokenizer, eos_id: int | None) -> int:
+    """The id of the token every sequence of `family` ends with."""
+    if family.final_token == EOS_TOKEN:
+        if eos_id is None:
+            raise ExportError(f"{family.name} ends every sequence with EOS, and the tokenizer has none")
+        return eos_id
+    token_id = tokenizer.token_to_id(family.final_token or "")
+    if token_id is None:
+        raise ExportError(f"{family.name} ends every sequence with {family.final_token!r}, which the tokenizer lacks")
+    return token_id
 
-    In order: the export flag; an explicit `is_causal` in config.json; the gte-Qwen2
-    recipe, recognised by its `auto_map` pointing at the authors' `modeling_qwen`
-    code (their bidirectional Qwen2Model); else the family's default.
-    """
+
+def attention_of(checkpoint: Path, config: dict, family: Family, override: Attention | None) -> tuple[Attention, str]:
+    """Causal or bidirectional, and the signal that decided it: in order, the export flag; an explicit
+    `is_causal` in config.json; a recipe the family recognises in the checkpoint; the family's default."""
     if override is not None:
         return override, "--attention flag"
     if "is_causal" in config:
         return ("causal" if config["is_causal"] else "bidirectional"), "config.json is_causal"
-    auto_map = config.get("auto_map", {})
-    if config.get("model_type") == "qwen2" and any("modeling_qwen." in str(v) for v in auto_map.values()):
-        source = "present" if (checkpoint / "modeling_qwen.py").exists() else "named in auto_map only"
-        return "bidirectional", f"gte-Qwen2 recipe: auto_map → modeling_qwen ({source}; never executed)"
-    return spec.attention, f"{spec.family} default"
+    recognised = family.attention_signal(checkpoint, config) if family.attention_signal else None
+    return recognised or (family.attention, f"{family.name} default")
 
 
-def _prompt(checkpoint: Path, spec: FamilySpec) -> tuple[str, str]:
-    """The query template and default instruction; sentence-transformers' `query` prompt may refine the latter."""
-    if not spec.query_template:
-        return "", ""
-    instruction = spec.default_instruction
+def _prompts(checkpoint: Path, family: Family) -> Prompts:
+    """The family's prompts; the checkpoint's sentence-transformers `query` prompt, when it is the family's
+    template with another instruction, sets the default instruction."""
+    prompts = family.prompts
     st = checkpoint / "config_sentence_transformers.json"
-    if st.exists():
-        query = json.loads(st.read_text()).get("prompts", {}).get("query", "")
-        if query.startswith("Instruct: ") and query.endswith("\nQuery: "):
-            instruction = query.removeprefix("Instruct: ").removesuffix("\nQuery: ")
-    return spec.query_template, instruction
+    template = prompts.query_template
+    if not template or not st.exists() or not template.endswith("{text}") or "{instruction}" not in template:
+        return prompts
+    query = json.loads(st.read_text()).get("prompts", {}).get("query", "")
+    before, after = template.removesuffix("{text}").split("{instruction}", 1)
+    if query.startswith(before) and query.endswith(after) and len(query) > len(before) + len(after):
+        instruction = query[len(before) : len(query) - len(after)]
+        return Prompts(template, instruction, prompts.document_template)
+    return prompts
 
 
-def _image_spec(checkpoint: Path) -> ClipImageSpec:
-    """Resize / crop / normalisation from `preprocessor_config.json` (CLIPImageProcessor's fields)."""
-    path = checkpoint / "preprocessor_config.json"
-    if not path.exists():
-        raise ExportError(f"{checkpoint} has no preprocessor_config.json for its image tower")
-    cfg = json.loads(path.read_text())
-    size, crop = cfg.get("size", {}), cfg.get("crop_size", {})
-    edge = size.get("shortest_edge") if isinstance(size, dict) else size
-    crop_h, crop_w = (crop.get("height"), crop.get("width")) if isinstance(crop, dict) else (crop, crop)
-    if not (edge and crop_h and crop_w):
-        raise ExportError(f"unsupported image size settings in {path}: size={size}, crop_size={crop}")
-    if not (cfg.get("do_resize", True) and cfg.get("do_center_crop", True) and cfg.get("do_normalize", True)):
-        raise ExportError(f"{path} switches off resize, crop or normalisation, which the served path always applies")
-    return ClipImageSpec(
-        int(edge),
-        int(crop_h),
-        int(crop_w),
-        tuple(cfg["image_mean"]),
-        tuple(cfg["image_std"]),
-        int(cfg.get("resample", 3)),
-    )
+def _lookup(config: dict, path: str) -> Any:
+    """`config["a"]["b"]` for the path `a.b`; None where a key is missing."""
+    value: Any = config
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
-def _vision_spec(checkpoint: Path, config: dict, min_pixels: int | None, max_pixels: int | None) -> VisionSpec:
-    """GME's image bounds are the authors' (256·28² … 1280·28²) unless overridden; mean/std from the checkpoint."""
-    path = checkpoint / "preprocessor_config.json"
-    cfg = json.loads(path.read_text()) if path.exists() else {}
-    vision = config.get("vision_config", {})
-    return VisionSpec(
-        min_pixels=min_pixels or GME_MIN_PIXELS,
-        max_pixels=max_pixels or GME_MAX_PIXELS,
-        mean=tuple(cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
-        patch_size=int(vision.get("patch_size", 14)),
-        merge_size=int(vision.get("spatial_merge_size", 2)),
-        temporal_patch_size=int(vision.get("temporal_patch_size", 2)),
-    )
-
-
-def plan(
-    checkpoint: Path,
-    max_length: int | None = None,
-    attention: Attention | None = None,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
-) -> Plan:
-    """Inspect `checkpoint` (a Hugging Face or sentence-transformers folder)."""
+def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int | None = None) -> Plan:
+    """Inspect `checkpoint` (a Hugging Face or sentence-transformers folder) for `request` (its overrides)."""
     if not (checkpoint / "config.json").exists() and not (checkpoint / "modules.json").exists():
         raise ExportError(f"{checkpoint} is not a checkpoint folder (no config.json or modules.json)")
     modules = read_modules(checkpoint)
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
-    spec = spec_for(model_type)
-    text_config = config.get("text_config", config) if "image" in spec.towers else config
+    family = family_for(model_type)
+    text_config = config.get(family.text_config, config) if family.text_config else config
     tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)
-    if spec.append_eos:
-        if eos_id is None:
-            raise ExportError(f"{spec.family} needs an EOS token, and the tokenizer has none")
-        suffix = (eos_id,)  # the tokenizer's post-processor may or may not add it (e5 with transformers ≥ 5 does not)
-    length = _max_length(text_config, modules.max_seq_length, spec, max_length)
+    if family.final_token is not None:
+        # The tokenizer's post-processor may or may not add it (e5 with transformers ≥ 5 does not).
+        suffix = (_final_token(family, tokenizer, eos_id),)
+    length = _max_length(text_config, modules.max_seq_length, family, request.max_length if request else max_length)
     pad_id = text_config.get("pad_token_id")
     pad_id = pad_id if isinstance(pad_id, int) else (eos_id if eos_id is not None else 0)
     layout = TextLayout(prefix, suffix, length, int(pad_id), make_buckets(length))
     has_modules = modules.pooling is not None
-    mode, signal = attention_of(modules.transformer_dir, config, spec, attention)
-    template, instruction = _prompt(checkpoint, spec)
-    document_template = spec.document_template
+    mode, signal = attention_of(modules.transformer_dir, config, family, request.attention if request else None)
+    dimension = _lookup(config, family.dimension_key)
+    if dimension is None:
+        raise ExportError(f"config.json has no {family.dimension_key!r}, the embedding size of {family.name}")
+    image = family.image_tower
     return Plan(
         checkpoint=checkpoint,
         transformer_dir=modules.transformer_dir,
-        spec=spec,
+        family=family,
         model_type=model_type,
-        pooling=modules.pooling if has_modules else spec.default_pooling,
-        normalize=modules.normalize if has_modules else spec.default_normalize,
+        pooling=modules.pooling if has_modules else family.pooling,
+        normalize=modules.normalize if has_modules else family.normalize,
         attention=mode,
         attention_signal=signal,
-        dimension=int(config["projection_dim"] if spec.family == "clip" else text_config["hidden_size"]),
+        dimension=int(dimension),
         layout=layout,
         tokenizer=tokenizer,
-        query_template=template,
-        default_instruction=instruction,
-        document_template=document_template,
-        image=_image_spec(checkpoint) if spec.family == "clip" else None,
-        vision=_vision_spec(checkpoint, config, min_pixels, max_pixels) if spec.family == "gme" else None,
+        prompts=_prompts(checkpoint, family),
+        image=image.read(checkpoint, config, request) if image is not None else None,
         image_token_id=config.get("image_token_id"),
     )

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tritonclient.grpc import model_config_pb2 as mc
 
+from export.configs import Tensor
 from export.errors import ValidationError
 from export.pooling import PoolingMode, pool
+from export.towers.base import GraphSettings
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "EMBEDDING"
@@ -33,28 +36,9 @@ class EmbeddingGraph(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
-class ClipTextGraph(torch.nn.Module):
-    """CLIPModel text tower: EOS-position pooling, `text_projection`, L2 (as `get_text_features`, normalised)."""
-
-    def __init__(self, clip: torch.nn.Module) -> None:
-        super().__init__()
-        self.text_model, self.projection = clip.text_model, clip.text_projection
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
-
-
-class ClipImageGraph(torch.nn.Module):
-    """CLIPModel vision tower: CLS after `post_layernorm`, `visual_projection`, L2."""
-
-    def __init__(self, clip: torch.nn.Module) -> None:
-        super().__init__()
-        self.vision_model, self.projection = clip.vision_model, clip.visual_projection
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pooled = self.vision_model(pixel_values=pixel_values).pooler_output
-        return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
+def pooled(model: torch.nn.Module, settings: GraphSettings) -> EmbeddingGraph:
+    """The text graph of every family that pools the backbone's hidden states itself."""
+    return EmbeddingGraph(model, settings.pooling, settings.normalize)
 
 
 def export_onnx(
@@ -78,24 +62,6 @@ def export_onnx(
         external_data=external_data,
         verbose=False,
     )
-
-
-def text_samples(max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, object]]]:
-    """Sample ids/mask and their dynamic batch and sequence axes."""
-    sample = torch.ones((2, min(16, max_length)), dtype=torch.int64)
-    batch = torch.export.Dim("batch", max=4096)
-    seq = torch.export.Dim("seq", max=max_length)
-    return {"input_ids": sample, "attention_mask": sample.clone()}, {
-        "input_ids": {0: batch, 1: seq},
-        "attention_mask": {0: batch, 1: seq},
-    }
-
-
-def image_samples(height: int, width: int) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, object]]]:
-    """Sample pixels and their dynamic batch axis (the image size is fixed by the tower)."""
-    return {"pixel_values": torch.zeros((2, 3, height, width))}, {
-        "pixel_values": {0: torch.export.Dim("batch", max=4096)}
-    }
 
 
 @dataclass(frozen=True)
@@ -125,3 +91,25 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
 def torch_reference(graph: torch.nn.Module, *inputs: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return graph(*(torch.from_numpy(x) for x in inputs)).float().numpy()
+
+
+ONNX_TO_TRITON = {1: mc.TYPE_FP32, 7: mc.TYPE_INT64, 10: mc.TYPE_FP16, 16: mc.TYPE_BF16}
+
+
+def graph_io(onnx_path: Path) -> tuple[list[Tensor], list[Tensor]]:
+    """An exported graph's inputs and outputs (-1 for dynamic axes), read without loading external weights."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+
+    def tensors(values) -> list[Tensor]:
+        out = []
+        for v in values:
+            elem = v.type.tensor_type.elem_type
+            if elem not in ONNX_TO_TRITON:
+                raise ValidationError(f"{onnx_path}: {v.name} has ONNX element type {elem}, which is not served")
+            dims = tuple(d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim)
+            out.append(Tensor(v.name, ONNX_TO_TRITON[elem], dims))
+        return out
+
+    return tensors(graph.input), tensors(graph.output)

@@ -51,31 +51,6 @@ class Profile:
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-def image_shapes(profile: Profile, height: int, width: int) -> Shapes:
-    """The profile's batch range over fixed-size `pixel_values`."""
-    dims = lambda b: (b, 3, height, width)  # noqa: E731
-    return {"pixel_values": (dims(profile.min_batch), dims(profile.opt_batch), dims(profile.max_batch))}
-
-
-def gme_shapes(tower: str, profile: Profile, hidden: int, packed: int, largest_image: int) -> Shapes:
-    """GME's engines take what its hosts pack: rows with their image features, or the patches of several
-    images, `packed` a call (the host's limit), or one larger image alone (up to `largest_image`)."""
-    from runtime.onnx_encoder import Packing
-
-    if tower == "image":
-        lo, opt, hi = 4, packed, max(packed, largest_image)  # one 2×2 merge … a full call
-        return {
-            "pixel_values": ((lo, 1176), (opt, 1176), (hi, 1176)),
-            "position_ids": ((lo, 2), (opt, 2), (hi, 2)),
-            "segment_ids": ((lo,), (opt,), (hi,)),
-        }
-    if profile.max_batch < Packing.max_rows:
-        raise ExportError(
-            f"GME's host packs up to {Packing.max_rows} rows per call: the profile's max batch must allow it"
-        )
-    return {**profile.shapes(), "image_embeds": ((0, hidden), (256, hidden), (Packing.max_tokens, hidden))}
-
-
 # The TensorRT version of the serving image (`tritonserver:<NGC_RELEASE>-py3`), set by deploy/export.Dockerfile:
 # a plan only loads in the TensorRT that built it.
 SERVING_TENSORRT_ENV = "SERVING_TENSORRT_VERSION"

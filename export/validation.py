@@ -1,20 +1,14 @@
-"""Fixed validation inputs per tower, the runtime that checks an exported graph, and its tolerance."""
+"""Fixed validation inputs, the runtime that checks an exported graph, and its tolerance."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from export.checkpoint import Plan
 from export.errors import ExportError
-from export.graph import torch_reference
-from export.specs import Dtype
-from runtime.images import clip_pixels
-from runtime.qwen2vl import image_mark, patches, vision_positions
-from runtime.text import encode, frame_all, pad
+from export.families.base import Dtype, Tolerance
 
 # Fixed validation inputs: short and long, ASCII and not, so padding is exercised.
 VALIDATION_TEXTS = (
@@ -34,43 +28,6 @@ def validation_images() -> list[Image.Image]:
         rgb = np.stack([x, y, (x + y) / 2 % 256], axis=-1).astype(np.uint8)
         images.append(Image.fromarray(rgb, "RGB"))
     return images
-
-
-def _gme_vision_feeds(p: Plan) -> dict[str, np.ndarray]:
-    """The validation images packed as one call: patches, positions, and which image each patch belongs to."""
-    assert p.vision is not None
-    parts = [patches(img, p.vision) for img in validation_images()]
-    return {
-        "pixel_values": np.concatenate([x for x, _, _ in parts]),
-        "position_ids": np.concatenate([vision_positions(gh, gw, p.vision.merge_size) for _, gh, gw in parts]),
-        "segment_ids": np.concatenate([np.full(len(x), i, dtype=np.int64) for i, (x, _, _) in enumerate(parts)]),
-    }
-
-
-def validation_feeds(p: Plan, tower: str, graphs: dict[str, torch.nn.Module] | None = None) -> dict[str, np.ndarray]:
-    """Fixed inputs of each tower; GME's text tower also gets a prompt with a real image's features."""
-    if tower == "image" and p.vision is not None:
-        return _gme_vision_feeds(p)
-    if tower == "image":
-        assert p.image is not None
-        return {"pixel_values": np.stack([clip_pixels(img, p.image) for img in validation_images()])}
-    texts = list(VALIDATION_TEXTS)
-    if p.vision is None:
-        batch = pad(frame_all(encode(p.tokenizer, texts), p.layout, "END"), p.layout)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    assert graphs is not None, "GME's text validation needs the vision graph for its image row"
-    image, grid_h, grid_w = patches(validation_images()[0], p.vision)
-    pads = grid_h * grid_w // p.vision.merge_size**2
-    prompts = [p.document_template.format(instruction=p.default_instruction, text=t) for t in texts]
-    prompts.append(p.document_template.format(instruction=p.default_instruction, text=image_mark(pads) + texts[0]))
-    batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
-    single = {
-        "pixel_values": image,
-        "position_ids": vision_positions(grid_h, grid_w, p.vision.merge_size),
-        "segment_ids": np.zeros(len(image), dtype=np.int64),
-    }
-    features = torch_reference(graphs["image"], *single.values())
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
 
 
 def cuda_onnxruntime() -> bool:
@@ -101,5 +58,6 @@ def onnx_session(path: Path, dtype: Dtype):
 REDUCED_PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {"float16": (2e-2, 0.999), "bfloat16": (2e-2, 0.99)}
 
 
-def tolerance(p: Plan, dtype: Dtype) -> tuple[float, float]:
-    return (p.spec.atol, p.spec.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]
+def tolerance(family: Tolerance, dtype: Dtype) -> tuple[float, float]:
+    """(max |error|, min cosine) of an engine in `dtype`: the family's own in fp32."""
+    return (family.atol, family.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from runtime.contract import FixedImageParams
 from runtime.errors import InputError
 
 
@@ -24,6 +25,17 @@ class ClipImageSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resample: int = 3  # PIL bicubic
+
+    @classmethod
+    def of(cls, params: FixedImageParams) -> ClipImageSpec:
+        return cls(
+            params.shortest_edge,
+            params.crop_height,
+            params.crop_width,
+            params.image_mean,  # type: ignore[arg-type]
+            params.image_std,  # type: ignore[arg-type]
+            params.resample,
+        )
 
 
 def decode_image(data: bytes, max_pixels: int, index: int = 0) -> Image.Image:

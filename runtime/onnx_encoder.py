@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from runtime.contract import EncoderHostParams
+
 
 def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
     """A CPU session; 0 threads lets ONNX Runtime pick one per core.
@@ -43,9 +45,9 @@ class Session(Protocol):
 class Packing:
     """How rows of many requests are regrouped into engine calls."""
 
-    max_rows: int = 32
-    max_tokens: int = 16384  # rows × padded width of one call
-    max_padding: float = 0.25  # padded tokens allowed per real token of one call
+    max_rows: int = EncoderHostParams.max_rows
+    max_tokens: int = EncoderHostParams.max_tokens  # rows × padded width of one call
+    max_padding: float = EncoderHostParams.max_padding  # padded tokens allowed per real token of one call
 
 
 def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:

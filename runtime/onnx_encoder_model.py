@@ -15,21 +15,25 @@ import traceback
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.onnx_encoder import open_session, run_concatenated, run_packed, run_vision_packed
-from runtime.params import EncoderParams, model_config, version_dir
+from runtime.contract import EncoderHostParams, model_config, parameters, version_dir
+from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
-        self.params = EncoderParams.from_config(config, version_dir(args))
+        self.params = p = EncoderHostParams.from_parameters(parameters(config))
         self.inputs = [i["name"] for i in config["input"]]
-        if self.params.engine_model:
+        self.output = config["output"][0]["name"]
+        self.packing = Packing(p.max_rows, p.max_tokens, p.max_padding)
+        image = [i for i in config["input"] if i["name"] == "IMAGE_EMBEDS"]
+        self.image_hidden = int(image[0]["dims"][-1]) if image else None  # GME's LM: the width of image features
+        if p.engine_model:
             from runtime.triton_engine import TritonEngine
 
-            self.session = TritonEngine(self.params.engine_model, self.params.engine_inputs)
+            self.session = TritonEngine(p.engine_model, p.engine_dtypes())
         else:
-            self.session = open_session(str(self.params.onnx_path), self.params.intra_op_threads, spinning=False)
+            self.session = open_session(str(version_dir(args) / p.onnx_file), p.intra_op_threads, spinning=False)
 
     def execute(self, requests):
         feeds = []
@@ -38,21 +42,17 @@ class TritonPythonModel:
             feeds.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})  # optional inputs
         try:
             if self.params.batching == "vision_packed":
-                outputs = run_vision_packed(self.session, feeds, self.params.output_name, self.params.max_patches)
-            elif self.params.packing is None:
-                outputs = run_concatenated(self.session, feeds, self.params.output_name)
+                outputs = run_vision_packed(self.session, feeds, self.output, self.params.max_patches)
+            elif self.params.batching == "concatenate":
+                outputs = run_concatenated(self.session, feeds, self.output)
             else:
-                outputs = run_packed(
-                    self.session, feeds, self.params.output_name, self.params.packing, self.params.image_hidden
-                )
+                outputs = run_packed(self.session, feeds, self.output, self.packing, self.image_hidden)
         except Exception:  # an engine failure fails this batch's requests, not the model
             # The detail (paths, engine internals) goes to Triton's log, not to the clients.
-            pb_utils.Logger.log_error(f"{self.params.output_name} engine failed:\n{traceback.format_exc()}")
+            pb_utils.Logger.log_error(f"{self.output} engine failed:\n{traceback.format_exc()}")
             error = pb_utils.TritonError("the encoder failed on this batch; see the Triton log")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return [
-            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.params.output_name, o)]) for o in outputs
-        ]
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output, o)]) for o in outputs]
 
     def finalize(self) -> None:
         """Release the engine while the interpreter is whole: ONNX Runtime's thread pool then stops here,

@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from runtime.contract import TRUNCATE_MODES, TextParams, model_config, parameters, version_dir
 from runtime.errors import InputError
-from runtime.params import PreprocessParams, model_config, version_dir
-from runtime.text import TRUNCATE_MODES, apply_prompt, encode, fit_given, frame_all, load_tokenizer, pad, token_content
+from runtime.text import (
+    Prompt,
+    TextLayout,
+    apply_prompt,
+    encode,
+    fit_given,
+    frame_all,
+    load_tokenizer,
+    pad,
+    token_content,
+)
 
 
 def _strings(request, name: str) -> list[str] | None:
@@ -19,8 +29,9 @@ def _strings(request, name: str) -> list[str] | None:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.params = PreprocessParams.from_config(model_config(args), version_dir(args))
-        self.tokenizer = load_tokenizer(str(self.params.tokenizer_path))
+        self.params = TextParams.from_parameters(parameters(model_config(args)))
+        self.layout, self.prompt = TextLayout.of(self.params), Prompt.of(self.params)
+        self.tokenizer = load_tokenizer(str(version_dir(args) / self.params.tokenizer))
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def _token_ids(self, request) -> list[list[int]] | None:
@@ -36,9 +47,9 @@ class TritonPythonModel:
         instruction = _strings(request, "INSTRUCTION")
         return apply_prompt(
             _strings(request, "TEXT") or [],
-            input_type[0].lower() if input_type else "document",
-            instruction[0] if instruction else None,
-            self.params.prompt,
+            input_type[0] if input_type else None,
+            instruction[0] or None if instruction else None,
+            self.prompt,
         )
 
     def execute(self, requests):
@@ -66,10 +77,10 @@ class TritonPythonModel:
                 if ids is not None:
                     if mode not in TRUNCATE_MODES:
                         raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {mode!r}")
-                    framed = [fit_given(row, self.params.layout, mode, i) for i, row in enumerate(ids)]
+                    framed = [fit_given(row, self.layout, mode, i) for i, row in enumerate(ids)]
                 else:
-                    framed = frame_all(part, self.params.layout, mode)
-                batch = pad(framed, self.params.layout)
+                    framed = frame_all(part, self.layout, mode)
+                batch = pad(framed, self.layout)
             except InputError as exc:
                 responses.append(
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))

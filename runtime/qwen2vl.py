@@ -1,4 +1,4 @@
-"""Qwen2-VL image preprocessing and the GME prompt, as the authors' recipe and Hugging Face compute them.
+"""Qwen2-VL image preprocessing and image items, as the GME authors' recipe and Hugging Face compute them.
 
 An image goes through two resizes, as in the authors' `gme_inference.py`:
 1. `fetch_resize` is their `fetch_image` (copied there from qwen_vl_utils): to multiples of 28 within
@@ -18,14 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from runtime.contract import PatchImageParams
 from runtime.errors import InputError
 from runtime.images import decode_image
 from runtime.text import Prompt, TextLayout, apply_prompt, encode, frame
 
-GME_TEMPLATE = (
-    "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
-    "<|im_start|>assistant\n<|endoftext|>"
-)
 IMAGE_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
 # fetch_image's own bounds and aspect-ratio clamp (qwen_vl_utils' IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS, MAX_RATIO)
 FETCH_FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS, FETCH_MAX_RATIO = 28, 4 * 28 * 28, 16384 * 28 * 28, 200
@@ -40,6 +37,18 @@ class VisionSpec:
     patch_size: int = 14
     merge_size: int = 2
     temporal_patch_size: int = 2
+
+    @classmethod
+    def of(cls, params: PatchImageParams) -> VisionSpec:
+        return cls(
+            params.min_pixels,
+            params.max_pixels,
+            params.image_mean,  # type: ignore[arg-type]
+            params.image_std,  # type: ignore[arg-type]
+            params.patch_size,
+            params.merge_size,
+            params.temporal_patch_size,
+        )
 
     @property
     def factor(self) -> int:
@@ -122,12 +131,6 @@ def image_mark(pads: int) -> str:
     return IMAGE_MARK.replace("<|image_pad|>", "<|image_pad|>" * pads)
 
 
-def gme_prompt(text: str | None, image_tokens: int, instruction: str) -> str:
-    """The authors' prompt: image marker (expanded to `image_tokens` pads) directly followed by the text."""
-    mark = image_mark(image_tokens) if image_tokens else ""
-    return GME_TEMPLATE.format(instruction=instruction, input=f"{mark}{text or ''}")
-
-
 @dataclass(frozen=True)
 class GmeItem:
     """One image item ready for the vision tower and the LM."""
@@ -140,7 +143,7 @@ class GmeItem:
 def gme_item(
     data: bytes,
     text: str | None,
-    input_type: str,
+    input_type: str | None,
     instruction: str | None,
     tokenizer,
     layout: TextLayout,

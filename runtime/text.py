@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from runtime.contract import TRUNCATE_MODES, TextParams, input_type_of
 from runtime.errors import InputError
-
-Truncate = Literal["NONE", "START", "END"]
-TRUNCATE_MODES: tuple[str, ...] = ("NONE", "START", "END")
-INPUT_TYPES: tuple[str, ...] = ("query", "document")
 
 
 @dataclass(frozen=True)
@@ -30,13 +26,18 @@ class Prompt:
     default_instruction: str = ""
     document_template: str = ""  # GME wraps documents too, always with the default instruction
 
+    @classmethod
+    def of(cls, params: TextParams) -> Prompt:
+        return cls(params.query_template, params.default_instruction, params.document_template)
 
-def apply_prompt(texts: list[str], input_type: str, instruction: str | None, prompt: Prompt) -> list[str]:
-    """Wrap queries in the instruction template; leave documents (and template-less models) raw."""
-    if input_type not in INPUT_TYPES:
-        raise InputError(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
-    if instruction and input_type != "query":
-        raise InputError("instruction applies to queries only; set input_type to query")
+
+def apply_prompt(texts: list[str], input_type: str | None, instruction: str | None, prompt: Prompt) -> list[str]:
+    """Wrap queries in the instruction template (documents in theirs, if the model has one); no input type
+    means a document, or a query when an instruction comes with it."""
+    try:
+        input_type = input_type_of(input_type, instruction)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     template = prompt.query_template if input_type == "query" else prompt.document_template
     if not template:
         return texts
@@ -61,6 +62,10 @@ class TextLayout:
             raise ValueError(f"buckets must be increasing and unique, got {self.buckets}")
         if self.buckets[-1] != self.max_length:
             raise ValueError(f"the last bucket must equal max_length {self.max_length}, got {self.buckets}")
+
+    @classmethod
+    def of(cls, params: TextParams) -> TextLayout:
+        return cls(params.prefix_ids, params.suffix_ids, params.max_length, params.pad_id, params.buckets)
 
 
 def make_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:

@@ -52,6 +52,14 @@ def file_server(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] 
 
 
 @pytest.fixture(scope="session")
+def gme_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GME checkpoint (random weights), for tests that only plan or generate configs."""
+    from tests import tiny
+
+    return tiny.qwen2_vl(tmp_path_factory.mktemp("gme-checkpoint") / "gme-Qwen2-VL-2B-Instruct")
+
+
+@pytest.fixture(scope="session")
 def minilm_stack(minilm_repository, tmp_path_factory) -> Iterator[Stack]:
     with running_stack(minilm_repository[0], tmp_path_factory.mktemp("minilm-stack")) as stack:
         yield stack

@@ -13,8 +13,9 @@ from client.app import create_app
 from client.errors import APIError
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient, translate
+from runtime.contract import EnsembleCard
 
-MODEL = ServedModel("m", "org/m", ("alias",), 4, 16, ("text",), max_batch_size=3)
+MODEL = ServedModel("m", 3, EnsembleCard(4, 16, "org/m", ("alias",)))
 
 
 class FakeTriton(TritonClient):
@@ -30,7 +31,8 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def _infer(self, name, tensor, texts, options, positions, outputs=None):
+    async def _infer(self, name, rows, options, positions, outputs=None):
+        texts = next(iter(rows.values()))
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":
@@ -77,7 +79,7 @@ def test_item_cap_is_413(client) -> None:
 
 
 def test_model_name_optional_only_when_one_model_is_served() -> None:
-    other = ServedModel("n", "", (), 4, 16, ("text",), 3)
+    other = ServedModel("n", 3, EnsembleCard(4, 16))
     with TestClient(create_app(Settings(), triton=FakeTriton([MODEL, other]))) as c:
         r = c.post("/v1/embeddings", json={"input": "x"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "model"
@@ -94,7 +96,7 @@ def test_translate_maps_grpc_status(status: str, expected: int) -> None:
     assert isinstance(error, APIError) and error.status == expected
 
 
-VOCAB = ServedModel("v", "", (), 4, 16, ("text",), max_batch_size=3, vocab_size=100)
+VOCAB = ServedModel("v", 3, EnsembleCard(4, 16, vocab_size=100))
 
 
 @pytest.mark.parametrize(
@@ -158,7 +160,7 @@ class FailingTriton(FakeTriton):
         super().__init__(models)
         self.status, self.message = status, message
 
-    async def _infer(self, name, tensor, texts, options, positions):
+    async def _infer(self, name, rows, options, positions):
         raise translate(InferenceServerException(self.message, self.status), positions)
 
 

@@ -56,9 +56,9 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 and a tiny CLIP exported on the host for the `local` target, into a fresh folder."""
-    from export import tiny
     from export.build import ExportRequest, Progress, export
     from launcher import default_model
+    from tests import tiny
 
     repo = tmp_path_factory.mktemp("compose-repo")
     export(ExportRequest(default_model.checkpoint(), repo, "all-MiniLM-L6-v2", hf_id=default_model.HF_ID), Progress())

@@ -7,12 +7,26 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export import build
 from export import repository as repo
-from runtime.params import EncoderParams, PreprocessParams
-from runtime.text import TextLayout, make_buckets
+from export.build import ExportRequest
+from export.serving import TARGETS, Serving
+from launcher import default_model
+from runtime.contract import EncoderHostParams, EnsembleCard, TextParams, parameters
+from runtime.text import TextLayout
 
-LAYOUT = TextLayout((101,), (102,), 256, 0, make_buckets(256))
-CARD = repo.ModelCard(name="m", dimension=384, max_tokens=256, hf_id="org/m", aliases=("mm",))
+
+def configs(target: str, gpu: bool = False, **fields) -> dict[str, mc.ModelConfig]:
+    """The configs an export of the default model writes, by model name (no weights work)."""
+    request = ExportRequest(default_model.checkpoint(), Path("unused"), "m", target=target, gpu=gpu, **fields)
+    return {m.config.name: m.config for m in build.triton_models(request, request.plan())}
+
+
+def as_triton_passes_it(config: mc.ModelConfig) -> dict:
+    """A config as JSON, the form Triton hands a Python model's `initialize` and the adapter's listing."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
 def check_ensemble(ensemble: mc.ModelConfig, steps: dict[str, mc.ModelConfig]) -> None:
@@ -35,19 +49,15 @@ def check_ensemble(ensemble: mc.ModelConfig, steps: dict[str, mc.ModelConfig]) -
         assert out.name in available, f"ensemble output {out.name} is produced by no step"
 
 
-@pytest.mark.parametrize("target", repo.TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
-    serving = repo.Serving()
-    configs = {
-        "m": repo.ensemble_config(CARD, serving),
-        "m_preprocess": repo.preprocess_config("m", LAYOUT, serving),
-        "m_encoder": repo.encoder_config("m", 384, target, serving, gpu=target != "local"),
-    }
+    serving = Serving()
     parsed = {}
-    for name, config in configs.items():
+    for name, config in configs(target, gpu=target != "local").items():
         path = repo.write_config(tmp_path / name, config)
         parsed[name] = repo.parse_config(path)
         assert parsed[name].name == name
+    assert set(parsed) == {"m", "m_preprocess", "m_encoder"}
     check_ensemble(parsed["m"], parsed)
     encoder = parsed["m_encoder"]
     expected = {
@@ -61,20 +71,20 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
     assert delay == serving.preprocess_queue_delay_us
 
 
-def test_runtime_reads_back_what_export_writes(tmp_path: Path) -> None:
+def test_runtime_reads_back_what_export_writes() -> None:
     """The Python models parse the parameters the export generated (JSON as Triton passes it)."""
-    from google.protobuf import json_format
-
-    pre = json_format.MessageToDict(
-        repo.preprocess_config("m", LAYOUT, repo.Serving()), preserving_proto_field_name=True
-    )
-    params = PreprocessParams.from_config(pre, tmp_path)
-    assert params.layout == LAYOUT and params.default_truncate == "END"
-    assert params.tokenizer_path == tmp_path / "tokenizer.json"
-    enc = json_format.MessageToDict(
-        repo.encoder_config("m", 384, "local", repo.Serving(), False), preserving_proto_field_name=True
-    )
-    assert EncoderParams.from_config(enc, tmp_path).output_name == "EMBEDDING"
+    written = configs("local")
+    request = ExportRequest(default_model.checkpoint(), Path("unused"), "m")
+    plan = request.plan()
+    text = TextParams.from_parameters(parameters(as_triton_passes_it(written["m_preprocess"])))
+    assert TextLayout.of(text) == plan.layout and text.default_truncate == "END"
+    assert text.tokenizer == "tokenizer.json" and text == plan.text_params(request)
+    encoder = as_triton_passes_it(written["m_encoder"])
+    host = EncoderHostParams.from_parameters(parameters(encoder))
+    assert encoder["output"][0]["name"] == "EMBEDDING" and host.onnx_file == "model.onnx"
+    assert (host.max_rows, host.max_tokens, host.max_padding) == (32, 16384, 0.25)  # written, no longer implied
+    card = EnsembleCard.from_parameters(parameters(as_triton_passes_it(written["m"])))
+    assert card == plan.card(request) and card.vocab_size == 30522
 
 
 def test_exported_repository_configs_parse(minilm_repository) -> None:

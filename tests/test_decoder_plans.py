@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from export import tiny
+from export.build import ExportRequest
 from export.checkpoint import attention_of, plan
-from export.specs import MISTRAL_EMBEDDER, QWEN2_EMBEDDER
+from export.families import family_for
+from tests import tiny
+
+MISTRAL_EMBEDDER, QWEN2_EMBEDDER = family_for("mistral"), family_for("qwen2")
 
 
 def test_default_lengths_and_dtypes(tmp_path) -> None:
@@ -16,7 +20,7 @@ def test_default_lengths_and_dtypes(tmp_path) -> None:
     gte = plan(tiny.qwen2(tmp_path / "gte", positions=131072))
     assert (e5.layout.max_length, gte.layout.max_length) == (4096, 8192)
     assert (MISTRAL_EMBEDDER.gpu_dtype, QWEN2_EMBEDDER.gpu_dtype) == ("float16", "bfloat16")
-    assert e5.query_template == "Instruct: {instruction}\nQuery: {text}"
+    assert e5.prompts.query_template == "Instruct: {instruction}\nQuery: {text}"
     assert plan(tiny.mistral(tmp_path / "short", positions=512)).layout.max_length == 512  # clamped to positions
 
 
@@ -25,7 +29,7 @@ def test_attention_signals(tmp_path) -> None:
     plain = tiny.qwen2(tmp_path / "plain", gte=False)
     assert plan(gte).attention == "bidirectional" and "auto_map" in plan(gte).attention_signal
     assert plan(plain).attention == "causal"  # a plain Qwen2 embedder stays causal
-    assert plan(gte, attention="causal").attention == "causal"  # the flag wins
+    assert ExportRequest(gte, Path("r"), "g", attention="causal").plan().attention == "causal"  # the flag wins
     cfg = json.loads((gte / "config.json").read_text())
     assert attention_of(gte, {**cfg, "is_causal": True}, QWEN2_EMBEDDER, None) == ("causal", "config.json is_causal")
     assert plan(tiny.mistral(tmp_path / "e5")).attention == "causal"

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from export import tiny
 from export.build import ExportRequest, Progress, export
+from tests import tiny
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["a photo of a cat", "a dog", "Ünïcödé 中文 🚀 " * 4, "x"]

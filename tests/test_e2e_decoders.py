@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from export import tiny
 from export.build import ExportRequest, Progress, export
 from export.checkpoint import plan
 from runtime.text import encode, frame_all
+from tests import tiny
 
 pytestmark = pytest.mark.e2e
 MAX_LEN = 128

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from export import tiny
 from export.build import ExportRequest, Progress, export
+from tests import tiny
 
 pytestmark = pytest.mark.e2e
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 16 * 28 * 28  # small bounds keep the tiny model fast; the default is 256…1280·28²

@@ -137,6 +137,7 @@ def test_models_and_health(minilm_stack) -> None:
             "aliases": ["minilm"],
             "dimension": 384,
             "matryoshka_dimensions": [],
+            "matryoshka_min_dimension": None,
             "max_tokens": 256,
             "modalities": ["text"],
             "query_template": False,

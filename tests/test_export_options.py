@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
 
 from export import build
 from export import repository as repo
@@ -14,6 +15,7 @@ from export.__main__ import parse_args, serving_from_args
 from export.backend_rules import violations
 from export.build import ExportRequest, Progress, export
 from export.errors import ExportError
+from export.serving import Serving
 from export.tensorrt import Profile
 from launcher import default_model
 
@@ -39,7 +41,7 @@ def test_the_profile_sequence_range_defaults_to_the_token_limit(plan) -> None:
 
 
 def test_a_small_batch_size_gets_a_profile_that_fits(plan) -> None:
-    small = request(target="tensorrt", serving=repo.Serving(max_batch_size=4))
+    small = request(target="tensorrt", serving=Serving(max_batch_size=4))
     assert small.tensorrt_profile(plan) == Profile(1, 4, 4, 1, 256, 256)
     small.check(plan)
 
@@ -85,19 +87,19 @@ def test_a_missing_tensorrt_fails_before_the_export_starts(monkeypatch, tmp_path
 @pytest.mark.parametrize("family", ["minilm", "clip"])
 def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_path) -> None:
     """The configs an export writes, for every target: TensorRT gets GPU instances even without --gpu."""
-    from export import tiny
+    from tests import tiny
 
     checkpoint = default_model.checkpoint() if family == "minilm" else tiny.clip(tmp_path / "clip")
     req = ExportRequest(checkpoint, tmp_path / "repo", family, target=target, gpu=gpu)
     p = req.plan()
-    models = build._write_models(req, p)  # raises on any violation
+    models = build.write_models(req, p)  # raises on any violation
     configs = [repo.parse_config(m / "config.pbtxt") for m in models]
     engines = [c for c in configs if c.name.endswith(("_encoder", "_vision"))]
     assert len(engines) == (1 if family == "minilm" else 2)
     for config in engines:
         kinds = {g.kind for g in config.instance_group}
         on_gpu = target == "tensorrt" or gpu
-        assert kinds == {repo.mc.ModelInstanceGroup.KIND_GPU if on_gpu else repo.mc.ModelInstanceGroup.KIND_CPU}
+        assert kinds == {mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU}
         if target == "tensorrt":
             assert config.platform == "tensorrt_plan"
             assert config.max_batch_size == req.tensorrt_profile(p).max_batch  # within the plan's profile
@@ -106,13 +108,14 @@ def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_
 
 
 def test_the_rules_catch_what_triton_would_refuse() -> None:
-    config = repo.encoder_config("m", 384, "tensorrt", repo.Serving(max_batch_size=64), gpu=True)
+    req = request(target="tensorrt", gpu=True, serving=Serving(max_batch_size=64))
+    config = next(m.config for m in build.triton_models(req, req.plan()) if m.config.name == "m_encoder")
     assert violations(config, profile_max_batch=64) == []
     assert violations(config, profile_max_batch=32) == [
         "m_encoder: max_batch_size 64 exceeds the engine's profile max batch 32"
     ]
-    config.instance_group[0].kind = repo.mc.ModelInstanceGroup.KIND_CPU
-    config.input[0].data_type = repo.mc.TYPE_STRING
+    config.instance_group[0].kind = mc.ModelInstanceGroup.KIND_CPU
+    config.input[0].data_type = mc.TYPE_STRING
     found = violations(config, 64)
     assert any("need GPU instances" in v for v in found) and any("no mapping for input_ids" in v for v in found)
 
@@ -135,19 +138,19 @@ def test_tiny_checkpoints_have_a_command_line(family, tmp_path) -> None:
 
     folder = tmp_path / family
     run = subprocess.run(
-        [sys.executable, "-m", "export.tiny", family, str(folder)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tests.tiny", family, str(folder)], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr
     assert f"make serve MODEL={folder} NAME={family}" in run.stdout
     assert ExportRequest(folder, tmp_path / "repo", family).plan().layout.max_length > 0
-    assert subprocess.run([sys.executable, "-m", "export.tiny"], capture_output=True, timeout=60).returncode == 2
+    assert subprocess.run([sys.executable, "-m", "tests.tiny"], capture_output=True, timeout=60).returncode == 2
 
 
 def test_the_export_prints_only_its_own_lines(tmp_path) -> None:
     """It printed torchvision, FutureWarning and UserWarning lines, and wrapped paths at 80 columns in a pipe."""
     import subprocess
 
-    from export import tiny
+    from tests import tiny
 
     checkpoint = tiny.clip(tmp_path / ("a-folder-name-long-enough-that-an-80-column-console-would-wrap-it" * 2))
     repository = tmp_path / "repository"

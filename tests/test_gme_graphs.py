@@ -7,10 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from export import tiny
-from export.gme import LanguageGraph, VisionGraph
+from export.families.gme import FAMILY as GME
+from export.families.gme import LanguageGraph, VisionGraph
+from export.towers.base import GraphSettings
 from runtime.errors import InputError
-from runtime.qwen2vl import VisionSpec, gme_prompt, patches, smart_resize, vision_positions
+from runtime.qwen2vl import VisionSpec, image_mark, patches, smart_resize, vision_positions
+from runtime.text import Prompt, apply_prompt
+from tests import tiny
 
 SPEC = VisionSpec(4 * 28 * 28, 16 * 28 * 28, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 SIZES = [(100, 150), (30, 400), (500, 90), (56, 56), (1, 1)]
@@ -57,17 +60,25 @@ def test_vision_graph_equals_the_stock_tower_on_packed_images(model) -> None:
     with torch.no_grad():
         stock = m.model.get_image_features(pixels, grid, return_dict=True).pooler_output
         stock = torch.cat(list(stock)) if isinstance(stock, list | tuple) else stock
-        ours = VisionGraph(m.model.visual)(pixels, positions, segments)
+        ours = VisionGraph(m.model)(pixels, positions, segments)
     torch.testing.assert_close(ours, stock, rtol=0, atol=1e-6)
 
 
 def test_language_graph_equals_the_authors_forward(model) -> None:
     m, tok = model
     pixels, gh, gw = patches(image(0, (100, 150)), SPEC)
+    prompt = Prompt(GME.prompts.query_template, GME.prompts.default_instruction, GME.prompts.document_template)
+    # The prompts production builds: a text document, and an image item (marker, then text) as a query.
     texts = [
-        gme_prompt("hello world", 0, "You are a helpful assistant."),
-        gme_prompt("a cat", gh * gw // 4, "Find an image that matches the given text."),
+        *apply_prompt(["hello world"], "document", None, prompt),
+        *apply_prompt(
+            [image_mark(gh * gw // 4) + "a cat"], "query", "Find an image that matches the given text.", prompt
+        ),
     ]
+    assert texts[0] == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhello world<|im_end|>\n"
+        "<|im_start|>assistant\n<|endoftext|>"
+    )
     enc = tok(texts, padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.no_grad():
@@ -80,5 +91,5 @@ def test_language_graph_equals_the_authors_forward(model) -> None:
         embeds = embeds.masked_scatter((ids == m.config.image_token_id).unsqueeze(-1).expand_as(embeds), feats)
         hidden = m.model(input_ids=None, inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         reference = torch.nn.functional.normalize(hidden[torch.arange(2), mask.sum(1) - 1], dim=-1)
-        ours = LanguageGraph(m.model, m.config.image_token_id)(ids, mask, feats)
+        ours = LanguageGraph(m.model, GraphSettings("lasttoken", True, m.config.image_token_id))(ids, mask, feats)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
 
-from export import repository as repo
+from export import build
+from export.build import ExportRequest
+from export.configs import numpy_dtype
 from export.errors import ExportError
+from export.families.gme import FAMILY as GME
+from export.serving import Serving
 from export.tensorrt import Profile, build_engine
+from launcher import default_model
+from runtime.contract import EncoderHostParams, parameters
+from runtime.images import ClipImageSpec
+from runtime.qwen2vl import VisionSpec
+
+LANGUAGE, VISION = GME.towers
+
+
+def request(**fields) -> ExportRequest:
+    return ExportRequest(default_model.checkpoint(), Path("r"), "m", **fields)
+
+
+def gme_plan(max_pixels: int = 1280 * 28 * 28) -> SimpleNamespace:
+    """What the GME towers read of a plan, at the real model's width."""
+    image = VisionSpec(256 * 28 * 28, max_pixels, (0.5,) * 3, (0.5,) * 3)
+    return SimpleNamespace(image=image, dimension=1536, family=GME, layout=SimpleNamespace(max_length=4096))
+
+
+def encoder(req: ExportRequest) -> mc.ModelConfig:
+    return next(m.config for m in build.triton_models(req, req.plan()) if m.config.name == "m_encoder")
 
 
 def test_profile_parse_and_shapes() -> None:
@@ -20,9 +46,11 @@ def test_profile_parse_and_shapes() -> None:
 
 
 def test_image_profile_keeps_the_tower_size() -> None:
-    from export.tensorrt import image_shapes
+    from export.families.clip import ClipImageGraph
+    from export.towers.fixed_image import FixedImageTower
 
-    assert image_shapes(Profile(1, 8, 32), 336, 336) == {
+    plan = SimpleNamespace(image=ClipImageSpec(336, 336, 336, (0.5,) * 3, (0.5,) * 3))
+    assert FixedImageTower(ClipImageGraph).tensorrt_shapes(plan, Profile(1, 8, 32), request()) == {
         "pixel_values": ((1, 3, 336, 336), (8, 3, 336, 336), (32, 3, 336, 336))
     }
 
@@ -34,16 +62,14 @@ def test_profile_rejects_disordered_bounds(text: str) -> None:
 
 
 def test_tensorrt_config_batch_stays_within_the_default_profile() -> None:
-    from export.build import ExportRequest
-    from launcher import default_model
-
-    serving = repo.Serving(max_batch_size=32, encoder_max_batch_size=512)
-    config = repo.encoder_config("m", 4096, "tensorrt", serving, gpu=False)  # no --gpu: TensorRT is GPU all the same
-    request = ExportRequest(default_model.checkpoint(), Path("r"), "m", target="tensorrt", serving=serving)
-    assert config.max_batch_size == request.tensorrt_profile(request.plan()).max_batch == 32  # the plan's profile
+    serving = Serving(max_batch_size=32, encoder_max_batch_size=512)
+    trt = ExportRequest(default_model.checkpoint(), Path("r"), "m", target="tensorrt", serving=serving)  # no --gpu
+    config = encoder(trt)  # TensorRT is GPU all the same
+    assert config.max_batch_size == trt.tensorrt_profile(trt.plan()).max_batch == 32  # the plan's profile
     assert config.platform == "tensorrt_plan" and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
     assert not any(t.allow_ragged_batch for t in config.input)
-    assert repo.encoder_config("m", 4096, "local", serving, gpu=False).max_batch_size == 512
+    local = ExportRequest(default_model.checkpoint(), Path("r"), "m", serving=serving)
+    assert encoder(local).max_batch_size == 512
 
 
 def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
@@ -53,48 +79,60 @@ def test_build_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 
 def test_gme_profiles_cover_what_the_hosts_pack() -> None:
-    from export.tensorrt import gme_shapes
     from runtime.onnx_encoder import VISION_PATCHES_PER_CALL, Packing
 
     packed = VISION_PATCHES_PER_CALL["gpu"]
-    vision = gme_shapes("image", Profile(), 1536, packed, largest_image=1280 * 28 * 28 // 14**2)
+    trt = request(target="tensorrt")
+    vision = VISION.tensorrt_shapes(gme_plan(max_pixels=1280 * 28 * 28), Profile(), trt)
     assert vision["pixel_values"][1:] == ((packed, 1176), (5120, 1176))  # the authors' largest image runs alone
     assert vision["segment_ids"][0] == (4,)  # one image of 2×2 patches
-    assert gme_shapes("image", Profile(), 1536, packed, largest_image=1024)["position_ids"][2] == (packed, 2)
-    text = gme_shapes("text", Profile(max_batch=64, max_seq=4096), 1536, packed, 5120)
+    assert VISION.tensorrt_shapes(gme_plan(max_pixels=1024 * 14**2), Profile(), trt)["position_ids"][2] == (packed, 2)
+    text = LANGUAGE.tensorrt_shapes(gme_plan(), Profile(max_batch=64, max_seq=4096), trt)
     assert text["input_ids"][2] == (64, 4096)
     assert text["image_embeds"] == ((0, 1536), (256, 1536), (Packing.max_tokens, 1536))  # text-only calls: 0 rows
-    with pytest.raises(ExportError, match="max batch"):
-        gme_shapes("text", Profile(max_batch=8), 1536, packed, 5120)
+    assert LANGUAGE.problems(gme_plan(), request(target="tensorrt", profile="1,8,64")) == []
+    (problem,) = LANGUAGE.problems(gme_plan(), request(target="tensorrt", profile="1,4,8"))
+    assert "max batch" in problem
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
-def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
-    from runtime.params import EncoderParams
-
-    io = (
-        [
-            repo.GraphTensor("pixel_values", repo.mc.TYPE_FP32, (-1, 1176)),
-            repo.GraphTensor("x", repo.mc.TYPE_FP16, (-1,)),
-        ],
-        [repo.GraphTensor("IMAGE_EMBEDS", repo.mc.TYPE_FP32, (-1, 1536))],
-    )
-    engine = repo.gme_engine_config("g_vision_engine", io, target, gpu=True)
+def test_gme_engines_sit_behind_python_hosts(target: str, gme_checkpoint: Path) -> None:
+    req = ExportRequest(gme_checkpoint, Path("r"), "g", target=target, gpu=True)
+    models = {m.config.name: m for m in build.triton_models(req, req.plan())}
+    engine = models["g_vision_engine"].config
+    assert models["g_vision_engine"].shell == "" and models["g_vision"].shell == "onnx_encoder_model"
     assert engine.max_batch_size == 0 and not engine.HasField("dynamic_batching")
-    assert engine.instance_group[0].kind == repo.mc.ModelInstanceGroup.KIND_GPU
+    assert engine.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert (engine.backend, engine.platform) == (
         ("onnxruntime", "") if target == "onnxruntime" else ("", "tensorrt_plan")
     )
-    serving = repo.Serving()
-    host = repo.gme_host(repo.gme_vision_config("g", 1536, "local", serving, False, max_patches=4096), engine)
+    host = models["g_vision"].config
     assert host.backend == "python" and "onnx_file" not in host.parameters
-    assert host.dynamic_batching.max_queue_delay_microseconds == serving.queue_delay_us
+    assert host.dynamic_batching.max_queue_delay_microseconds == Serving().queue_delay_us
     from google.protobuf import json_format
 
-    params = EncoderParams.from_config(json_format.MessageToDict(host, preserving_proto_field_name=True), Path("1"))
+    params = EncoderHostParams.from_parameters(
+        parameters(json_format.MessageToDict(host, preserving_proto_field_name=True))
+    )
     assert params.engine_model == "g_vision_engine"
-    assert params.engine_inputs == {"pixel_values": "float32", "x": "float16"}
+    assert params.engine_dtypes() == {"pixel_values": "float32", "position_ids": "int64", "segment_ids": "int64"}
     assert params.max_patches == 4096
+    text_host = EncoderHostParams.from_parameters(
+        parameters(json_format.MessageToDict(models["g_encoder"].config, preserving_proto_field_name=True))
+    )
+    assert text_host.engine_dtypes() == {"input_ids": "int64", "attention_mask": "int64", "image_embeds": "float32"}
+
+
+def test_engine_input_types_map_to_numpy_or_fail() -> None:
+    """An fp16 or bf16 engine input is fed as such; an unmapped type is an error, never a silent float32."""
+    assert [numpy_dtype(t) for t in (mc.TYPE_FP32, mc.TYPE_FP16, mc.TYPE_BF16, mc.TYPE_INT64)] == [
+        "float32",
+        "float16",
+        "bfloat16",
+        "int64",
+    ]
+    with pytest.raises(ValueError, match="TYPE_UINT8"):
+        numpy_dtype(mc.TYPE_UINT8)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +140,4 @@ def test_gme_engines_sit_behind_python_hosts(target: str) -> None:
     [("local", False, 1024), ("onnxruntime", False, 1024), ("onnxruntime", True, 4096), ("tensorrt", False, 4096)],
 )
 def test_gme_vision_packing_follows_where_the_engine_runs(target: str, gpu: bool, packed: int) -> None:
-    from export.build import ExportRequest
-
-    assert ExportRequest(Path("c"), Path("r"), "g", target=target, gpu=gpu).vision_patches_per_call == packed
+    assert VISION.patches_per_call(ExportRequest(Path("c"), Path("r"), "g", target=target, gpu=gpu)) == packed

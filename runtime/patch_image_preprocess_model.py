@@ -1,14 +1,14 @@
-"""Triton Python model: one GME image item (+ optional text) → prompt ids, patches, positions."""
+"""Triton Python model: one image item (+ optional text) → prompt ids with its image pads, patches, positions."""
 
 from __future__ import annotations
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from runtime.contract import PatchImageParams, TextParams, model_config, parameters, version_dir
 from runtime.errors import InputError
-from runtime.params import GmeImageParams, model_config, version_dir
-from runtime.qwen2vl import gme_item
-from runtime.text import load_tokenizer, pad
+from runtime.qwen2vl import VisionSpec, gme_item
+from runtime.text import Prompt, TextLayout, load_tokenizer, pad
 
 
 def _first(request, name: str) -> str | None:
@@ -21,26 +21,28 @@ def _first(request, name: str) -> str | None:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.params = GmeImageParams.from_config(model_config(args), version_dir(args))
-        self.tokenizer = load_tokenizer(str(self.params.text.tokenizer_path))
+        params = parameters(model_config(args))
+        text, self.image = TextParams.from_parameters(params), PatchImageParams.from_parameters(params)
+        self.layout, self.prompt, self.vision = TextLayout.of(text), Prompt.of(text), VisionSpec.of(self.image)
+        self.tokenizer = load_tokenizer(str(version_dir(args) / text.tokenizer))
 
     def _outputs(self, request) -> list:
         blobs = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
         if len(blobs) != 1:
-            raise InputError(f"GME takes one image item per request, got {len(blobs)}")
+            raise InputError(f"the preprocessor takes one image item per request, got {len(blobs)}")
         instruction = _first(request, "INSTRUCTION")
         item = gme_item(
             bytes(blobs[0]),
             _first(request, "TEXT"),
-            (_first(request, "INPUT_TYPE") or "document").lower(),
-            instruction,
+            _first(request, "INPUT_TYPE"),
+            instruction or None,
             self.tokenizer,
-            self.params.text.layout,
-            self.params.text.prompt,
-            self.params.vision,
-            self.params.max_decoded_pixels,
+            self.layout,
+            self.prompt,
+            self.vision,
+            self.image.max_decoded_pixels,
         )
-        batch = pad([item.ids], self.params.text.layout)
+        batch = pad([item.ids], self.layout)
         return [
             pb_utils.Tensor("input_ids", batch.input_ids),
             pb_utils.Tensor("attention_mask", batch.attention_mask),

@@ -5,22 +5,23 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from runtime.contract import FixedImageParams, model_config, parameters
 from runtime.errors import InputError
-from runtime.images import clip_pixels, decode_image
-from runtime.params import ImageParams, model_config, version_dir
+from runtime.images import ClipImageSpec, clip_pixels, decode_image
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.params = ImageParams.from_config(model_config(args), version_dir(args))
+        self.params = FixedImageParams.from_parameters(parameters(model_config(args)))
+        self.spec = ClipImageSpec.of(self.params)
 
     def _pixels(self, request) -> np.ndarray:
         tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
         blobs = tensor.as_numpy().reshape(-1) if tensor is not None else []
         if len(blobs) == 0:
             raise InputError("the request holds no image")
-        images = [decode_image(bytes(b), self.params.max_pixels, i) for i, b in enumerate(blobs)]
-        return np.stack([clip_pixels(image, self.params.spec) for image in images])
+        images = [decode_image(bytes(b), self.params.max_decoded_pixels, i) for i, b in enumerate(blobs)]
+        return np.stack([clip_pixels(image, self.spec) for image in images])
 
     def execute(self, requests):
         responses = []

@@ -1,0 +1,97 @@
+"""What every tower provides to the generic export: its graph, inputs, shapes and Triton models."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from export.configs import Tensor
+
+if TYPE_CHECKING:
+    import torch
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from export.build import ExportRequest
+    from export.checkpoint import Plan
+    from export.pooling import PoolingMode
+    from export.tensorrt import Profile, Shapes
+
+Samples = tuple[dict[str, "torch.Tensor"], dict[str, dict[int, object]]]
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """What a tower's graph is built with besides the weights (from a plan, or a benchmark's defaults)."""
+
+    pooling: PoolingMode
+    normalize: bool
+    image_token_id: int | None = None
+
+
+GraphBuilder = Callable[[Any, GraphSettings], "torch.nn.Module"]  # (transformers model, settings) → graph
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """One model a tower adds to the repository, and what its version folder holds besides the config."""
+
+    config: mc.ModelConfig
+    shell: str = ""  # the runtime/ module whose TritonPythonModel a Python model runs ("": a native engine)
+    tokenizer: bool = False  # tokenizer.json beside it
+
+
+class Tower(ABC):
+    """A family's text or image tower: one exported graph and the Triton models that serve it."""
+
+    name: ClassVar[str]  # "text" or "image"
+    role: ClassVar[str]  # the engine model's role: `<model>_encoder`, `<model>_vision`
+    output: ClassVar[str]  # the graph's output
+    hosted: ClassVar[bool]  # on a native target, the engine sits behind a Python host that packs ragged batches
+
+    def __init__(self, graph: GraphBuilder) -> None:
+        self.graph = graph
+
+    def read(self, checkpoint: Path, config: dict, request: ExportRequest | None) -> Any:
+        """What the tower needs from the checkpoint's files (image settings); None for text."""
+        return None
+
+    @abstractmethod
+    def samples(self, p: Plan) -> Samples:
+        """Sample inputs to trace the graph with, and their dynamic axes."""
+
+    @abstractmethod
+    def feeds(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
+        """The fixed validation inputs of the exported graph."""
+
+    @abstractmethod
+    def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
+        """The exported graph's inputs and outputs, batch axis included (the export checks the ONNX file)."""
+
+    @abstractmethod
+    def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
+        """The optimisation profile of its TensorRT plan."""
+
+    @abstractmethod
+    def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
+        """The Triton models this tower adds (engine, preprocessor, ensemble)."""
+
+    def problems(self, p: Plan, request: ExportRequest) -> list[str]:
+        """What makes `request` impossible for this tower, found before any long work."""
+        return []
+
+    def engine_model(self, request: ExportRequest) -> str:
+        """`<name>_encoder` / `<name>_vision`: the model its ensemble calls (a host, or the engine itself)."""
+        return f"{request.name}_{self.role}"
+
+    def behind_host(self, request: ExportRequest) -> bool:
+        return self.hosted and request.target != "local"
+
+    def engine_dir(self, request: ExportRequest) -> Path:
+        """Where the exported engine lives: `<name>_<role>/1`, or `…_engine/1` behind a host."""
+        model = self.engine_model(request)
+        return request.repository / (f"{model}_engine" if self.behind_host(request) else model) / "1"

@@ -1,0 +1,47 @@
+"""The engine model(s) of a tower on each target: a Python host with ONNX Runtime in-process (`local`),
+Triton's own backend (`onnxruntime`, `tensorrt`), or a Python host packing ragged batches for a native
+engine it calls through BLS."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from export.configs import Tensor, native_engine, numpy_dtype, on_gpu, python_model, unbatched_engine
+from export.towers.base import Tower, TritonModel
+from runtime.contract import Batching, EncoderHostParams
+
+if TYPE_CHECKING:
+    from export.build import ExportRequest
+    from export.checkpoint import Plan
+
+HOST_SHELL = "onnx_encoder_model"
+
+
+def engine_models(
+    tower: Tower,
+    p: Plan,
+    request: ExportRequest,
+    inputs: list[Tensor],
+    outputs: list[Tensor],
+    batching: Batching,
+    max_batch: int | None = None,
+    max_patches: int = 0,
+) -> list[TritonModel]:
+    """`inputs` / `outputs` per request (no batch axis). A Python host takes ragged batches unless it
+    concatenates fixed shapes, with up to `max_batch` rows per execute (default: the serving max batch)."""
+    name, serving = tower.engine_model(request), request.serving
+    ragged = batching != "concatenate"
+    threads = serving.intra_op_threads
+    if request.target == "local":
+        host = EncoderHostParams(batching, "model.onnx", threads, max_patches=max_patches)
+        config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
+        return [TritonModel(config, HOST_SHELL)]
+    if not tower.behind_host(request):
+        return [TritonModel(native_engine(name, inputs, outputs, request.target, serving, request.gpu))]
+    engine_inputs, engine_outputs = tower.engine_io(p)
+    gpu = on_gpu(request.target, request.gpu)
+    engine = unbatched_engine(f"{name}_engine", engine_inputs, engine_outputs, request.target, gpu)
+    types = tuple(f"{t.name}:{numpy_dtype(t.data_type)}" for t in engine_inputs)
+    host = EncoderHostParams(batching, "", threads, engine.name, types, max_patches=max_patches)
+    config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
+    return [TritonModel(config, HOST_SHELL), TritonModel(engine)]

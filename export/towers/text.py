@@ -1,0 +1,132 @@
+"""The text tower: text → preprocessor (template, tokenizer, frame, bucket) → encoder → `EMBEDDING`.
+
+With `image_features` (GME) the encoder also takes the image features its image ensemble scatters
+over the `<|image_pad|>` tokens, so it sits behind a host that packs rows with their features.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string
+from export.errors import ExportError
+from export.graph import torch_reference
+from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
+from export.towers.engines import engine_models
+from export.validation import VALIDATION_TEXTS
+from runtime.contract import EncoderHostParams
+from runtime.text import encode, frame_all, pad
+
+if TYPE_CHECKING:
+    import torch
+
+    from export.build import ExportRequest
+    from export.checkpoint import Plan
+    from export.tensorrt import Profile, Shapes
+
+TOKENS = ("input_ids", "attention_mask")
+CONTROLS = ("TRUNCATE", "INPUT_TYPE", "INSTRUCTION", "TOKEN_IDS")  # TOKEN_IDS: rows as little-endian int64
+
+
+def text_inputs() -> list[Tensor]:
+    """TEXT plus the optional per-request controls, the same on the ensemble and its preprocessor."""
+    return [string("TEXT"), *(string(n, optional=True) for n in CONTROLS)]
+
+
+def token_outputs() -> list[Tensor]:
+    return [
+        Tensor("input_ids", mc.TYPE_INT64, (-1,)),
+        Tensor("attention_mask", mc.TYPE_INT64, (-1,)),
+        Tensor("TOKEN_COUNT", mc.TYPE_INT32, (1,)),
+    ]
+
+
+class TextTower(Tower):
+    name, role, output = "text", "encoder", "EMBEDDING"
+
+    def __init__(self, graph: GraphBuilder, image_features: bool = False) -> None:
+        super().__init__(graph)
+        self.image_features = image_features
+
+    @property
+    def hosted(self) -> bool:  # type: ignore[override]
+        return self.image_features
+
+    def samples(self, p: Plan) -> Samples:
+        import torch
+
+        ids = torch.ones((2, min(16, p.layout.max_length)), dtype=torch.int64)
+        batch, seq = torch.export.Dim("batch", max=4096), torch.export.Dim("seq", max=p.layout.max_length)
+        samples = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        dynamic: dict[str, dict[int, object]] = {name: {0: batch, 1: seq} for name in TOKENS}
+        if self.image_features:  # row 0 holds 4 image pads, whose features come as `image_embeds`
+            ids[0, 2:6] = self._image_token(p)
+            samples["image_embeds"] = torch.zeros((4, p.dimension))
+            dynamic["image_embeds"] = {0: torch.export.Dim("image_tokens", max=1 << 20)}
+        return samples, dynamic
+
+    def _image_token(self, p: Plan) -> int:
+        if p.image_token_id is None:
+            raise ExportError(f"{p.family.name} takes image features, and config.json names no image_token_id")
+        return p.image_token_id
+
+    def feeds(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
+        """The validation texts, templated as documents; with image features, one more row holding an image."""
+        texts = list(VALIDATION_TEXTS)
+        template, instruction = p.prompts.document_template, p.prompts.default_instruction
+        prompts = [template.format(instruction=instruction, text=t) if template else t for t in texts]
+        if not self.image_features:
+            batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
+            return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        image = p.family.image_tower
+        if image is None or "image" not in graphs:
+            raise ExportError(f"{p.family.name}'s text tower takes image features, and it has no image tower")
+        one, marker = image.one_image(p)  # type: ignore[attr-defined]
+        features = torch_reference(graphs["image"], *one.values())
+        prompts.append(template.format(instruction=instruction, text=marker + texts[0]) if template else marker)
+        batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
+
+    def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
+        inputs = [Tensor(n, mc.TYPE_INT64, (-1, -1)) for n in TOKENS]
+        if self.image_features:
+            inputs.append(Tensor("image_embeds", mc.TYPE_FP32, (-1, p.dimension)))
+        return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, p.dimension))]
+
+    def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
+        shapes = profile.shapes()
+        if self.image_features:
+            shapes["image_embeds"] = ((0, p.dimension), (256, p.dimension), (EncoderHostParams.max_tokens, p.dimension))
+        return shapes
+
+    def problems(self, p: Plan, request: ExportRequest) -> list[str]:
+        rows = EncoderHostParams.max_rows
+        if request.target == "tensorrt" and self.hosted and request.tensorrt_profile(p).max_batch < rows:
+            return [
+                f"{p.family.name}'s host packs up to {rows} rows a call: the TensorRT profile's max batch "
+                f"({request.tensorrt_profile(p).max_batch}) must allow it"
+            ]
+        return []
+
+    def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
+        name, serving = request.name, request.serving
+        preprocess = python_model(
+            f"{name}_preprocess", text_inputs(), token_outputs(), [p.text_params(request)], serving
+        )
+        inputs = [Tensor(n, mc.TYPE_INT64, (-1,)) for n in TOKENS]
+        if self.image_features:
+            inputs.append(Tensor("IMAGE_EMBEDS", mc.TYPE_FP32, (-1, p.dimension), optional=True))
+        rows = max(serving.encoder_max_batch_size, serving.max_batch_size)  # text rows are cheap to regroup
+        engines = engine_models(
+            self, p, request, inputs, [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))], "length_packed", rows
+        )
+        steps = [
+            Step(preprocess.name, tuple(t.name for t in text_inputs()), tuple(t.name for t in token_outputs())),
+            Step(self.engine_model(request), TOKENS, (self.output,)),
+        ]
+        card = p.card(request)
+        ens = ensemble(name, text_inputs(), embedding_outputs(p.dimension), steps, card, serving)
+        return [TritonModel(ens), TritonModel(preprocess, "preprocess_model", tokenizer=True), *engines]

@@ -1,0 +1,199 @@
+"""The contract between the export and its readers: every `config.pbtxt` parameter, typed, in one place.
+
+The export writes these dataclasses with `to_parameters()`; the Triton Python models (`runtime/`) and
+the adapter (`client/`) read them back with `from_parameters()`. Standard library only, so the adapter
+imports it without torch, transformers or numpy. A key is a field name; a value is its text: numbers as
+written, booleans `true`/`false`, tuples comma-separated. A missing field takes its default only where
+the field has one (older exports); a required field that is missing is an error at load, never a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+T = TypeVar("T", bound="Parameters")
+
+TRUNCATE_MODES: tuple[str, ...] = ("NONE", "START", "END")
+INPUT_TYPES: tuple[str, ...] = ("query", "document")
+Batching = Literal["length_packed", "vision_packed", "concatenate"]
+BATCHINGS: tuple[str, ...] = typing.get_args(Batching)
+
+
+class ContractError(ValueError):
+    """A config.pbtxt whose parameters do not satisfy the contract."""
+
+
+def _encode(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(_encode(v) for v in value)
+    return str(value)
+
+
+def _decode(text: str, kind: Any, key: str) -> object:
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(_decode(part.strip(), item, key) for part in text.split(",") if part.strip())
+    if origin is Literal:
+        if text not in typing.get_args(kind):
+            raise ContractError(f"parameter {key!r} must be one of {', '.join(typing.get_args(kind))}, got {text!r}")
+        return text
+    if kind is bool:
+        if text not in ("true", "false"):
+            raise ContractError(f"parameter {key!r} must be true or false, got {text!r}")
+        return text == "true"
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise ContractError(f"parameter {key!r} must be {kind.__name__}, got {text!r}") from exc
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """A typed block of `config.pbtxt` parameters (subclasses declare the fields)."""
+
+    def to_parameters(self) -> dict[str, str]:
+        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_parameters(cls: type[T], params: dict[str, str]) -> T:
+        hints = typing.get_type_hints(cls, globalns={**globals(), **vars(typing)})
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in params:
+                values[f.name] = _decode(params[f.name], hints[f.name], f.name)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ContractError(f"config.pbtxt lacks the parameter {f.name!r}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EnsembleCard(Parameters):
+    """What the adapter learns about a text ensemble: the model's identity, limits and abilities."""
+
+    MARK: ClassVar[str] = "embedding_model"  # set to "true" on every ensemble the adapter may serve
+
+    dimension: int
+    max_tokens: int
+    hf_id: str = ""
+    aliases: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ("text",)
+    image_ensemble: str = ""  # the ensemble embedding image items, for models with an image tower
+    fuses_modalities: bool = False  # one item may hold text and an image, embedded together
+    image_batch: int = 0  # image items per call into the image ensemble (0: the ensemble's max batch)
+    vocab_size: int = 0  # the tokenizer's, added tokens included: the bound of token-id input (0: unknown)
+    query_template: bool = False  # queries get an instruction template (input_type, instruction matter)
+    matryoshka_dimensions: tuple[int, ...] = ()  # sizes `dimensions` may take besides the full one
+    matryoshka_min_dimension: int = 0  # any size from this up to the full one (0: none)
+
+    def to_parameters(self) -> dict[str, str]:
+        return {self.MARK: "true", **super().to_parameters()}
+
+
+@dataclass(frozen=True)
+class ImageEnsembleCard(Parameters):
+    """An image ensemble names the text ensemble it belongs to; the adapter never lists it."""
+
+    embedding_role: Literal["image"]
+    text_model: str
+
+
+@dataclass(frozen=True)
+class TextParams(Parameters):
+    """How a preprocessor tokenises: the tokenizer file, the sequence frame, the prompt templates."""
+
+    tokenizer: str
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    max_length: int
+    pad_id: int
+    buckets: tuple[int, ...]
+    default_truncate: Literal["NONE", "START", "END"]
+    query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
+    default_instruction: str = ""
+    document_template: str = ""  # empty: documents are embedded raw
+
+
+@dataclass(frozen=True)
+class EncoderHostParams(Parameters):
+    """An engine hosted by the Python backend: in-process ONNX Runtime, or a native engine model via BLS."""
+
+    batching: Batching
+    onnx_file: str = ""  # "": the engine is `engine_model`
+    intra_op_threads: int = 0
+    engine_model: str = ""
+    engine_inputs: tuple[str, ...] = ()  # "name:numpy dtype" of each engine input (fp16 plans take fp16)
+    max_rows: int = 32  # length_packed: rows of one engine call
+    max_tokens: int = 16384  # length_packed: rows × padded width of one call
+    max_padding: float = 0.25  # length_packed: padded tokens allowed per real token of one call
+    max_patches: int = 0  # vision_packed: image patches of one call (a larger image runs alone)
+
+    def engine_dtypes(self) -> dict[str, str]:
+        return dict(pair.split(":", 1) for pair in self.engine_inputs)
+
+    def to_parameters(self) -> dict[str, str]:
+        """Only the fields that apply: the engine's source, and the packing limits of its batching."""
+        packing = {"length_packed": ("max_rows", "max_tokens", "max_padding"), "vision_packed": ("max_patches",)}
+        unused = {k for b, keys in packing.items() if b != self.batching for k in keys}
+        return {k: v for k, v in super().to_parameters().items() if k not in unused and v != ""}
+
+
+@dataclass(frozen=True)
+class FixedImageParams(Parameters):
+    """CLIP-style image preprocessing: shortest edge, centre crop, normalise; and the decoding cap."""
+
+    shortest_edge: int
+    crop_height: int
+    crop_width: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    resample: int
+    max_decoded_pixels: int
+
+
+@dataclass(frozen=True)
+class PatchImageParams(Parameters):
+    """Qwen2-VL-style image items: resize bounds, patching, the image token; and the decoding cap."""
+
+    min_pixels: int  # the resize bounds of the processor (not a decoding cap)
+    max_pixels: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    image_token_id: int
+    max_decoded_pixels: int
+
+
+def input_type_of(input_type: str | None, instruction: str | None) -> str:
+    """The rule both the adapter and the preprocessors apply: an instruction implies a query, and a
+    document takes none. Raises ValueError (each side words it as its own error)."""
+    resolved = (input_type or ("query" if instruction is not None else "document")).lower()
+    if resolved not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
+    if instruction is not None and resolved != "query":
+        raise ValueError("instruction applies to queries only; drop it or set input_type to query")
+    return resolved
+
+
+def parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    """`{key: string_value}` of a model config as Triton returns it (as JSON)."""
+    return {k: v.get("string_value", "") for k, v in model_config.get("parameters", {}).items()}
+
+
+def model_config(args: dict[str, str]) -> dict[str, Any]:
+    """The model config Triton passes to a Python model's `initialize`."""
+    return json.loads(args["model_config"])
+
+
+def version_dir(args: dict[str, str]) -> Path:
+    """The `<repo>/<model>/<version>` folder of the instance being initialised."""
+    return Path(args["model_repository"]) / args["model_version"]
