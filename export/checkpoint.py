@@ -63,7 +63,6 @@ class Plan:
     def card(self, request: ExportRequest) -> EnsembleCard:
         """What the adapter learns about the model from its text ensemble."""
         image = self.family.image_tower
-        fuses = image is not None and image.hosted  # its image items carry their text into the same prompt
         return EnsembleCard(
             dimension=self.dimension,
             max_tokens=self.layout.max_length,
@@ -71,8 +70,8 @@ class Plan:
             aliases=request.aliases,
             modalities=tuple(t.name for t in self.family.towers),
             image_ensemble=f"{request.name}_image" if image is not None else "",
-            fuses_modalities=fuses,
-            image_batch=1 if fuses else 0,  # one prompt per item: the preprocessor takes one image a request
+            fuses_modalities=image is not None and image.fuses_text,
+            image_batch=image.items_per_call if image is not None else 0,
             vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
             query_template=bool(self.prompts.query_template),
             matryoshka_dimensions=self.family.matryoshka.dimensions,

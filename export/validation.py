@@ -58,6 +58,6 @@ def onnx_session(path: Path, dtype: Dtype):
 REDUCED_PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {"float16": (2e-2, 0.999), "bfloat16": (2e-2, 0.99)}
 
 
-def tolerance(family: Tolerance, dtype: Dtype) -> tuple[float, float]:
-    """(max |error|, min cosine) of an engine in `dtype`: the family's own in fp32."""
-    return (family.atol, family.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]
+def tolerance(fp32: Tolerance, dtype: Dtype) -> tuple[float, float]:
+    """(max |error|, min cosine) of an engine in `dtype`: the family's own `fp32` limits in fp32."""
+    return (fp32.atol, fp32.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]

@@ -52,6 +52,8 @@ class Tower(ABC):
     role: ClassVar[str]  # the engine model's role: `<model>_encoder`, `<model>_vision`
     output: ClassVar[str]  # the graph's output
     hosted: ClassVar[bool]  # on a native target, the engine sits behind a Python host that packs ragged batches
+    fuses_text: ClassVar[bool] = False  # an image item may carry text, embedded with it in one prompt
+    items_per_call: ClassVar[int] = 0  # image items its preprocessor takes per request (0: up to the batch)
 
     def __init__(self, graph: GraphBuilder) -> None:
         self.graph = graph
@@ -79,6 +81,13 @@ class Tower(ABC):
     @abstractmethod
     def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
         """The Triton models this tower adds (engine, preprocessor, ensemble)."""
+
+    def one_image(self, p: Plan) -> tuple[dict[str, np.ndarray], str]:
+        """One validation image's graph inputs, and the prompt text that marks its features (towers whose
+        features go into the text encoder)."""
+        from export.errors import ExportError
+
+        raise ExportError(f"{p.family.name}'s {self.name} tower gives the text encoder no image features")
 
     def problems(self, p: Plan, request: ExportRequest) -> list[str]:
         """What makes `request` impossible for this tower, found before any long work."""

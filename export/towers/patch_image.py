@@ -36,6 +36,7 @@ PATCH_INPUTS = ("pixel_values", "position_ids", "segment_ids")
 
 class PatchImageTower(Tower):
     name, role, output, hosted = "image", "vision", "IMAGE_EMBEDS", True
+    fuses_text, items_per_call = True, 1  # one prompt per item: its image pads and its text together
 
     def __init__(self, graph: GraphBuilder, min_pixels: int, max_pixels: int) -> None:
         super().__init__(graph)

@@ -84,7 +84,7 @@ class TextTower(Tower):
         image = p.family.image_tower
         if image is None or "image" not in graphs:
             raise ExportError(f"{p.family.name}'s text tower takes image features, and it has no image tower")
-        one, marker = image.one_image(p)  # type: ignore[attr-defined]
+        one, marker = image.one_image(p)
         features = torch_reference(graphs["image"], *one.values())
         prompts.append(template.format(instruction=instruction, text=marker + texts[0]) if template else marker)
         batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
@@ -103,13 +103,15 @@ class TextTower(Tower):
         return shapes
 
     def problems(self, p: Plan, request: ExportRequest) -> list[str]:
-        rows = EncoderHostParams.max_rows
-        if request.target == "tensorrt" and self.hosted and request.tensorrt_profile(p).max_batch < rows:
-            return [
-                f"{p.family.name}'s host packs up to {rows} rows a call: the TensorRT profile's max batch "
-                f"({request.tensorrt_profile(p).max_batch}) must allow it"
-            ]
-        return []
+        if request.target != "tensorrt" or not self.hosted:
+            return []
+        rows, top = EncoderHostParams.max_rows, request.tensorrt_profile(p).max_batch
+        if top >= rows:
+            return []
+        return [
+            f"{p.family.name}'s host packs up to {rows} rows a call: "
+            f"the TensorRT profile's max batch ({top}) must allow it"
+        ]
 
     def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
         name, serving = request.name, request.serving
