@@ -117,7 +117,9 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
         client = triton or TritonClient(settings.triton_url, settings.triton_timeout_s, settings.connect_timeout_s)
         registry = ModelRegistry(client, settings.model_refresh_s)
         images = ImageLoader(settings)
-        app.state.service = EmbeddingService(settings, client, registry, images)
+        app.state.service = EmbeddingService(
+            settings, client, registry, images, lambda model, rows: metrics.call_rows.labels(model).observe(rows)
+        )
         try:
             names = [m.name for m in await registry.refresh()]
             log.info("serving models: %s", ", ".join(names) or "none yet")

@@ -35,6 +35,13 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.call_rows = Histogram(
+            "embed_triton_call_rows",
+            "Rows per Triton call, after concurrent requests were joined",
+            ["ensemble"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.in_flight = Gauge("embed_in_flight_requests", "Requests being processed", registry=self.registry)
         self.rejected = Counter(
             "embed_rejected_total", "Requests refused by the in-flight bound (429)", registry=self.registry

@@ -6,10 +6,12 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from client.coalescer import Coalescer
 from client.errors import APIError, bad_request, too_large
 from client.images import ImageLoader
 from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
@@ -146,9 +148,20 @@ def _token_bytes(tokens: tuple[int, ...]) -> bytes:
 
 
 class EmbeddingService:
-    def __init__(self, settings: Settings, triton: TritonClient, registry: ModelRegistry, images: ImageLoader) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        triton: TritonClient,
+        registry: ModelRegistry,
+        images: ImageLoader,
+        on_call: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.triton = triton
+        # Embedding calls go through the coalescer; tokenize and readiness probes straight to Triton.
+        self.calls: Coalescer | TritonClient = (
+            Coalescer(triton, settings.calls_in_flight, on_call) if settings.coalesce else triton
+        )
         self.registry = registry
         self.images = images
         self.last_success: dict[str, float] = {}
@@ -201,14 +214,14 @@ class EmbeddingService:
 
         async def texts() -> tuple[np.ndarray, np.ndarray]:
             values = [items[i].text or "" for i in text_at]
-            return await self._timed(timings, "triton", self.triton.embed(model.name, values, batch, options, text_at))
+            return await self._timed(timings, "triton", self.calls.embed(model.name, values, batch, options, text_at))
 
         async def token_ids() -> tuple[np.ndarray, np.ndarray]:
             blobs = [_token_bytes(items[i].tokens or ()) for i in token_at]
             # Token ids bypass the template; TEXT is required by the ensemble, so it travels empty.
             plain = {"TEXT": "", **{k: v for k, v in options.items() if k == "TRUNCATE"}}
             return await self._timed(
-                timings, "triton", self.triton.embed(model.name, blobs, batch, plain, token_at, "TOKEN_IDS")
+                timings, "triton", self.calls.embed(model.name, blobs, batch, plain, token_at, "TOKEN_IDS")
             )
 
         async def images() -> tuple[np.ndarray, np.ndarray]:
@@ -219,9 +232,7 @@ class EmbeddingService:
                 controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
                 texts = [items[i].text or "" for i in image_at]
                 columns = {"TEXT": texts} if any(texts) else None
-            call = self.triton.embed(
-                card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns
-            )
+            call = self.calls.embed(card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns)
             return await self._timed(timings, "triton", call)
 
         jobs = [(at, job()) for at, job in ((text_at, texts), (token_at, token_ids), (image_at, images)) if at]

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     image_local_dir: Path | None = Field(None, description="local image paths are read only under this folder")
     api_key: str | None = Field(None, description="when set, /v1/* and /tokenize need 'Authorization: Bearer <key>'")
     max_in_flight: int = Field(256, ge=1, description="requests processed at once; more are refused with 429")
+    coalesce: bool = Field(
+        True,
+        description="join concurrent requests for one model and the same options into one Triton call "
+        "(false: each request is its own call)",
+    )
+    calls_in_flight: int = Field(
+        2, ge=1, description="Triton calls in flight per model and options; requests arriving meanwhile join the next"
+    )
     ready_ttl_s: float = Field(30.0, description="a model counts as ready if it answered an inference this recently")
     allow_any_dimensions: bool = Field(
         False, description="accept any `dimensions` (truncate + re-normalise), lossy for models not Matryoshka-trained"

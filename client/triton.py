@@ -31,6 +31,7 @@ _DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 _RELOADING = re.compile(r"Request for unknown model: '[^']*' (has no available versions|is not found)|is not ready")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
+OUTPUTS = ("EMBEDDING", "TOKEN_COUNT")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,14 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
             message = _INPUT_INDEX.sub(lambda m: f"input[{positions[int(m.group(1))]}]", message)
         return bad_request(message, param="input")
     return internal(f"Triton failed: {message}")
+
+
+def refused_row(exc: InferenceServerException) -> int | None:
+    """The row of the call that an INVALID_ARGUMENT names (`input[i]`), if it names one."""
+    if str(exc.status() or "") != "StatusCode.INVALID_ARGUMENT":
+        return None
+    match = _INPUT_INDEX.search(exc.message() or str(exc))
+    return int(match.group(1)) if match else None
 
 
 def retriable(exc: InferenceServerException) -> bool:
@@ -248,27 +257,38 @@ class TritonClient:
         rows: dict[str, list],
         options: dict[str, str],
         positions: list[int],
-        outputs: tuple[str, str] = ("EMBEDDING", "TOKEN_COUNT"),
+        outputs: tuple[str, str] = OUTPUTS,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row."""
+        """One call, its Triton error translated; `positions` name the rows in error messages."""
+        try:
+            return await self.call(name, rows, options, outputs)
+        except InferenceServerException as exc:
+            raise translate(exc, positions) from exc
+
+    async def call(
+        self, name: str, rows: dict[str, list], options: dict[str, str], outputs: tuple[str, str] = OUTPUTS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row.
+
+        Raises Triton's own error (after the one retry of a call lost with its replica), untranslated:
+        the coalescer reads which row an INVALID_ARGUMENT names.
+        """
         inputs = []
-        n = len(positions)
+        n = len(next(iter(rows.values())))
         for input_name, column in (*rows.items(), *((k, [v] * n) for k, v in options.items())):
             data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
             inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        for attempt in (1, 2):
-            try:
-                result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
-                break
-            except InferenceServerException as exc:
-                # Embedding is idempotent: a call that failed because its replica was gone goes once more
-                # (round robin picks the next replica). A refused input is never retried.
-                if attempt == 1 and retriable(exc):
-                    # A moment for the channel to mark a lost replica's connection failed, so round robin
-                    # sends the retry to another one (without it, 1 of 1,800 calls at concurrency 64 was lost).
-                    await asyncio.sleep(RETRY_DELAY_S)
-                    continue
-                raise translate(exc, positions) from exc
+        try:
+            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            # Embedding is idempotent: a call that failed because its replica was gone goes once more
+            # (round robin picks the next replica). A refused input is never retried.
+            if not retriable(exc):
+                raise
+            # A moment for the channel to mark a lost replica's connection failed, so round robin
+            # sends the retry to another one (without it, 1 of 1,800 calls at concurrency 64 was lost).
+            await asyncio.sleep(RETRY_DELAY_S)
+            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
         return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)

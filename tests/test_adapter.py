@@ -31,14 +31,12 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def _infer(self, name, rows, options, positions, outputs=None):
+    async def call(self, name, rows, options, outputs=None):
         texts = next(iter(rows.values()))
         self.calls.append(len(texts))
         for i, t in enumerate(texts):
             if t == "bad":
-                raise translate(
-                    InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT"), positions
-                )
+                raise InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT")
         vectors = np.array([[len(t), 0, 0, 0] for t in texts], dtype=np.float32)
         return vectors, np.array([len(t) for t in texts], dtype=np.int32)
 
@@ -160,8 +158,8 @@ class FailingTriton(FakeTriton):
         super().__init__(models)
         self.status, self.message = status, message
 
-    async def _infer(self, name, rows, options, positions):
-        raise translate(InferenceServerException(self.message, self.status), positions)
+    async def call(self, name, rows, options, outputs=None):
+        raise InferenceServerException(self.message, self.status)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +183,7 @@ def test_5xx_hide_internal_text_and_log_it_under_the_request_id(status, message,
 
 def test_an_unexpected_exception_is_a_generic_500_with_an_id(caplog) -> None:
     class Broken(FakeTriton):
-        async def _infer(self, *args):
+        async def call(self, *args):
             raise RuntimeError("secret internal state")
 
     with TestClient(create_app(Settings(), triton=Broken([MODEL])), raise_server_exceptions=False) as c:

@@ -200,3 +200,43 @@ def test_tokenize_ids_round_trip(minilm_stack) -> None:
 
     assert_token_ids_round_trip(minilm_stack.adapter_url, "minilm", "a cat")
     assert_token_ids_round_trip(minilm_stack.adapter_url, "minilm", "word " * 400)  # truncated as text is
+
+
+def triton_calls(url: str) -> float:
+    """Triton calls the adapter has made for the default model (its rows-per-call histogram's count)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith('embed_triton_call_rows_count{ensemble="all-MiniLM-L6-v2"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_concurrent_requests_share_triton_calls_and_keep_their_own_outcomes(adapter) -> None:
+    """Joined into shared calls, each request still gets its own vectors, usage, headers and errors."""
+    url = adapter("--calls-in-flight", "1")
+    texts = [f"sentence number {i} about " + "bread " * (i % 7) for i in range(24)]
+    alone = [httpx.post(f"{url}/v1/embeddings", json={"input": t, "truncate": "NONE"}).json() for t in texts]
+    bodies: list[dict] = [{"input": t, "truncate": "NONE"} for t in texts]
+    bodies[5] = {"input": ["fine", "word " * 600, "also fine"], "truncate": "NONE"}  # refused inside Triton
+    before = triton_calls(url)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"{url}/v1/embeddings", json=b) for b in bodies))
+
+    responses = asyncio.run(burst())
+    calls = triton_calls(url) - before
+    assert 0 < calls < len(bodies), calls  # requests shared calls
+    refused = responses[5]
+    assert refused.status_code == 400 and "input[1] has 602 tokens" in refused.json()["error"]["message"]
+    for i, r in enumerate(responses):
+        if i == 5:
+            continue
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"] == alone[i]["usage"] and float(r.headers["x-triton-time"]) > 0
+        np.testing.assert_allclose(r.json()["data"][0]["embedding"], alone[i]["data"][0]["embedding"], atol=1e-5)
+
+
+def test_coalescing_can_be_turned_off(adapter) -> None:
+    url = adapter("--coalesce", "false")
+    assert httpx.post(f"{url}/v1/embeddings", json={"input": ["a", "b"]}).status_code == 200
+    assert triton_calls(url) == 0  # calls go straight to Triton, past the coalescer and its metric

@@ -1,0 +1,190 @@
+"""Joins concurrent requests for one model and the same options into one Triton call.
+
+Without it every HTTP request is its own gRPC call, its own ensemble run and its own
+preprocessor call, and Triton's dynamic batcher joins requests only at the encoder. Here, as in
+TEI's router, requests are batched in front of the model instead:
+
+- Rows queue per *lane*: the model's ensemble, the input tensor, the per-request options
+  (TRUNCATE, INPUT_TYPE, INSTRUCTION, which are one value for a whole call) and the names of
+  the per-row columns. Only rows of one lane can share a call.
+- While the lane has fewer than `calls_in_flight` calls out, what is queued goes out at once:
+  a lone request never waits. Rows that arrive while the bound is reached join the next call,
+  up to the model's max batch; a request is never split across calls beyond that batch.
+- Each request keeps its own outcome. A Triton INVALID_ARGUMENT that names a row (`input[i]`)
+  fails only the request that owns the row, with the message in its own positions, and the
+  others are sent again without it. Any other refusal of a joined call sends each request again
+  on its own, so no request fails for another's input; an unavailable server fails them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from client.triton import TritonClient, refused_row, translate
+
+Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
+@dataclass(eq=False)
+class Piece:
+    """Up to one max batch of one request's rows, and the future its vectors and counts go to."""
+
+    rows: dict[str, list]
+    positions: list[int]  # the request's item indices of these rows, for error messages
+    future: asyncio.Future
+    request: list[Piece] = field(default_factory=list, repr=False)  # all pieces of its request, itself included
+
+    @property
+    def size(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class Queue:
+    """One lane's waiting pieces and calls in flight."""
+
+    max_batch: int
+    waiting: deque[Piece] = field(default_factory=deque)
+    in_flight: int = 0
+
+
+class Coalescer:
+    """`embed()` as TritonClient's, with concurrent calls of one lane joined (see the module docstring)."""
+
+    def __init__(
+        self, triton: TritonClient, calls_in_flight: int, on_call: Callable[[str, int], None] | None = None
+    ) -> None:
+        self.triton = triton
+        self.calls_in_flight = calls_in_flight
+        self.on_call = on_call  # (ensemble, rows) of every Triton call, for the metrics
+        self.queues: dict[Lane, Queue] = {}
+        self.tasks: set[asyncio.Task] = set()
+
+    async def embed(
+        self,
+        ensemble: str,
+        values: list[str] | list[bytes],
+        max_batch: int,
+        options: dict[str, str] | None = None,
+        positions: list[int] | None = None,
+        tensor: str = "TEXT",
+        columns: dict[str, list[str]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings `[n, dim]` and token counts `[n]` of `values`, in order (arguments as TritonClient.embed)."""
+        options, columns = options or {}, columns or {}
+        positions = positions if positions is not None else list(range(len(values)))
+        lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)))
+        queue = self.queues.setdefault(lane, Queue(max_batch))
+        loop = asyncio.get_running_loop()
+        pieces = [
+            Piece(
+                {tensor: values[a : a + max_batch], **{k: v[a : a + max_batch] for k, v in columns.items()}},
+                positions[a : a + max_batch],
+                loop.create_future(),
+            )
+            for a in range(0, len(values), max_batch)
+        ]
+        for p in pieces:
+            p.request = pieces
+        queue.waiting.extend(pieces)
+        self._dispatch(lane, queue)
+        try:
+            parts = await asyncio.gather(*(p.future for p in pieces))
+        finally:
+            for p in pieces:  # a failed or cancelled request withdraws its pieces still waiting
+                if not p.future.done():
+                    p.future.cancel()
+                elif not p.future.cancelled():
+                    p.future.exception()  # retrieved: the first failure was raised; no warning for the rest
+        return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
+
+    def _dispatch(self, lane: Lane, queue: Queue) -> None:
+        """Send what waits, as joined calls of up to max batch rows, while the lane has calls to spare."""
+        while queue.in_flight < self.calls_in_flight:
+            batch: list[Piece] = []
+            rows = 0
+            while queue.waiting and (not batch or rows + queue.waiting[0].size <= queue.max_batch):
+                piece = queue.waiting.popleft()
+                if not piece.future.done():  # cancelled while it waited
+                    batch.append(piece)
+                    rows += piece.size
+            if not batch:
+                break
+            queue.in_flight += 1
+            task = asyncio.create_task(self._send(lane, queue, batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if not queue.in_flight and not queue.waiting:
+            self.queues.pop(lane, None)  # lanes keyed by user text (INSTRUCTION) must not pile up
+
+    async def _send(self, lane: Lane, queue: Queue, batch: list[Piece]) -> None:
+        try:
+            await self._settle(lane, batch)
+        finally:
+            queue.in_flight -= 1
+            self._dispatch(lane, queue)
+
+    async def _settle(self, lane: Lane, batch: list[Piece]) -> None:
+        """One call for `batch`; whatever Triton answers, each piece gets its own outcome."""
+        batch = [p for p in batch if not p.future.done()]
+        if not batch:
+            return
+        ensemble, _, options, _ = lane
+        rows = {name: [v for p in batch for v in p.rows[name]] for name in batch[0].rows}
+        if self.on_call is not None:
+            self.on_call(ensemble, sum(p.size for p in batch))
+        try:
+            vectors, counts = await self.triton.call(ensemble, rows, dict(options))
+        except InferenceServerException as exc:
+            await self._refused(lane, batch, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 -- not Triton's answer: every piece fails with it
+            for p in batch:
+                _settle_future(p, exception=exc)
+            return
+        start = 0
+        for p in batch:
+            _settle_future(p, result=(vectors[start : start + p.size], counts[start : start + p.size]))
+            start += p.size
+
+    async def _refused(self, lane: Lane, batch: list[Piece], exc: InferenceServerException) -> None:
+        whole = translate(exc)
+        if len(batch) == 1 or whole.status == 503:  # one owner, or the server's state rather than an input
+            for p in batch:
+                _settle_future(p, exception=translate(exc, p.positions))
+            return
+        row = refused_row(exc)
+        owner = _owner(batch, row) if row is not None else None
+        if owner is not None:
+            _settle_future(owner, exception=translate(exc, [i for p in batch for i in p.positions]))
+            await self._settle(lane, [p for p in batch if p is not owner])
+            return
+        await asyncio.gather(*(self._settle(lane, [p]) for p in batch))
+
+
+def _owner(batch: list[Piece], row: int) -> Piece | None:
+    """The piece holding row `row` of the joined call."""
+    start = 0
+    for p in batch:
+        if start <= row < start + p.size:
+            return p
+        start += p.size
+    return None
+
+
+def _settle_future(piece: Piece, *, result=None, exception: BaseException | None = None) -> None:
+    if piece.future.done():  # its request was cancelled meanwhile
+        return
+    if exception is None:
+        piece.future.set_result(result)
+        return
+    piece.future.set_exception(exception)
+    for other in piece.request:  # the request has failed: its pieces still waiting are not sent
+        if not other.future.done():
+            other.future.cancel()
