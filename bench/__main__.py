@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import runners
+from bench import hops, machine, runners
 from bench.memory import tree_peak_mb
 from bench.workloads import WORKLOADS, images
 from export.build import ExportRequest, Progress, export
 from launcher import default_model
+from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.stack import Stack, running_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,14 +129,58 @@ class Run:
     sweep_baselines: dict[str, Result]
 
 
-def served_targets(stack: Stack, model: Model, texts: list[str], b: int, c: int) -> list[Result]:
-    url, name = stack.adapter_url, model.name
-    return [
+def served_targets(
+    stack: Stack, uncoalesced: str, model: Model, fused: str, texts: list[str], b: int, c: int
+) -> list[Result]:
+    """The served path with and without coalescing, and over gRPC the ensemble and the alternatives to it."""
+    url, grpc, name = stack.adapter_url, stack.grpc_url, model.name
+    rows = [
         runners.served(url, name, texts, b, c, f"served: {b}/request, concurrency {c}"),
         runners.served(url, name, texts, 1, c, f"served: 1/request, concurrency {c}"),
-        runners.triton_direct(stack.grpc_url, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"),
-        runners.triton_direct(stack.grpc_url, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"),
+        runners.served(uncoalesced, name, texts, b, c, f"served, coalescing off: {b}/request, c {c}"),
+        runners.served(uncoalesced, name, texts, 1, c, f"served, coalescing off: 1/request, c {c}"),
+        runners.triton_direct(grpc, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"),
+        runners.triton_direct(grpc, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"),
     ]
+    if fused:
+        rows += [
+            hops.encoder_direct(grpc, model.repository, name, texts, 1, c, f"ids tokenised in front: 1/req, c {c}"),
+            runners.triton_direct(grpc, fused, texts, 1, c, f"fused preprocess+encoder model: 1/req, c {c}"),
+        ]
+    return rows
+
+
+def single_queries(stack: Stack, uncoalesced: str, model: Model, fused: str, queries: list[str]) -> list[Result]:
+    url, grpc, name = stack.adapter_url, stack.grpc_url, model.name
+    rows = [
+        runners.served(url, name, queries, 1, 1, "served (adapter → Triton)"),
+        runners.served(uncoalesced, name, queries, 1, 1, "served, coalescing off"),
+        runners.triton_direct(grpc, name, queries, 1, 1, "Triton gRPC direct (ensemble)"),
+    ]
+    if fused:
+        rows += [
+            hops.encoder_direct(grpc, model.repository, name, queries, 1, 1, "ids tokenised in front → encoder"),
+            runners.triton_direct(grpc, fused, queries, 1, 1, "fused preprocess+encoder model"),
+        ]
+    return rows
+
+
+def fusable(model: Model) -> bool:
+    """A text model exported for the `local` target (its encoder a Python host of ONNX Runtime)."""
+    encoder = model.repository / f"{model.name}_encoder"
+    return not model.image_ensemble and (encoder / "1" / "model.py").exists()
+
+
+@contextmanager
+def second_adapter(stack: Stack, workdir: Path, *flags: str) -> Iterator[str]:
+    """Another adapter on the same Triton with other settings, for side-by-side figures."""
+    port = free_port()
+    adapter = start_adapter(port, stack.grpc_url, workdir / f"adapter-{port}.log", "--log-level", "warning", *flags)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(adapter)
 
 
 def sweep(send, label: str, items: list, concurrency: list[int]) -> list[Result]:
@@ -183,16 +228,18 @@ def main() -> None:
     ]
     sweeps: dict[str, list[Result]] = {w: [] for w in workloads}
     pictures = images(max(args.sweep_n // 4, 1)) if model.image_ensemble else []
-    with running_stack(model.repository, args.workdir / "run", "--log-level", "warning") as stack:
-        served_rows = served_targets(stack, model, texts, b, c)
-        single.append(runners.served(stack.adapter_url, model.name, queries[:200], 1, 1, "served (adapter → Triton)"))
+    fused = hops.add_fused_model(model.repository, model.name) if fusable(model) else ""
+    with (
+        running_stack(model.repository, args.workdir / "run", "--log-level", "warning") as stack,
+        second_adapter(stack, args.workdir / "run", "--coalesce", "false") as uncoalesced,
+    ):
+        served_rows = served_targets(stack, uncoalesced, model, fused, texts, b, c)
+        single += single_queries(stack, uncoalesced, model, fused, queries[:200])
         for w, items in workloads.items():
-            sweeps[w] += sweep(
-                lambda x, k, n: runners.served(stack.adapter_url, model.name, x, 1, k, n),
-                "served 1/req",
-                items,
-                concurrency,
-            )
+            for label, url in (("served 1/req", stack.adapter_url), ("served 1/req, coalescing off", uncoalesced)):
+                sweeps[w] += sweep(
+                    lambda x, k, n, url=url: runners.served(url, model.name, x, 1, k, n), label, items, concurrency
+                )
             sweeps[w] += sweep(
                 lambda x, k, n: runners.triton_direct(stack.grpc_url, model.name, x, 1, k, n),
                 "Triton direct 1/req",
@@ -258,11 +305,43 @@ def run_infinity(args, model: Model, texts, queries, workloads, b: int, c: int, 
     return rows, single, sweeps
 
 
+def goals(args: argparse.Namespace, run: Run) -> str:
+    """The performance issue's goals, each with this run's figure."""
+    by_name = {r.name: r for r in run.targets}
+    b, ort = args.batch, run.baseline.items_per_s
+    lines = [f"Goals (this run; {machine.describe()})", f"{'measure':60} {'figure':>9} {'goal':>9}  met"]
+
+    def goal(measure: str, figure: float | None, target: float, higher: bool = True, unit: str = "×") -> None:
+        if figure is None:
+            return
+        met = figure >= target if higher else figure <= target
+        bound = f"{'≥' if higher else '≤'} {target:g}{unit}"
+        lines.append(f"{measure:60} {figure:8.2f}{unit} {bound:>9}  {'yes' if met else 'NO'}")
+
+    def rate(name: str) -> float | None:
+        return by_name[name].items_per_s if name in by_name else None
+
+    for per, vs_ort, vs_peer in ((1, 0.75, 2.5), (b, 1.0, 2.0)):
+        served = rate(f"served: {per}/request, concurrency 16")
+        peer = rate(f"infinity-emb: {per}/request, concurrency 16")
+        goal(f"served {per}/request, c 16 ÷ in-process ORT", served and served / ort, vs_ort)
+        goal(f"served {per}/request, c 16 ÷ infinity-emb", served and peer and served / peer, vs_peer)
+    single = {r.name: r.percentile(50) for r in run.single}
+    served_p50 = single.get("served (adapter → Triton)")
+    overhead = served_p50 and served_p50 - run.single[0].percentile(50)
+    goal("single short query p50 − in-process ORT p50", overhead, 3, False, " ms")
+    queries = run.sweeps.get("queries 5–20 words", [])
+    p99 = {r.name: r.percentile(99) for r in queries}
+    on, off = p99.get("served 1/req, c 1"), p99.get("served 1/req, coalescing off, c 1")
+    goal("queries sweep p99 at c 1, coalescing on − off", on and off and on - off, 0, False, " ms")
+    return "\n".join(lines)
+
+
 def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None:
     from bench.chart import chart
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"\n{model.name}; {machine}\n")
+    cpu = machine.describe()
+    print(f"\n{model.name}; {cpu}\n")
     print(table(f"Targets: mixed 5–60 words, {args.n} texts", run.targets, run.baseline))
     print()
     print(table("Single short query, concurrency 1 (latency)", run.single, None))
@@ -276,18 +355,15 @@ def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None
         print(table(f"Concurrency sweep: {w}", rows, run.sweep_baselines.get(w)))
     print()
     print(stats)
-    by_name = {r.name: r for r in run.targets}
-    for per in (args.batch, 1):
-        served, peer = (by_name.get(f"{who}: {per}/request, concurrency 16") for who in ("served", "infinity-emb"))
-        if served and peer:
-            print(f"served {per}/request: {served.items_per_s / peer.items_per_s:.2f}× infinity-emb")
+    print()
+    print(goals(args, run))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench-{model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(
         json.dumps(
             {
                 "model": model.name,
-                "machine": machine,
+                "machine": cpu,
                 "baseline": run.baseline.name,
                 "targets": [r.row() for r in run.targets],
                 "single": [r.row() for r in run.single],
@@ -297,7 +373,7 @@ def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None
             indent=2,
         )
     )
-    chart(run, f"{model.name} on {machine}", stem.with_suffix(".png"))
+    chart(run, f"{model.name} on {cpu}", stem.with_suffix(".png"))
     print(f"\nwritten {stem}.json and {stem}.png")
 
 

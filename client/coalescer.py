@@ -10,6 +10,10 @@ TEI's router, requests are batched in front of the model instead:
 - While the lane has fewer than `calls_in_flight` calls out, what is queued goes out at once:
   a lone request never waits. Rows that arrive while the bound is reached join the next call,
   up to the model's max batch; a request is never split across calls beyond that batch.
+- A request of half a max batch or more goes out at once as its own call(s), outside the
+  bound: joining it would save little, and holding it back would hide its rows from Triton's
+  own batcher, which regroups the rows of all pending calls by length (measured: 32 texts per
+  request at concurrency 16 ran at 0.73× in-process ORT when held to 2 calls, 0.96× without).
 - Each request keeps its own outcome. A Triton INVALID_ARGUMENT that names a row (`input[i]`)
   fails only the request that owns the row, with the message in its own positions, and the
   others are sent again without it. Any other refusal of a joined call sends each request again
@@ -92,7 +96,11 @@ class Coalescer:
         ]
         for p in pieces:
             p.request = pieces
-        queue.waiting.extend(pieces)
+        for p in pieces:
+            if p.size >= max(max_batch // 2, 2):
+                self._spawn(self._settle(lane, [p]))  # large: its own call now, outside the bound
+            else:
+                queue.waiting.append(p)
         self._dispatch(lane, queue)
         try:
             parts = await asyncio.gather(*(p.future for p in pieces))
@@ -117,11 +125,14 @@ class Coalescer:
             if not batch:
                 break
             queue.in_flight += 1
-            task = asyncio.create_task(self._send(lane, queue, batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._send(lane, queue, batch))
         if not queue.in_flight and not queue.waiting:
             self.queues.pop(lane, None)  # lanes keyed by user text (INSTRUCTION) must not pile up
+
+    def _spawn(self, call) -> None:
+        task = asyncio.create_task(call)
+        self.tasks.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self.tasks.discard)
 
     async def _send(self, lane: Lane, queue: Queue, batch: list[Piece]) -> None:
         try:

@@ -16,11 +16,14 @@ class Serving:
     max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
     max_image_pixels: int = 50_000_000  # decoded-pixel cap per image (decompression bombs)
     encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
-    # Encoders wait up to 1 ms for more requests. Measured on the CPU, 0 vs 1000 µs over five A/B
-    # rounds: 32/request throughput 0.91× vs 0.97× in-process (1 ms ahead in all five), single
-    # query about 1 ms faster at 0. 250 vs 1000 µs over three rounds: 1 ms ahead at 32 and at 1 text per
-    # request in all three, single query no different. Preprocessors are cheap per request and never wait.
-    queue_delay_us: int = 1000
+    # Encoders do not wait for more requests: the adapter joins concurrent requests in front of Triton
+    # (client/coalescer.py), and Triton's batcher still joins the calls that queue while an instance is
+    # busy. Measured with the coalescer, 0 vs 1000 µs over five interleaved rounds (docs/benchmarks.md,
+    # "Coalescing"): single query p50 1.2 ms lower at 0 in all five; throughput at 1 and at 32 texts
+    # per request within the rounds' spread (each side ahead in two or three). Without the coalescer an
+    # earlier A/B favoured 1000 µs at 32 texts per request (0.97× vs 0.91× in-process); export with
+    # `--queue-delay-us 1000` for tritonclient traffic of small requests that never passes the adapter.
+    queue_delay_us: int = 0
     preprocess_queue_delay_us: int = 0
     preprocess_instances: int = 1
     encoder_instances: int = 1

@@ -209,3 +209,21 @@ def test_a_failed_chunk_withdraws_the_rest_of_its_request() -> None:
         assert not coalescer.queues
 
     run(test)
+
+
+def test_a_request_of_half_a_max_batch_or_more_goes_at_once_outside_the_bound() -> None:
+    async def test():
+        triton = GatedTriton()
+        coalescer = Coalescer(triton, 1)
+        triton.gate.clear()
+        small = asyncio.create_task(coalescer.embed("m", ["first"], 8))
+        await settle()
+        large = asyncio.create_task(coalescer.embed("m", ["l"] * 4, 8))
+        waits = asyncio.create_task(coalescer.embed("m", ["w"] * 3, 8))
+        await settle()
+        assert [len(texts) for _, texts, _ in triton.calls] == [1, 4]  # 4 of 8 rows: not held back
+        triton.gate.set()
+        await asyncio.gather(small, large, waits)
+        assert [len(texts) for _, texts, _ in triton.calls] == [1, 4, 3]
+
+    run(test)
