@@ -20,6 +20,7 @@ calibration queries. Prints the CPU's model and flags: int8 speed depends on VNN
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,15 +52,19 @@ SPEED_GOAL, COSINE_GOAL = 1.8, 0.995
 Feeds = list[dict[str, np.ndarray]]
 
 
-def batches(repo: Path, texts: list[str], size: int = 32) -> Feeds:
+def batches(repo: Path, texts: list[str], size: int = 32, width: int | None = None) -> Feeds:
+    """Length-sorted batches trimmed to their longest row, or all padded to `width` (histogram
+    calibration needs one shape across batches)."""
     tok, layout = preprocessor(repo / "m_preprocess")
     rows = frame_all(encode(tok, texts), layout, "END")
     rows.sort(key=len)
     out = []
     for i in range(0, len(rows), size):
         b = pad(rows[i : i + size], layout)
-        w = int(b.attention_mask.sum(axis=1).max())
-        out.append({"input_ids": b.input_ids[:, :w], "attention_mask": b.attention_mask[:, :w]})
+        w = width or int(b.attention_mask.sum(axis=1).max())
+        ids = np.pad(b.input_ids, ((0, 0), (0, max(w - b.input_ids.shape[1], 0))))[:, :w]
+        mask = np.pad(b.attention_mask, ((0, 0), (0, max(w - b.attention_mask.shape[1], 0))))[:, :w]
+        out.append({"input_ids": ids, "attention_mask": mask})
     return out
 
 
@@ -117,6 +122,7 @@ def sensitivity(prepared: Path, nodes: list[str], calibration: Feeds, reference:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.quantize", description=__doc__)
     ap.add_argument("--rounds", type=int, default=2, help="timed rounds per variant, fp32 and int8 interleaved")
+    ap.add_argument("--only", default="", help="run the variants whose name contains this, e.g. 'static'")
     args = ap.parse_args()
     repo = WORK / "repository"
     if not (repo / "m" / "config.pbtxt").exists():
@@ -127,11 +133,15 @@ def main() -> None:
     validation = batches(repo, WORKLOADS["mixed-5-60"](2048)) + batches(repo, WORKLOADS["queries-5-20"](512))
     calibration_texts = WORKLOADS["documents-20-400"](32) + WORKLOADS["queries-5-20"](768)[512:]  # not validation
     calibration = batches(repo, calibration_texts, size=8)
+    histogram_calibration = batches(repo, calibration_texts, size=8, width=128)
     base = session(fp32)
     reference, calibration_reference = embed(base, validation), embed(base, calibration)
     nodes = weight_matmuls(prepared)
-    print(f"{len(nodes)} weight MatMuls; ranking them by sensitivity …", flush=True)
-    ranked = sensitivity(prepared, nodes, calibration, calibration_reference)
+
+    @functools.cache
+    def ranked() -> list[str]:
+        print(f"{len(nodes)} weight MatMuls; ranking them by sensitivity …", flush=True)
+        return sensitivity(prepared, nodes, calibration, calibration_reference)
 
     def dynamic(out: Path, exclude: list[str] = (), ops: list[str] | None = None, reduce: bool = False) -> None:
         quantize_dynamic(
@@ -148,7 +158,7 @@ def main() -> None:
         quantize_static(
             prepared,
             out,
-            Calibration(calibration),
+            Calibration(calibration if method == CalibrationMethod.MinMax else histogram_calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
@@ -163,13 +173,13 @@ def main() -> None:
         "dynamic, MatMul only": lambda o: dynamic(o, ops=["MatMul"]),
         "dynamic, MatMul, last layer fp32": lambda o: dynamic(o, last_layer(nodes, 6), ["MatMul"]),
         **{
-            f"dynamic, MatMul, {k} most sensitive fp32": (lambda o, k=k: dynamic(o, ranked[:k], ["MatMul"]))
+            f"dynamic, MatMul, {k} most sensitive fp32": (lambda o, k=k: dynamic(o, ranked()[:k], ["MatMul"]))
             for k in (1, 2, 4, 8, 12)
         },
         "static QDQ, MatMul, min-max calibrated": lambda o: static(o, CalibrationMethod.MinMax),
         "static QDQ, MatMul, percentile calibrated": lambda o: static(o, CalibrationMethod.Percentile),
         "static QDQ, MatMul, percentile, 4 most sensitive fp32": lambda o: static(
-            o, CalibrationMethod.Percentile, ranked[:4]
+            o, CalibrationMethod.Percentile, ranked()[:4]
         ),
     }
     timed(base, validation[:4])
@@ -178,6 +188,8 @@ def main() -> None:
     print(f"validation: {n} texts; goal ≥ {SPEED_GOAL}× at min cos ≥ {COSINE_GOAL}")
     print(f"{'variant':54} {'× fp32':>7} {'cos min':>8} {'cos mean':>9}  goal")
     for i, (name, make) in enumerate(variants.items()):
+        if args.only not in name:
+            continue
         out = WORK / f"variant-{i}.onnx"
         make(out)
         candidate = session(out)
