@@ -96,8 +96,12 @@ class Coalescer:
         ]
         for p in pieces:
             p.request = pieces
+        large = max(max_batch // 2, 2)
+        room = not queue.waiting and queue.in_flight < self.calls_in_flight
+        if len(pieces) == 1 and (pieces[0].size >= large or room):
+            return await self._alone(lane, queue, pieces[0], counted=pieces[0].size < large)
         for p in pieces:
-            if p.size >= max(max_batch // 2, 2):
+            if p.size >= large:
                 self._spawn(self._settle(lane, [p]))  # large: its own call now, outside the bound
             else:
                 queue.waiting.append(p)
@@ -111,6 +115,20 @@ class Coalescer:
                 elif not p.future.cancelled():
                     p.future.exception()  # retrieved: the first failure was raised; no warning for the rest
         return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
+
+    async def _alone(self, lane: Lane, queue: Queue, piece: Piece, counted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A request that goes out at once by itself, called from its own task: no task or future hop
+        (measured: they added 0.5 ms to a lone query's p50). Others arriving meanwhile still wait for
+        this call when it is `counted` against the lane's bound."""
+        if counted:
+            queue.in_flight += 1
+        try:
+            await self._settle(lane, [piece])
+        finally:
+            if counted:
+                queue.in_flight -= 1
+            self._dispatch(lane, queue)
+        return piece.future.result()
 
     def _dispatch(self, lane: Lane, queue: Queue) -> None:
         """Send what waits, as joined calls of up to max batch rows, while the lane has calls to spare."""
