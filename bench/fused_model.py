@@ -15,14 +15,8 @@ import triton_python_backend_utils as pb_utils
 from runtime.contract import EncoderHostParams, TextParams, model_config, parameters, version_dir
 from runtime.errors import InputError
 from runtime.onnx_encoder import Packing, open_session, run_packed
+from runtime.preprocess_model import strings
 from runtime.text import TextLayout, encode, frame_all, load_tokenizer, pad
-
-
-def _strings(request, name: str) -> list[str] | None:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return None
-    return [v.decode("utf-8") for v in tensor.as_numpy().reshape(-1)]
 
 
 class TritonPythonModel:
@@ -35,8 +29,8 @@ class TritonPythonModel:
         self.packing = Packing(host.max_rows, host.max_tokens, host.max_padding)
 
     def execute(self, requests):
-        texts = [_strings(r, "TEXT") or [] for r in requests]
-        modes = [(_strings(r, "TRUNCATE") or [self.text.default_truncate])[0] for r in requests]
+        texts = [strings(r, "TEXT") or [] for r in requests]
+        modes = [(strings(r, "TRUNCATE") or [self.text.default_truncate])[0] for r in requests]
         contents = encode(self.tokenizer, [t for rows in texts for t in rows])
         feeds, counts, errors = [], [], []
         start = 0

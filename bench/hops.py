@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.runners import Result, _drive, chunks, preprocessor
+from bench.runners import Result, chunks, drive, preprocessor
 from export.repository import install_python_model, parse_config, write_config
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +76,7 @@ def encoder_direct(
             return int(padded.token_count.sum())
 
         await send(texts[:per_request])
-        seconds, latencies, tokens = await _drive(chunks(texts, per_request), concurrency, send)
+        seconds, latencies, tokens = await drive(chunks(texts, per_request), concurrency, send)
         await client.close()
         return Result(label, len(texts), seconds, latencies, tokens)
 

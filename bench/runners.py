@@ -49,7 +49,7 @@ def chunks(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
 
-async def _drive(requests: list[list[str]], concurrency: int, send) -> tuple[float, list[float], int]:
+async def drive(requests: list[list[str]], concurrency: int, send) -> tuple[float, list[float], int]:
     queue = list(reversed(requests))
     latencies: list[float] = []
     tokens = 0
@@ -96,7 +96,7 @@ def served(
                     return (await r.json())["usage"]["prompt_tokens"]
 
             await send(inputs[:per_request])  # warm the connection
-            seconds, lat, tokens = await _drive(chunks(inputs, per_request), concurrency, send)
+            seconds, lat, tokens = await drive(chunks(inputs, per_request), concurrency, send)
         return Result(name, len(inputs), seconds, lat, tokens)
 
     return asyncio.run(run())
@@ -119,7 +119,7 @@ def triton_direct(
             return int(r.as_numpy("TOKEN_COUNT").sum())
 
         await send(values[:per_request])
-        seconds, lat, tokens = await _drive(chunks(values, per_request), concurrency, send)
+        seconds, lat, tokens = await drive(chunks(values, per_request), concurrency, send)
         await client.close()
         return Result(name, len(values), seconds, lat, tokens)
 

@@ -20,7 +20,8 @@ from runtime.text import (
 )
 
 
-def _strings(request, name: str) -> list[str] | None:
+def strings(request, name: str) -> list[str] | None:
+    """A string input of a request as Python strings, or None when the request omits it."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
@@ -43,10 +44,10 @@ class TritonPythonModel:
 
     def _texts(self, request) -> list[str]:
         """The request's texts with the query template applied (per request: INPUT_TYPE, INSTRUCTION)."""
-        input_type = _strings(request, "INPUT_TYPE")
-        instruction = _strings(request, "INSTRUCTION")
+        input_type = strings(request, "INPUT_TYPE")
+        instruction = strings(request, "INSTRUCTION")
         return apply_prompt(
-            _strings(request, "TEXT") or [],
+            strings(request, "TEXT") or [],
             input_type[0] if input_type else None,
             instruction[0] or None if instruction else None,
             self.prompt,
@@ -63,7 +64,7 @@ class TritonPythonModel:
             except InputError as exc:
                 tokens.append(None)
                 texts.append(exc)
-            truncate = _strings(request, "TRUNCATE")
+            truncate = strings(request, "TRUNCATE")
             modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
         rows_of = [rows if isinstance(rows, list) else [] for rows in texts]
         contents = encode(self.tokenizer, [t for rows in rows_of for t in rows])  # one call for the whole batch

@@ -52,6 +52,14 @@ def run(test):
     return asyncio.run(test())
 
 
+async def held(coalescer: Coalescer, triton: GatedTriton, max_batch: int = 8, **kw) -> asyncio.Task:
+    """Close the gate and start one call ("first") that holds the lane's slot until the gate opens."""
+    triton.gate.clear()
+    blocker = asyncio.create_task(coalescer.embed("m", ["first"], max_batch, **kw))
+    await settle()
+    return blocker
+
+
 def test_a_lone_request_goes_out_at_once_alone() -> None:
     async def test():
         triton = GatedTriton()
@@ -102,9 +110,7 @@ def test_only_requests_with_the_same_model_and_options_share_a_call() -> None:
     async def test():
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
-        triton.gate.clear()
-        blocker = asyncio.create_task(coalescer.embed("m", ["first"], 8))
-        await settle()
+        blocker = await held(coalescer, triton)
         jobs = [
             asyncio.create_task(coalescer.embed("m", ["q1"], 8, {"INPUT_TYPE": "query"})),
             asyncio.create_task(coalescer.embed("m", ["d1"], 8)),
@@ -130,9 +136,7 @@ def test_only_requests_with_the_same_model_and_options_share_a_call() -> None:
 
 async def joined(coalescer: Coalescer, triton: GatedTriton, requests: list[list[str]], **kw) -> list:
     """Hold one call out, queue `requests` behind it so they join, then release; each outcome or error."""
-    triton.gate.clear()
-    blocker = asyncio.create_task(coalescer.embed("m", ["first"], 64, **kw))
-    await settle()
+    blocker = await held(coalescer, triton, 64, **kw)
     jobs = [asyncio.create_task(coalescer.embed("m", texts, 64, **kw)) for texts in requests]
     await settle()
     triton.gate.set()
@@ -180,9 +184,7 @@ def test_a_cancelled_request_leaves_the_queue_and_the_others_still_join() -> Non
     async def test():
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
-        triton.gate.clear()
-        blocker = asyncio.create_task(coalescer.embed("m", ["first"], 8))
-        await settle()
+        blocker = await held(coalescer, triton)
         gone = asyncio.create_task(coalescer.embed("m", ["gone"], 8))
         kept = asyncio.create_task(coalescer.embed("m", ["kept"], 8))
         await settle()
@@ -202,10 +204,10 @@ def test_a_failed_chunk_withdraws_the_rest_of_its_request() -> None:
     async def test():
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
-        with pytest.raises(APIError, match=r"input\[1\] has 999 tokens"):
-            await coalescer.embed("m", ["a", "bad", "c", "d"], 2)
+        with pytest.raises(APIError, match=r"input\[0\] has 999 tokens"):
+            await coalescer.embed("m", ["bad", "c"], 1)  # two chunks of one row; the bound holds the second
         await settle()
-        assert [texts for _, texts, _ in triton.calls] == [["a", "bad"]]  # the second chunk never went
+        assert [texts for _, texts, _ in triton.calls] == [["bad"]]  # the second chunk never went
         assert not coalescer.queues
 
     run(test)
@@ -215,9 +217,7 @@ def test_a_request_of_half_a_max_batch_or_more_goes_at_once_outside_the_bound() 
     async def test():
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
-        triton.gate.clear()
-        small = asyncio.create_task(coalescer.embed("m", ["first"], 8))
-        await settle()
+        small = await held(coalescer, triton)
         large = asyncio.create_task(coalescer.embed("m", ["l"] * 4, 8))
         waits = asyncio.create_task(coalescer.embed("m", ["w"] * 3, 8))
         await settle()
