@@ -1,9 +1,14 @@
-"""Turn an item's `image` field into encoded bytes, under one safety policy.
+"""Turn a request's `image` fields into encoded bytes, under one safety policy.
 
-Accepted: `data:` URIs and raw base64 always; http(s) URLs with a timeout, a byte cap,
-at most `image_max_redirects` redirects (each re-checked) and no loopback, private,
-link-local or metadata addresses unless the operator allows them; local paths only
-under `image_local_dir`. Decoding (with a pixel cap) happens in Triton's preprocessor.
+Accepted: `data:` URIs and raw base64 always; http(s) URLs as `image_url_mode` and the allow-list
+say (`client/egress.py` judges every connection, redirects included); local paths only under
+`image_local_dir`. Every size is bounded before the bytes arrive: items per request, bytes per image
+(a declared Content-Length above the cap is refused unread), bytes per request, and the bytes all
+requests hold at once; fetches per request and in all are bounded too, and a failed or cancelled
+request cancels its other fetches. Bodies are read raw (`Accept-Encoding: identity`, any other
+encoding refused), so no decompression can outgrow the cap. A client learns that an item was
+refused or could not be fetched; why goes to the log under the request id. Decoding (with a pixel
+cap) happens in Triton's preprocessor.
 """
 
 from __future__ import annotations
@@ -11,59 +16,170 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
 
+import httpcore
 import httpx
 
-from client.errors import bad_request
+from client import request_id
+from client.bodies import Held, MemoryBudget
+from client.egress import CheckedBackend, Refused, UrlPolicy
+from client.errors import APIError, bad_request, too_large
 from client.settings import Settings
+from client.tasks import all_or_cancel
+
+log = logging.getLogger("client.images")
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_REDIRECTS = (301, 302, 303, 307, 308)
+_HEADERS = [(b"Accept", b"image/*"), (b"Accept-Encoding", b"identity"), (b"User-Agent", b"triton-embeddings")]
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error's text ("Connection refused", "CERTIFICATE_VERIFY_FAILED"), not the wrapper's."""
-    while (inner := exc.__cause__ or exc.__context__) is not None:
-        exc = inner
-    return str(exc) or type(exc).__name__
+class Unfetchable(Exception):
+    """A fetch failed for a reason the log may know and the client may not."""
 
 
 class ImageLoader:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, budget: MemoryBudget | None = None) -> None:
         self.settings = settings
-        self.client = httpx.AsyncClient(follow_redirects=False, timeout=settings.image_timeout_s)
+        self.policy = UrlPolicy.of(settings.image_url_mode, settings.image_allowed_hosts)
+        # httpcore directly: no proxy from the environment, no content decoding, one network backend
+        self.pool = httpcore.AsyncConnectionPool(
+            network_backend=CheckedBackend(self.policy),
+            max_connections=settings.image_fetch_global,
+            keepalive_expiry=5.0,
+            retries=0,
+        )
+        self.fetching = asyncio.Semaphore(settings.image_fetch_global)
+        self.budget = budget or MemoryBudget(settings.max_buffered_bytes)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.pool.aclose()
 
-    async def load_all(self, sources: list[str], positions: list[int]) -> list[bytes]:
-        """Bytes of every source, fetched concurrently; the first failure names its item."""
-        return list(await asyncio.gather(*(self.load(s, i) for s, i in zip(sources, positions, strict=True))))
+    @asynccontextmanager
+    async def fetched(self, sources: list[str], positions: list[int]) -> AsyncIterator[list[bytes]]:
+        """Bytes of every source, fetched concurrently, held against the memory budget until the block ends."""
+        if len(sources) > self.settings.image_max_per_request:
+            raise too_many_images(len(sources), self.settings.image_max_per_request)
+        held = Held(self.budget)
+        per_request = asyncio.Semaphore(self.settings.image_fetch_concurrency)
 
-    async def load(self, source: str, index: int) -> bytes:
+        async def one(source: str, index: int) -> bytes:
+            async with per_request:
+                return await self.load(source, index, held)
+
+        try:
+            yield await all_or_cancel(*(one(s, i) for s, i in zip(sources, positions, strict=True)))
+        finally:
+            held.release()
+
+    async def load(self, source: str, index: int, held: Held | None = None) -> bytes:
+        held = held if held is not None else Held(self.budget)
         where = f"input[{index}].image"
         if source.startswith("data:"):
             header, _, payload = source.partition(",")
             if ";base64" not in header:
                 raise bad_request(f"{where}: only base64 data URIs are supported", "input")
-            return self._cap(self._b64(payload, where), where)
-        scheme = urlparse(source).scheme.lower()
+            return self._inline(self._b64(payload, where), where, held)
+        match = _SCHEME.match(source)
+        scheme = match.group(1).lower() if match else ""
         if scheme in ("http", "https"):
-            try:
-                return await asyncio.wait_for(self._fetch(source, where), self.settings.image_timeout_s)
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                raise bad_request(
-                    f"{where}: fetching the image took longer than {self.settings.image_timeout_s} s", "input"
-                ) from exc
-            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, UnicodeError, ValueError) as exc:
-                # refused, reset, TLS, DNS, protocol errors: the URL's fault, never the server's
-                raise bad_request(f"{where}: cannot fetch the image ({_root_cause(exc)})", "input") from exc
-        if scheme and len(scheme) > 1:
+            return await self._fetch_url(source, where, held)
+        if len(scheme) > 1:  # one letter: a Windows drive
             raise bad_request(f"{where}: unsupported URL scheme {scheme!r} (use http, https or data)", "input")
         local = self._local(source)
         if local is not None:
-            return self._cap(local.read_bytes(), where)
-        return self._cap(self._b64(source, where), where)
+            return self._inline(local.read_bytes(), where, held)
+        return self._inline(self._b64(source, where), where, held)
+
+    async def _fetch_url(self, source: str, where: str, held: Held) -> bytes:
+        if self.settings.image_url_mode == "off":
+            raise bad_request(f"{where}: image URLs are turned off on this server; send a data URI or base64", "input")
+        try:
+            url = httpx.URL(source)
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise bad_request(f"{where} is not a valid URL", "input") from exc
+        try:
+            async with self.fetching:
+                return await asyncio.wait_for(self._fetch(url, where, held), self.settings.image_timeout_s)
+        except APIError:
+            raise
+        except Refused as exc:
+            self._log(where, source, f"refused: {exc}")
+            raise bad_request(f"{where}: the image URL was refused by this server's URL policy", "input") from exc
+        except (
+            TimeoutError,
+            Unfetchable,
+            httpcore.TimeoutException,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            httpx.InvalidURL,
+            ssl.SSLError,
+            OSError,
+            UnicodeError,
+            ValueError,
+        ) as exc:  # reset, TLS, DNS, protocol, status: the URL's fault, never the server's
+            self._log(where, source, f"{type(exc).__name__}: {_root_cause(exc)}")
+            raise bad_request(f"{where}: the image could not be fetched", "input") from exc
+
+    @staticmethod
+    def _log(where: str, source: str, detail: str) -> None:
+        log.warning("request %s: %s from %.200r: %s", request_id.current.get(), where, source, detail)
+
+    async def _fetch(self, url: httpx.URL, where: str, held: Held) -> bytes:
+        cap = self.settings.image_max_bytes
+        for _ in range(self.settings.image_max_redirects + 1):
+            if url.scheme not in ("http", "https") or not url.raw_host:
+                raise Unfetchable(f"redirected to a non-http(s) URL {str(url)[:200]!r}")
+            target = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+            timeout = self.settings.image_timeout_s
+            extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+            async with self.pool.stream(
+                "GET", target, headers=[(b"Host", url.netloc), *_HEADERS], extensions=extensions
+            ) as response:
+                headers = httpx.Headers(response.headers)
+                if response.status in _REDIRECTS and "location" in headers:
+                    url = url.join(headers["location"])
+                    continue
+                if response.status != 200:
+                    raise Unfetchable(f"the server answered {response.status}")
+                encoding = headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise Unfetchable(f"Content-Encoding {encoding[:40]!r} (only identity is accepted)")
+                length = headers.get("content-length", "")
+                if length.isdigit() and int(length) > cap:
+                    raise image_too_large(where, cap)
+                data = bytearray()
+                async for chunk in response.aiter_stream():
+                    if len(data) + len(chunk) > cap:
+                        raise image_too_large(where, cap)
+                    self._hold(held, len(chunk), where)
+                    data += chunk
+                if not data:
+                    raise bad_request(f"{where} is empty", "input")
+                return bytes(data)
+        raise Unfetchable(f"more than {self.settings.image_max_redirects} redirects")
+
+    def _hold(self, held: Held, size: int, where: str) -> None:
+        if held.size + size > self.settings.image_max_total_bytes:
+            raise too_large(
+                f"{where}: the request's images exceed {self.settings.image_max_total_bytes} bytes in all", "input"
+            )
+        held.take(size)
+
+    def _inline(self, data: bytes, where: str, held: Held) -> bytes:
+        if len(data) > self.settings.image_max_bytes:
+            raise bad_request(f"{where} has {len(data)} bytes; the maximum is {self.settings.image_max_bytes}", "input")
+        if not data:
+            raise bad_request(f"{where} is empty", "input")
+        self._hold(held, len(data), where)
+        return data
 
     def _b64(self, payload: str, where: str) -> bytes:
         try:
@@ -72,13 +188,6 @@ class ImageLoader:
             raise bad_request(
                 f"{where} is neither an http(s) URL, a data URI, an allowed local path nor base64", "input"
             ) from exc
-
-    def _cap(self, data: bytes, where: str) -> bytes:
-        if len(data) > self.settings.image_max_bytes:
-            raise bad_request(f"{where} has {len(data)} bytes; the maximum is {self.settings.image_max_bytes}", "input")
-        if not data:
-            raise bad_request(f"{where} is empty", "input")
-        return data
 
     def _local(self, source: str) -> Path | None:
         root = self.settings.image_local_dir
@@ -93,36 +202,17 @@ class ImageLoader:
             return resolved
         return None
 
-    async def _check_host(self, url: str, where: str) -> None:
-        """Refuse hosts that resolve to non-public addresses; resolved off the event loop (a slow DNS
-        answer must not stall other requests), under the caller's fetch deadline."""
-        host = urlparse(url).hostname or ""
-        if host in self.settings.image_allowed_hosts:
-            return
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        except (OSError, UnicodeError) as exc:
-            raise bad_request(f"{where}: cannot resolve {host!r}", "input") from exc
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global or address.is_multicast:
-                raise bad_request(
-                    f"{where}: {host} resolves to {address}, a non-public address, which is refused", "input"
-                )
 
-    async def _fetch(self, url: str, where: str) -> bytes:
-        for _ in range(self.settings.image_max_redirects + 1):
-            await self._check_host(url, where)
-            async with self.client.stream("GET", url) as response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
-                    continue
-                if response.status_code != 200:
-                    raise bad_request(f"{where}: the server answered {response.status_code}", "input")
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > self.settings.image_max_bytes:
-                        raise bad_request(f"{where} is larger than {self.settings.image_max_bytes} bytes", "input")
-                return self._cap(bytes(data), where)
-        raise bad_request(f"{where}: more than {self.settings.image_max_redirects} redirects", "input")
+def image_too_large(where: str, cap: int) -> APIError:
+    return bad_request(f"{where} is larger than {cap} bytes", "input")
+
+
+def too_many_images(count: int, limit: int) -> APIError:
+    return too_large(f"input has {count} image items; the maximum is {limit}", "input")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's text, for the log."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc)[:300] or type(exc).__name__
