@@ -17,6 +17,10 @@ class APIError(Exception):
     code: str | None = None
     exposed: bool = False  # a 5xx whose message is the adapter's own words, safe to show as it is
 
+    def headers(self) -> dict[str, str]:
+        """Headers the status asks for: a 503 or 429 says when to retry."""
+        return {"Retry-After": "1"} if self.status in (429, 503) else {}
+
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 

@@ -38,4 +38,4 @@ def public(error: APIError) -> APIError:
 
 
 def error_response(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(public(error).body(), status_code=error.status, headers=headers)
+    return JSONResponse(public(error).body(), status_code=error.status, headers={**error.headers(), **(headers or {})})

@@ -6,12 +6,11 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from client.errors import APIError, bad_request, body_too_large, invalid_fields
+from client.errors import APIError, body_too_large, invalid_fields, too_large
 from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList, TokenizeRequest
 from client.responses import JSONResponse
 from client.service import UNRESOLVED, EmbeddingService, Timings
@@ -40,19 +39,27 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The body as JSON whatever its Content-Type (curl -d sends form encoding), within the size cap."""
+    """The JSON body (the gate has read it within its caps), its values counted before it is parsed and
+    its items counted before they are validated; large bodies are parsed off the event loop."""
     raw = await request.body()
-    oversized = body_too_large(len(raw), request.app.state.settings.max_body_bytes)
+    settings = request.app.state.settings
+    oversized = body_too_large(len(raw), settings.max_body_bytes)
     if oversized is not None:
         raise oversized
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from exc
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_fields(list(exc.errors())) from exc
+    max_items = settings.max_items_per_request
+
+    def validate(data: Any) -> Body:
+        request.state.named_model = data.get("model") if isinstance(data, dict) else None  # for the metrics label
+        items = data.get("input") if isinstance(data, dict) else None
+        one_id_list = isinstance(items, list) and bool(items) and isinstance(items[0], int | float)
+        if isinstance(items, list) and len(items) > max_items and not one_id_list:
+            raise too_large(f"input has {len(items)} items; the maximum is {max_items}", param="input")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_fields(list(exc.errors())) from exc
+
+    return await request.app.state.parser.parse(raw, max_items, validate)
 
 
 def _service(request: Request) -> EmbeddingService:
@@ -71,12 +78,9 @@ def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
     }
 
 
-async def _named_model(request: Request) -> str:
+def _named_model(request: Request) -> str:
     """For a body that failed validation: the served model it names, if any (a bounded label set)."""
-    try:
-        named = orjson.loads(await request.body()).get("model")
-    except (orjson.JSONDecodeError, AttributeError):
-        return UNRESOLVED
+    named = getattr(request.state, "named_model", None)
     return _service(request).registry.known(named) or UNRESOLVED
 
 
@@ -90,7 +94,7 @@ async def _measured(request: Request, route: str, timings: Timings):
     except APIError as exc:
         status = exc.status
         if timings.model == UNRESOLVED and exc.status == 400:
-            timings.model = await _named_model(request)
+            timings.model = _named_model(request)
         raise
     finally:
         model = timings.model

@@ -13,10 +13,11 @@ import numpy as np
 
 from client.coalescer import Coalescer
 from client.errors import APIError, bad_request, too_large
-from client.images import ImageLoader
+from client.images import ImageLoader, too_many_images
 from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
 from client.registry import ModelRegistry
 from client.settings import Settings
+from client.tasks import all_or_cancel
 from client.triton import ServedModel, TritonClient
 from runtime.contract import input_type_of
 
@@ -74,6 +75,13 @@ def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
     return items
 
 
+def field_names(extra: dict, shown: int = 8, width: int = 40) -> str:
+    """Client-chosen field names for the log: escaped, each cut to `width`, at most `shown` of them."""
+    names = [ascii(name[:width]) for name in list(extra)[:shown]]
+    more = len(extra) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
 def check_token_ids(model: ServedModel, items: list[Item]) -> None:
     """Token ids within the model's vocabulary, the first bad one named by its position."""
     vocab = model.card.vocab_size
@@ -83,6 +91,26 @@ def check_token_ids(model: ServedModel, items: list[Item]) -> None:
         for j, x in enumerate(item.tokens or ()):
             if not 0 <= x < vocab:
                 raise bad_request(f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{vocab - 1})", "input")
+
+
+def check_image_count(items: list[Item], limit: int) -> None:
+    """The per-request image bound, before any image is fetched or any text is sent."""
+    count = sum(item.image is not None for item in items)
+    if count > limit:
+        raise too_many_images(count, limit)
+
+
+def check_token_options(request: EmbeddingRequest, items: list[Item]) -> None:
+    """Token ids are embedded exactly as given: a prompt option would change nothing, so it is refused."""
+    if not items or items[0].tokens is None:
+        return
+    for field in ("instruction", "input_type"):
+        if getattr(request, field) is not None:
+            raise bad_request(
+                f"{field} does not apply to token ids, which are embedded exactly as given (the template is "
+                "already in them when they come from /tokenize); drop it or send text",
+                field,
+            )
 
 
 def check_modalities(model: ServedModel, items: list[Item]) -> None:
@@ -165,14 +193,18 @@ class EmbeddingService:
         self.registry = registry
         self.images = images
         self.last_success: dict[str, float] = {}
+        self._ready_probe: asyncio.Future | None = None
+        self._ready_at = float("-inf")
 
     async def embed(self, request: EmbeddingRequest, timings: Timings | None = None) -> dict:
         timings = timings or Timings()
         if request.model_extra:
-            log.info("ignoring unknown request fields: %s", ", ".join(sorted(request.model_extra)))
+            log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
         model = await self.registry.resolve(request.model)
         timings.model = model.name
         items = items_of(request, self.settings.max_items_per_request)
+        check_image_count(items, self.settings.image_max_per_request)
+        check_token_options(request, items)
         check_modalities(model, items)
         check_token_ids(model, items)
         check_instruction(model, request.instruction)
@@ -226,17 +258,21 @@ class EmbeddingService:
 
         async def images() -> tuple[np.ndarray, np.ndarray]:
             sources = [items[i].image or "" for i in image_at]
-            blobs = await self._timed(timings, "image_fetch", self.images.load_all(sources, image_at))
-            card, controls, columns = model.card, None, None
-            if card.fuses_modalities:  # each item's text goes into its image's prompt, with the prompt controls
-                controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
-                texts = [items[i].text or "" for i in image_at]
-                columns = {"TEXT": texts} if any(texts) else None
-            call = self.calls.embed(card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns)
-            return await self._timed(timings, "triton", call)
+            start = time.perf_counter()
+            async with self.images.fetched(sources, image_at) as blobs:  # held until Triton has them
+                timings.image_fetch += time.perf_counter() - start
+                card, controls, columns = model.card, None, None
+                if card.fuses_modalities:  # each item's text goes into its image's prompt, with the prompt controls
+                    controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
+                    texts = [items[i].text or "" for i in image_at]
+                    columns = {"TEXT": texts} if any(texts) else None
+                call = self.calls.embed(
+                    card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns
+                )
+                return await self._timed(timings, "triton", call)
 
         jobs = [(at, job()) for at, job in ((text_at, texts), (token_at, token_ids), (image_at, images)) if at]
-        results = await asyncio.gather(*(coro for _, coro in jobs))
+        results = await all_or_cancel(*(coro for _, coro in jobs))
         out = np.empty((len(items), model.card.dimension), dtype=np.float32)
         tokens = 0
         for (positions, _), (vectors, counts) in zip(jobs, results, strict=True):
@@ -263,6 +299,12 @@ class EmbeddingService:
         if request.instruction is not None:
             if not request.instruction.strip():
                 raise bad_request("instruction cannot be empty", "instruction")
+            if len(request.instruction) > self.settings.max_instruction_chars:
+                raise too_large(
+                    f"instruction has {len(request.instruction)} characters; the maximum is "
+                    f"{self.settings.max_instruction_chars}",
+                    "instruction",
+                )
             options["INSTRUCTION"] = request.instruction
         return options
 
@@ -294,7 +336,23 @@ class EmbeddingService:
         }
 
     async def ready(self) -> list[str]:
-        """Names of served models that answered an inference within `ready_ttl_s` (probing stale ones now)."""
+        """Names of served models that answered an inference within `ready_ttl_s` (probing stale ones now).
+
+        Open to anyone and outside the in-flight bound, so it is cheap to call: one probe at a time, its
+        answer (or its error) reused for `ready_cache_s`, and concurrent callers share it.
+        """
+        probe = self._ready_probe
+        if probe is None or (probe.done() and time.monotonic() - self._ready_at > self.settings.ready_cache_s):
+            probe = self._ready_probe = asyncio.ensure_future(self._probe_ready())
+            probe.add_done_callback(self._ready_done)
+        return await asyncio.shield(probe)
+
+    def _ready_done(self, probe: asyncio.Future) -> None:
+        self._ready_at = time.monotonic()
+        if not probe.cancelled():
+            probe.exception()  # retrieved: each caller raises it for itself
+
+    async def _probe_ready(self) -> list[str]:
         models = await self.registry.refresh()
         if not models:
             raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model", True)

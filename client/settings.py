@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from client.egress import UrlMode, normalise_entry
+
 
 class Settings(BaseSettings):
     """Every knob of the adapter, typed, defaulted and described."""
@@ -25,18 +27,49 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
     model_refresh_s: float = Field(10.0, description="how often the list of served models is re-read from Triton")
     max_items_per_request: int = Field(2048, ge=1, description="most inputs in one request (413 beyond)")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="largest request body (413 beyond): room for 2,048 token-id lists of 1,024 ids, or a few "
+        "inline images; its JSON values are counted against max_items_per_request before it is parsed",
+    )
+    max_buffered_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="bytes that all requests together may hold at once, request bodies and fetched images "
+        "(503 with Retry-After beyond)",
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="deadline to receive a request body (408 beyond)")
+    header_timeout_s: float = Field(10.0, gt=0, description="deadline to receive a request's headers")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_instruction_chars: int = Field(2048, ge=1, description="longest `instruction` (413 beyond)")
     default_truncate: Literal["NONE", "START", "END"] | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )
     image_timeout_s: float = Field(10.0, description="deadline to fetch one image URL")
     image_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest image accepted, encoded")
+    image_max_per_request: int = Field(64, ge=1, description="most image items in one request (413 beyond)")
+    image_max_total_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="most image bytes in one request, all items together (413 beyond)"
+    )
+    image_fetch_concurrency: int = Field(8, ge=1, description="image URLs one request fetches at once")
+    image_fetch_global: int = Field(32, ge=1, description="image URLs all requests together fetch at once")
     image_max_redirects: int = Field(3, ge=0, description="redirects followed per image URL, each re-checked")
+    image_url_mode: UrlMode = Field(
+        "public",
+        description="which image URLs are fetched: off (none; data URIs and base64 only), allowlist (only "
+        "hosts in image_allowed_hosts) or public (those hosts, and any host whose addresses are all public)",
+    )
     image_allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="hosts fetched even when they resolve to loopback or private addresses"
+        default_factory=list,
+        description="host or host:port entries fetched whatever their addresses (loopback, private); "
+        "a host without a port is allowed on every port",
     )
     image_local_dir: Path | None = Field(None, description="local image paths are read only under this folder")
-    api_key: str | None = Field(None, description="when set, /v1/* and /tokenize need 'Authorization: Bearer <key>'")
+    api_key: str | None = Field(
+        None, description="when set, /v1/*, /tokenize and the API docs need 'Authorization: Bearer <key>'"
+    )
+    api_docs: bool = Field(True, description="serve /docs and /openapi.json (behind the API key when one is set)")
     max_in_flight: int = Field(256, ge=1, description="requests processed at once; more are refused with 429")
     coalesce: bool = Field(
         True,
@@ -47,6 +80,9 @@ class Settings(BaseSettings):
         2, ge=1, description="Triton calls in flight per model and options; requests arriving meanwhile join the next"
     )
     ready_ttl_s: float = Field(30.0, description="a model counts as ready if it answered an inference this recently")
+    ready_cache_s: float = Field(
+        1.0, ge=0, description="/health/ready answers from its last probe this long; concurrent calls share one"
+    )
     allow_any_dimensions: bool = Field(
         False, description="accept any `dimensions` (truncate + re-normalise), lossy for models not Matryoshka-trained"
     )
@@ -57,3 +93,11 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: object) -> object:
         """`EMBED_IMAGE_ALLOWED_HOSTS=a,b` and `--image-allowed-hosts a,b` alike."""
         return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value
+
+    @field_validator("image_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        """Each entry a host or host:port, refused at start otherwise (a typo must not silently allow nothing)."""
+        for entry in value:
+            normalise_entry(entry)
+        return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
@@ -92,6 +93,10 @@ def _replica_state(message: str) -> bool:
 
 
 CHANNEL_OPTIONS = [
+    # tritonclient's own message limits: channel_args replaces its defaults, and gRPC's 4 MiB receive
+    # limit would fail a /tokenize of 64 long texts on an 8k-token model.
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
     # Reconnect quickly after Triton restarts (gRPC's default backoff grows to two minutes), and
     # spread calls over every address of the target: per call, not per connection, across replicas.
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -275,13 +280,17 @@ class TritonClient:
         """
         inputs = []
         n = len(next(iter(rows.values())))
-        for input_name, column in (*rows.items(), *((k, [v] * n) for k, v in options.items())):
+        # A per-request control is read from the first row (runtime/contract.py): the others travel
+        # empty, so an instruction is not copied once per row.
+        controls = ((k, [v] + [b""] * (n - 1)) for k, v in options.items())
+        for input_name, column in (*rows.items(), *controls):
             data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
             inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
             inputs[-1].set_data_from_numpy(data)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
+        deadline = {"client_timeout": self.timeout_s, "timeout": int(self.timeout_s * 1_000_000)}
         try:
-            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
+            result = await self.client.infer(name, inputs, outputs=requested, **deadline)
         except InferenceServerException as exc:
             # Embedding is idempotent: a call that failed because its replica was gone goes once more
             # (round robin picks the next replica). A refused input is never retried.
@@ -290,5 +299,5 @@ class TritonClient:
             # A moment for the channel to mark a lost replica's connection failed, so round robin
             # sends the retry to another one (without it, 1 of 1,800 calls at concurrency 64 was lost).
             await asyncio.sleep(RETRY_DELAY_S)
-            result = await self.client.infer(name, inputs, outputs=requested, client_timeout=self.timeout_s)
+            result = await self.client.infer(name, inputs, outputs=requested, **deadline)
         return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)

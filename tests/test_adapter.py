@@ -123,7 +123,7 @@ def test_metric_labels_are_served_names(client) -> None:
     client.post("/v1/embeddings", json={"input": "", "model": "m"})  # 400 after resolution
     for i in range(20):
         client.post("/v1/embeddings", json={"input": "x", "model": f"made-up-{i}"})
-    client.post("/v1/embeddings", content=b"{not json")
+    client.post("/v1/embeddings", content=b"{not json", headers={"Content-Type": "application/json"})
     client.post("/v1/embeddings", json={"input": 5, "model": "alias"})  # fails validation, names a served model
     client.post("/tokenize", json={"input": "x", "model": "alias"})
     text = client.get("/metrics").text
@@ -207,9 +207,13 @@ class FlakyGrpc:
     def __init__(self, errors: list[InferenceServerException]) -> None:
         self.errors = list(errors)
         self.calls = 0
+        self.sent: list = []
+        self.deadlines: list[tuple[float, int | None]] = []
 
-    async def infer(self, name, inputs, outputs, client_timeout):
+    async def infer(self, name, inputs, outputs, client_timeout, timeout=None):
         self.calls += 1
+        self.sent = inputs
+        self.deadlines.append((client_timeout, timeout))
         if self.errors:
             raise self.errors.pop(0)
         return FakeResult(inputs[0].shape()[0])

@@ -16,6 +16,7 @@ from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.tritonserver import TritonPorts, TritonServer
 
 pytestmark = pytest.mark.e2e
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_body_cap_holds_for_chunked_bodies(adapter) -> None:
         yield b"x" * 4096
         yield b'"}'
 
-    r = httpx.post(f"{url}/v1/embeddings", content=chunks())  # no Content-Length
+    r = httpx.post(f"{url}/v1/embeddings", content=chunks(), headers=JSON)  # no Content-Length
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 

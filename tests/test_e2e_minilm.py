@@ -113,11 +113,22 @@ def test_openai_sdk_base64_default_and_float(openai_client, reference) -> None:
 
 
 def test_curl_form_from_the_readme(minilm_stack) -> None:
-    """`curl -d` sends no JSON content type; the body is still read as JSON."""
+    """The README's curl sends a JSON content type; `curl -d` alone sends form encoding, which is a 415
+    that says what to add (a cross-site form or text/plain POST needs no CORS preflight)."""
+    body = b'{"model":"all-MiniLM-L6-v2","input":["a cat","a kitten"]}'
+    for media in ("application/x-www-form-urlencoded", "text/plain", None):
+        refused = httpx.post(
+            f"{minilm_stack.adapter_url}/v1/embeddings",
+            content=body,
+            headers={"Content-Type": media} if media else {},
+            timeout=30,
+        )
+        assert refused.status_code == 415, refused.text
+        assert "-H 'Content-Type: application/json'" in refused.json()["error"]["message"]
     r = httpx.post(
         f"{minilm_stack.adapter_url}/v1/embeddings",
-        content=b'{"model":"all-MiniLM-L6-v2","input":["a cat","a kitten"]}',
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        content=body,
+        headers={"Content-Type": "application/json; charset=utf-8"},
         timeout=30,
     )
     assert r.status_code == 200, r.text
@@ -178,7 +189,12 @@ def test_bad_requests_are_400_in_the_openai_envelope(minilm_stack, body, param) 
 
 
 def test_malformed_json_is_400(minilm_stack) -> None:
-    r = httpx.post(f"{minilm_stack.adapter_url}/v1/embeddings", content=b'{"input": ', timeout=10)
+    r = httpx.post(
+        f"{minilm_stack.adapter_url}/v1/embeddings",
+        content=b'{"input": ',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert "not valid JSON" in assert_error(r, 400)["message"]
 
 
