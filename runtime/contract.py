@@ -5,6 +5,10 @@ the adapter (`client/`) read them back with `from_parameters()`. Standard librar
 imports it without torch, transformers or numpy. A key is a field name; a value is its text: numbers as
 written, booleans `true`/`false`, tuples comma-separated. A missing field takes its default only where
 the field has one (older exports); a required field that is missing is an error at load, never a guess.
+
+Per-request controls (TRUNCATE, INPUT_TYPE, INSTRUCTION) travel as batched inputs like every ensemble
+input, but they are one value per request: the preprocessors read the first row, and the adapter sends
+the other rows empty.
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ class TritonPythonModel:
         blobs = tensor.as_numpy().reshape(-1) if tensor is not None else []
         if len(blobs) == 0:
             raise InputError("the request holds no image")
-        images = [decode_image(bytes(b), self.params.max_decoded_pixels, i) for i, b in enumerate(blobs)]
-        return np.stack([clip_pixels(image, self.spec) for image in images])
+        pixels = np.empty((len(blobs), 3, self.spec.crop_height, self.spec.crop_width), dtype=np.float32)
+        for i, blob in enumerate(blobs):  # one decoded image alive at a time, not a whole call's
+            pixels[i] = clip_pixels(decode_image(bytes(blob), self.params.max_decoded_pixels, i), self.spec)
+        return pixels
 
     def execute(self, requests):
         responses = []

@@ -38,29 +38,51 @@ class ClipImageSpec:
         )
 
 
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # what clients send; Pillow's other plugins are not opened
+
+
 def decode_image(data: bytes, max_pixels: int, index: int = 0) -> Image.Image:
-    """Encoded bytes → RGB image; refuses empty data, non-images and more than `max_pixels` pixels."""
+    """Encoded bytes → RGB image; refuses empty data, other formats and more than `max_pixels` pixels.
+
+    The size is read from the header before any pixel is decoded. A JPEG above the cap is decoded at
+    a reduced scale (1/2, 1/4 or 1/8, Pillow's draft) when that brings it under the cap, since it would
+    be refused otherwise; any other image above the cap is refused. Any failure of any decoder is this
+    item's own error: a crafted file must not fail the other requests of a batch.
+    """
     if not data:
         raise InputError(f"input[{index}]: the image is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
+            if width * height > max_pixels and image.format == "JPEG":
+                _draft_under(image, max_pixels)
+                width, height = image.size
             if width * height > max_pixels:
                 raise InputError(f"input[{index}]: the image has {width}×{height} pixels; the maximum is {max_pixels}")
             image.load()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"input[{index}]: the image has too many pixels; the maximum is {max_pixels}") from exc
     except Image.UnidentifiedImageError as exc:
-        raise InputError(f"input[{index}]: not an image in a supported format") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"input[{index}]: cannot decode the image ({exc})") from exc
+        raise InputError(f"input[{index}]: not an image in a supported format ({', '.join(FORMATS)})") from exc
+    except Exception as exc:  # noqa: BLE001 -- any decoder failure is the item's, never the batch's
+        raise InputError(f"input[{index}]: cannot decode the image ({type(exc).__name__})") from exc
     if width < 1 or height < 1:
         raise InputError(f"input[{index}]: the image has no pixels")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return rgb
+
+
+def _draft_under(image: Image.Image, max_pixels: int) -> None:
+    """Ask the JPEG decoder for the largest scale of 1/2, 1/4, 1/8 that fits the cap (no-op if none does)."""
+    width, height = image.size
+    for scale in (2, 4, 8):
+        if (width // scale) * (height // scale) <= max_pixels:
+            image.draft("RGB", (width // scale, height // scale))
+            return
 
 
 def _resize_shortest_edge(image: Image.Image, size: int, resample: int) -> Image.Image:

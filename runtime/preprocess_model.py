@@ -11,11 +11,12 @@ from runtime.text import (
     Prompt,
     TextLayout,
     apply_prompt,
-    encode,
+    encode_bounded,
     fit_given,
     frame_all,
     load_tokenizer,
     pad,
+    room_of,
     token_content,
 )
 
@@ -32,6 +33,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.params = TextParams.from_parameters(parameters(model_config(args)))
         self.layout, self.prompt = TextLayout.of(self.params), Prompt.of(self.params)
+        self.room = room_of(self.layout)
         self.tokenizer = load_tokenizer(str(version_dir(args) / self.params.tokenizer))
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
@@ -67,7 +69,9 @@ class TritonPythonModel:
             truncate = strings(request, "TRUNCATE")
             modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
         rows_of = [rows if isinstance(rows, list) else [] for rows in texts]
-        contents = encode(self.tokenizer, [t for rows in rows_of for t in rows])  # one call for the whole batch
+        row_modes = [mode for rows, mode in zip(rows_of, modes, strict=True) for _ in rows]
+        # one call for the whole batch; a long text costs what truncation keeps of it
+        contents = encode_bounded(self.tokenizer, [t for rows in rows_of for t in rows], row_modes, self.room)
         responses = []
         start = 0
         for rows, ids, mode in zip(texts, tokens, modes, strict=True):

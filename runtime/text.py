@@ -97,14 +97,20 @@ def special_token_frame(tok: Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...
     raise ValueError("cannot locate the content inside the post-processed sequence")
 
 
+def room_of(layout: TextLayout) -> int:
+    """Content tokens a sequence can hold inside the model's frame."""
+    return layout.max_length - len(layout.prefix_ids) - len(layout.suffix_ids)
+
+
 def frame(content: list[int], layout: TextLayout, truncate: str, index: int) -> list[int]:
     """Add the special tokens, truncating the content per `truncate`."""
-    room = layout.max_length - len(layout.prefix_ids) - len(layout.suffix_ids)
+    room = room_of(layout)
     if len(content) > room:
         total = len(content) + len(layout.prefix_ids) + len(layout.suffix_ids)
         if truncate == "NONE":
+            count = f"more than {total - 1}" if isinstance(content, Partial) else str(total)
             raise InputError(
-                f"input[{index}] has {total} tokens; the maximum is {layout.max_length} "
+                f"input[{index}] has {count} tokens; the maximum is {layout.max_length} "
                 "(set truncate to START or END to cut it)"
             )
         content = content[:room] if truncate == "END" else content[len(content) - room :]
@@ -140,6 +146,54 @@ def pad(rows: list[list[int]], layout: TextLayout) -> Batch:
 def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Content token ids (no special tokens) of a whole batch, in one call."""
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+class Partial(list):
+    """Token ids of part of a text that holds more than these: enough to truncate it exactly, and to
+    refuse it with `truncate: NONE`, without its full count."""
+
+
+CUT_CHARS_PER_TOKEN = 12  # a cut keeps this many characters per token of room (English: 4-5 per token)
+CUT_MARGIN_CHARS = 256  # tokens this close to a cut are dropped: the cut may have split their word
+
+
+def cut_length(room: int) -> int:
+    """Characters of a text tokenised when only `room` tokens of it can be kept."""
+    return CUT_CHARS_PER_TOKEN * room + 2 * CUT_MARGIN_CHARS
+
+
+def encode_bounded(tok: Tokenizer, texts: list[str], truncates: list[str], room: int) -> list[list[int]]:
+    """`encode`, with the work of a long text bounded by what truncation keeps of it.
+
+    A text longer than `cut_length(room)` characters is first tokenised as a cut: its start for END
+    (and NONE), its end for START. The cut's tokens away from the cut (by `CUT_MARGIN_CHARS`) are the
+    text's own; when they are more than `room`, they decide the result exactly as the whole text
+    would: END keeps the first `room + 1` of them (still over the room, so framing truncates or, for
+    NONE, refuses), START the last `room + 1`. Otherwise (a text of long tokens, or mostly whitespace)
+    the whole text is tokenised. A 1 MiB text no longer costs the preprocessor its full tokenisation.
+    """
+    limit = cut_length(room)
+    out: list[list[int] | None] = [None] * len(texts)
+    cuts = [
+        (i, t[:limit] if m != "START" else t[-limit:], m)
+        for i, (t, m) in enumerate(zip(texts, truncates, strict=True))
+        if len(t) > limit
+    ]
+    if cuts:
+        for (i, cut, mode), enc in zip(
+            cuts, tok.encode_batch([c for _, c, _ in cuts], add_special_tokens=False), strict=True
+        ):
+            if mode == "START":
+                kept = [t for t, (start, _) in zip(enc.ids, enc.offsets, strict=True) if start >= CUT_MARGIN_CHARS]
+                out[i] = Partial(kept[-(room + 1) :]) if len(kept) > room else None
+            else:
+                edge = len(cut) - CUT_MARGIN_CHARS
+                kept = [t for t, (_, end) in zip(enc.ids, enc.offsets, strict=True) if end <= edge]
+                out[i] = Partial(kept[: room + 1]) if len(kept) > room else None
+    whole = [i for i, ids in enumerate(out) if ids is None]
+    for i, ids in zip(whole, encode(tok, [texts[i] for i in whole]), strict=True):
+        out[i] = ids
+    return out  # type: ignore[return-value]
 
 
 def token_content(blob: bytes, vocab_size: int, index: int) -> list[int]:

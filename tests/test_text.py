@@ -185,3 +185,71 @@ def test_given_ids_are_taken_exactly_and_truncated_inside_their_frame() -> None:
     assert fit_given([1, 2, 3, 4, 5, 6, 7], layout, "END", 0) == [1, 2, 3, 4, 5, 6]  # unframed: cut as given
     with pytest.raises(InputError, match=r"input\[2\] has 8 tokens; the maximum is 6"):
         fit_given(long, layout, "NONE", 2)
+
+
+def _metaspace_tokenizer():
+    """A sentencepiece-style BPE (Metaspace, no split: the whole text is one word), as Mistral's and Llama's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from tests.tiny.common import CORPUS
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"]))
+    return tok
+
+
+def _byte_level_tokenizer():
+    from tests.tiny.common import bpe
+
+    return bpe(["<|endoftext|>"])
+
+
+LONG_TEXTS = [
+    " ".join(["The quick brown fox jumps over the lazy dog."] * 200),
+    "中文日本語🚀" * 900,  # no whitespace at all
+    ("def f(x): return x ** 2  # {}, [], (), <>, /, \\ " * 150) + "a" * 700,
+    "word " + " " * 20_000 + "tail words at the very end",  # mostly whitespace: the cut keeps too few tokens
+    ("x" * 300 + " ") * 40,  # words longer than the cut margin
+    "Ünïcödé   and\tTabs\nand newlines " * 300,
+]
+
+
+@pytest.mark.parametrize(
+    "tokenizer", ["minilm-wordpiece", "byte-level-bpe", "metaspace-bpe"], ids=lambda name: name.split("-")[0]
+)
+@pytest.mark.parametrize("mode", ["END", "START", "NONE"])
+def test_bounded_encoding_truncates_exactly_as_the_whole_text(tokenizer: str, mode: str) -> None:
+    """A long text is tokenised as a cut when truncation keeps only part of it (issue 22, item 14): the
+    framed result is the whole text's, token for token, for every tokenizer kind the families use."""
+    from runtime.text import Partial, cut_length, encode_bounded
+
+    tok = {
+        "minilm-wordpiece": lambda: load_tokenizer(str(default_model.checkpoint() / "tokenizer.json")),
+        "byte-level-bpe": _byte_level_tokenizer,
+        "metaspace-bpe": _metaspace_tokenizer,
+    }[tokenizer]()
+    layout = TextLayout(prefix_ids=(1,), suffix_ids=(2,), max_length=40, pad_id=0, buckets=(16, 40))
+    room = 38
+    assert all(len(t) > cut_length(room) for t in LONG_TEXTS)
+    bounded = encode_bounded(tok, LONG_TEXTS, [mode] * len(LONG_TEXTS), room)
+    whole = encode(tok, LONG_TEXTS)
+    cut = [isinstance(ids, Partial) for ids in bounded]
+    assert sum(cut) >= 3, cut  # most were decided from their cut
+    if tokenizer == "minilm-wordpiece":
+        assert not cut[3]  # whitespace makes no WordPiece token: the cut held too few, the text went whole
+    for i, (ids, full) in enumerate(zip(bounded, whole, strict=True)):
+        if mode == "NONE" and len(full) > room:
+            with pytest.raises(InputError, match=rf"input\[{i}\] has (more than )?\d+ tokens; the maximum is 40"):
+                frame(ids, layout, mode, i)
+            continue
+        assert frame(ids, layout, mode, i) == frame(full, layout, mode, i), (tokenizer, mode, i)
+
+
+def test_short_texts_are_tokenised_whole() -> None:
+    from runtime.text import Partial, encode_bounded
+
+    tok = load_tokenizer(str(default_model.checkpoint() / "tokenizer.json"))
+    texts = ["a cat", "a kitten " * 50]
+    bounded = encode_bounded(tok, texts, ["END", "NONE"], 254)
+    assert bounded == encode(tok, texts) and not any(isinstance(b, Partial) for b in bounded)
