@@ -52,6 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us, help="encoder batching delay")
     ap.add_argument("--preprocess-queue-delay-us", type=int, default=Serving.preprocess_queue_delay_us)
+    ap.add_argument(
+        "--max-queue-size", type=int, default=Serving.max_queue_size, help="requests each model queues (full: 503)"
+    )
+    ap.add_argument(
+        "--queue-timeout-us",
+        type=int,
+        default=Serving.queue_timeout_us,
+        help="longest wait in a model's queue when a request names no deadline",
+    )
     ap.add_argument("--preprocess-instances", type=int, default=Serving.preprocess_instances)
     ap.add_argument("--encoder-instances", type=int, default=Serving.encoder_instances)
     ap.add_argument("--intra-op-threads", type=int, default=Serving.intra_op_threads)
@@ -74,6 +83,8 @@ def serving_from_args(args: argparse.Namespace) -> Serving:
         encoder_max_batch_size=args.encoder_max_batch_size,
         queue_delay_us=args.queue_delay_us,
         preprocess_queue_delay_us=args.preprocess_queue_delay_us,
+        max_queue_size=args.max_queue_size,
+        queue_timeout_us=args.queue_timeout_us,
         preprocess_instances=args.preprocess_instances,
         encoder_instances=args.encoder_instances,
         intra_op_threads=args.intra_op_threads,

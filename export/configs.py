@@ -52,6 +52,16 @@ def _params(config: mc.ModelConfig, *blocks: Parameters | dict[str, str]) -> Non
             config.parameters[key].string_value = value
 
 
+def _bounded_queue(c: mc.ModelConfig, serving: Serving, delay_us: int) -> None:
+    """Dynamic batching with a bounded queue: full → rejected at once; queued past its deadline → rejected."""
+    c.dynamic_batching.max_queue_delay_microseconds = delay_us
+    policy = c.dynamic_batching.default_queue_policy
+    policy.max_queue_size = serving.max_queue_size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = serving.queue_timeout_us
+    policy.allow_timeout_override = True
+
+
 def _instances(config: mc.ModelConfig, count: int, gpu: bool) -> None:
     config.instance_group.add(
         count=count, kind=mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
@@ -72,8 +82,7 @@ def python_model(
     """A Python-backend model on the CPU: a preprocessor, or an engine host (`engine=True`: the encoders'
     batching delay and instance count)."""
     c = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch or serving.max_batch_size)
-    delay = serving.queue_delay_us if engine else serving.preprocess_queue_delay_us
-    c.dynamic_batching.max_queue_delay_microseconds = delay
+    _bounded_queue(c, serving, serving.queue_delay_us if engine else serving.preprocess_queue_delay_us)
     _instances(c, serving.encoder_instances if engine else serving.preprocess_instances, gpu=False)
     _add(c.input, inputs, ragged)
     _add(c.output, outputs)
@@ -102,7 +111,7 @@ def native_engine(
     """An engine Triton batches itself: requests of equal shapes meet in its dynamic batcher."""
     c = mc.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
     _native_backend(c, target)
-    c.dynamic_batching.max_queue_delay_microseconds = serving.queue_delay_us
+    _bounded_queue(c, serving, serving.queue_delay_us)
     _instances(c, serving.encoder_instances, on_gpu(target, gpu))
     _add(c.input, inputs)
     _add(c.output, outputs)

@@ -14,7 +14,14 @@ class Serving:
     """Batching and instance settings of the generated models."""
 
     max_batch_size: int = 64  # rows per request into the ensemble and the preprocessor
-    max_image_pixels: int = 50_000_000  # decoded-pixel cap per image (decompression bombs)
+    # Decoded-pixel cap per image (decompression bombs): a 4096² image, 50 MB of RGB; a 12 MP photo
+    # fits, and a larger JPEG is decoded at 1/2, 1/4 or 1/8 scale to fit (runtime/images.py).
+    max_image_pixels: int = 4096 * 4096
+    # Every batched model's queue is bounded: a full queue refuses at once (UNAVAILABLE: the adapter's
+    # 503 with Retry-After), and a request waits at most its own deadline (the adapter passes its
+    # call timeout) or this default, never forever behind abandoned work.
+    max_queue_size: int = 256
+    queue_timeout_us: int = 60_000_000
     encoder_max_batch_size: int = 512  # rows per encoder execute (several requests, regrouped by length)
     # Encoders do not wait for more requests: the adapter joins concurrent requests in front of Triton
     # (client/coalescer.py), and Triton's batcher still joins the calls that queue while an instance is
