@@ -166,19 +166,23 @@ class Gate:
     @staticmethod
     async def _receive_body(receive: Receive, cap: int, held: Held, account: bool) -> bytes:
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            oversized = body_too_large(len(body) + len(chunk), cap)
-            if oversized is not None:
-                raise oversized
-            if account:
-                held.take(len(chunk))
-            body += chunk
-            if not message.get("more_body", False):
-                return bytes(body)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                oversized = body_too_large(len(body) + len(chunk), cap)
+                if oversized is not None:
+                    raise oversized
+                if account:
+                    held.take(len(chunk))
+                body += chunk
+                if not message.get("more_body", False):
+                    return bytes(body)
+        except BaseException:
+            body.clear()  # the failure's traceback (in wait_for's task, a cycle) must not keep the bytes
+            raise
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

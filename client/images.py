@@ -155,15 +155,23 @@ class ImageLoader:
                 length = headers.get("content-length", "")
                 if length.isdigit() and int(length) > cap:
                     raise image_too_large(where, cap)
-                data = bytearray()
-                async for chunk in response.aiter_stream():
-                    if len(data) + len(chunk) > cap:
-                        raise image_too_large(where, cap)
-                    self._hold(held, len(chunk), where)
-                    data += chunk
-                if not data:
+                chunks: list[bytes] = []
+                size = 0
+                try:
+                    async for chunk in response.aiter_stream():
+                        if size + len(chunk) > cap:
+                            raise image_too_large(where, cap)
+                        self._hold(held, len(chunk), where)
+                        chunks.append(chunk)
+                        size += len(chunk)
+                except BaseException:
+                    # a failure's traceback keeps this frame alive as long as the failure (longer, in a
+                    # reference cycle): it must not keep the bytes read so far
+                    chunks.clear()
+                    raise
+                if not size:
                     raise bad_request(f"{where} is empty", "input")
-                return bytes(data)
+                return b"".join(chunks)
         raise Unfetchable(f"more than {self.settings.image_max_redirects} redirects")
 
     def _hold(self, held: Held, size: int, where: str) -> None:

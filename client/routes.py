@@ -54,12 +54,24 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         one_id_list = isinstance(items, list) and bool(items) and isinstance(items[0], int | float)
         if isinstance(items, list) and len(items) > max_items and not one_id_list:
             raise too_large(f"input has {len(items)} items; the maximum is {max_items}", param="input")
+        if isinstance(items, list):
+            check_id_lengths(items, one_id_list, settings.max_token_ids_per_item)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             raise invalid_fields(list(exc.errors())) from exc
 
     return await request.app.state.parser.parse(raw, max_items, validate)
+
+
+def check_id_lengths(items: list, one_id_list: bool, limit: int) -> None:
+    """Token-id lists within their bound before a single id is validated."""
+    lists = (
+        [("input", items)] if one_id_list else [(f"input[{i}]", x) for i, x in enumerate(items) if isinstance(x, list)]
+    )
+    for where, ids in lists:
+        if len(ids) > limit:
+            raise too_large(f"{where} has {len(ids)} token ids; the maximum is {limit}", param="input")
 
 
 def _service(request: Request) -> EmbeddingService:

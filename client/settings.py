@@ -28,13 +28,14 @@ class Settings(BaseSettings):
     model_refresh_s: float = Field(10.0, description="how often the list of served models is re-read from Triton")
     max_items_per_request: int = Field(2048, ge=1, description="most inputs in one request (413 beyond)")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024,
+        2 * 1024 * 1024,
         ge=1024,
-        description="largest request body (413 beyond): room for 2,048 token-id lists of 1,024 ids, or a few "
-        "inline images; its JSON values are counted against max_items_per_request before it is parsed",
+        description="largest request body (413 beyond; TEI's default is 2 MB): 2,048 texts of 1 KiB, or a "
+        "1.5 MiB image inline (larger images by URL); JSON values are counted against max_items_per_request "
+        "before the body is parsed",
     )
     max_buffered_bytes: int = Field(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         ge=1024 * 1024,
         description="bytes that all requests together may hold at once, request bodies and fetched images "
         "(503 with Retry-After beyond)",
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, description="deadline to receive a request body (408 beyond)")
     header_timeout_s: float = Field(10.0, gt=0, description="deadline to receive a request's headers")
     keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    max_token_ids_per_item: int = Field(
+        32768, ge=1, description="longest token-id list of one item (413 beyond), counted before validation"
+    )
     max_instruction_chars: int = Field(2048, ge=1, description="longest `instruction` (413 beyond)")
     default_truncate: Literal["NONE", "START", "END"] | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest image accepted, encoded")
     image_max_per_request: int = Field(64, ge=1, description="most image items in one request (413 beyond)")
     image_max_total_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, description="most image bytes in one request, all items together (413 beyond)"
+        32 * 1024 * 1024, ge=1, description="most image bytes in one request, all items together (413 beyond)"
     )
     image_fetch_concurrency: int = Field(8, ge=1, description="image URLs one request fetches at once")
     image_fetch_global: int = Field(32, ge=1, description="image URLs all requests together fetch at once")

@@ -19,3 +19,7 @@ async def all_or_cancel(*aws: Awaitable[Any]) -> list[Any]:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        # A failure's traceback holds this frame, and a failed task holds the failure: without this the
+        # cycle keeps every fetched image of the request alive until the cyclic collector runs, which
+        # large buffers never prompt (measured: +100 MiB per round of four image requests).
+        del tasks, pending

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import http.server
 import io
 import socket
@@ -68,12 +69,25 @@ class HostileHandler(http.server.SimpleHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
+        elif self.path == "/gzip":  # 64 KiB that inflate to 64 MiB
+            self._send(gzip.compress(b"\0" * (64 * 1024 * 1024)), {"Content-Encoding": "gzip"})
+        elif self.path == "/lying":  # declares a gigabyte
+            self._send(b"x" * 100, {}, length=10**9)
         elif self.path == "/slow":
             time.sleep(5)
             self.send_response(200)
             self.end_headers()
         else:
             super().do_GET()
+
+    def _send(self, body: bytes, headers: dict[str, str], length: int | None = None) -> None:
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
 
     def _redirect(self, location: str) -> None:
         self.send_response(302)
@@ -82,6 +96,22 @@ class HostileHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "TIFF")
+    return buf.getvalue()
+
+
+def test_request_bounds_black_box(stack, image_server) -> None:
+    """Through the served stack: too many images, a non-JSON body, and the docs and Server header."""
+    many = post(stack, [{"image": f"{image_server}/one.png"}] * 65)
+    assert many.status_code == 413 and "65 image items; the maximum is 64" in many.json()["error"]["message"]
+    form = httpx.post(
+        f"{stack.adapter_url}/v1/embeddings", content=b'{"input": "a"}', headers={"Content-Type": "text/plain"}
+    )
+    assert form.status_code == 415 and "server" not in form.headers
 
 
 def closed_port() -> int:
@@ -288,6 +318,10 @@ def test_private_addresses_are_refused_unless_allowed(image_server) -> None:
         ("closed port", "could not be fetched"),  # was a 500
         ("connection reset", "could not be fetched"),
         ("URL to a non-image", "not an image in a supported format"),
+        ("gzip bomb", "could not be fetched"),
+        ("lying length", "is larger than 1000000 bytes"),
+        ("loopback host not allowed", "refused by this server's URL policy"),
+        ("tiff", "not an image in a supported format (JPEG, PNG, WEBP, GIF, BMP)"),
     ],
 )
 def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, image_server, case, expected) -> None:
@@ -304,6 +338,11 @@ def test_hostile_images_get_their_400_and_the_next_request_is_served(stack, imag
         "closed port": f"http://127.0.0.1:{closed_port()}/x.png",
         "connection reset": f"{image_server}/reset",
         "URL to a non-image": f"{image_server}/note.txt",
+        "gzip bomb": f"{image_server}/gzip",
+        "lying length": f"{image_server}/lying",
+        # 127.0.0.2 is loopback too, and only 127.0.0.1 is allowed: a black-box check that stays on this machine
+        "loopback host not allowed": image_server.replace("127.0.0.1", "127.0.0.2") + "/one.png",
+        "tiff": "data:image/tiff;base64," + base64.b64encode(tiff()).decode(),
     }
     r = post(stack, ["fine", {"text": "also fine"}, {"image": sources[case]}])
     assert r.status_code == 400, r.text

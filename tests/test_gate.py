@@ -218,6 +218,11 @@ def test_items_are_counted_before_they_are_validated(monkeypatch) -> None:
         assert calls == []
         one_long_id_list = c.post("/v1/embeddings", json={"input": list(range(1, 3000))})
         assert one_long_id_list.status_code == 200 and calls == [1]  # one item of 2,999 ids, not 2,999 items
+    with TestClient(create_app(Settings(max_token_ids_per_item=100), triton=FakeTriton([MODEL]))) as c:
+        for body, where in (([7] * 101, "input has 101"), ([[7], [7] * 101], "input[1] has 101")):
+            r = c.post("/v1/embeddings", json={"input": body})
+            assert r.status_code == 413 and r.json()["error"]["message"].startswith(where), r.text
+        assert calls == [1]
 
 
 @pytest.mark.parametrize(
