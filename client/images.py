@@ -168,6 +168,7 @@ class ImageLoader:
                     # a failure's traceback keeps this frame alive as long as the failure (longer, in a
                     # reference cycle): it must not keep the bytes read so far
                     chunks.clear()
+                    chunk = b""  # noqa: F841 -- the last chunk, dropped from the frame
                     raise
                 if not size:
                     raise bad_request(f"{where} is empty", "input")
