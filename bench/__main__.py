@@ -30,6 +30,7 @@ from export.build import ExportRequest, Progress, export
 from launcher import default_model
 from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.stack import Stack, running_stack
+from launcher.tritonserver import ADMIN_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = runners.Result
@@ -89,7 +90,9 @@ def triton_stats(stack: Stack, name: str) -> str:
     """Per-model executes, requests, queue and compute time from Triton's statistics API."""
     import tritonclient.http as httpclient
 
-    stats = httpclient.InferenceServerClient(stack.triton.http_url).get_inference_statistics()
+    stats = httpclient.InferenceServerClient(stack.triton.http_url).get_inference_statistics(
+        headers={ADMIN_HEADER: stack.triton.admin_key}
+    )
     lines = ["Triton statistics over the whole run (queue ms per request, compute ms per execute):"]
     for m in stats["model_stats"]:
         if not m["name"].startswith(name) or not m["execution_count"]:
@@ -175,7 +178,15 @@ def fusable(model: Model) -> bool:
 def second_adapter(stack: Stack, workdir: Path, *flags: str) -> Iterator[str]:
     """Another adapter on the same Triton with other settings, for side-by-side figures."""
     port = free_port()
-    adapter = start_adapter(port, stack.grpc_url, workdir / f"adapter-{port}.log", "--log-level", "warning", *flags)
+    adapter = start_adapter(
+        port,
+        stack.grpc_url,
+        workdir / f"adapter-{port}.log",
+        "--log-level",
+        "warning",
+        *flags,
+        admin_key=stack.triton.admin_key,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
         yield f"http://127.0.0.1:{port}"

@@ -287,7 +287,8 @@ def main() -> None:
         for name in (n for n in names if not args.only or args.only in n or n.startswith("none")):
             # a fresh adapter per attack: its peak memory is the attack's own, not what an earlier one left
             port = free_port()
-            adapter = start_adapter(port, stack.grpc_url, args.workdir / f"adapter-{port}.log", *flags)
+            log = args.workdir / f"adapter-{port}.log"
+            adapter = start_adapter(port, stack.grpc_url, log, *flags, admin_key=stack.triton.admin_key)
             url = f"http://127.0.0.1:{port}"
             try:
                 wait_http(f"{url}/health/ready", adapter)

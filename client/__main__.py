@@ -66,6 +66,9 @@ def head_deadline(seconds: float) -> type[HttpToolsProtocol]:
 
 def main(argv: list[str] | None = None) -> None:
     settings = settings_from_cli(argv)
+    problem = settings.exposure_problem()
+    if problem is not None:
+        raise SystemExit(f"python -m client: {problem}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(settings),

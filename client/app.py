@@ -204,7 +204,9 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = triton or TritonClient(settings.triton_url, settings.triton_timeout_s, settings.connect_timeout_s)
+        client = triton or TritonClient(
+            settings.triton_url, settings.triton_timeout_s, settings.connect_timeout_s, settings.triton_admin_key
+        )
         registry = ModelRegistry(client, settings.model_refresh_s)
         images = ImageLoader(settings, budget)
         app.state.service = EmbeddingService(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,17 +12,31 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from client.egress import UrlMode, normalise_entry
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Every knob of the adapter, typed, defaulted and described."""
 
     model_config = SettingsConfigDict(env_prefix="EMBED_", extra="ignore")
 
-    host: str = Field("0.0.0.0", description="address the adapter listens on")
+    host: str = Field("127.0.0.1", description="address the adapter listens on (the image sets 0.0.0.0)")
     port: int = Field(30000, description="port of the OpenAI-compatible API")
     triton_url: str = Field(
         "127.0.0.1:8001",
         description="Triton's gRPC endpoint host:port; several replicas: dns:///headless-service:8001 or "
         "ipv4:host1:8001,host2:8001 (calls are spread round-robin)",
+    )
+    triton_admin_key: str | None = Field(
+        None,
+        description="the key Triton's admin protocols are restricted to (its model listing is one); "
+        "the header is triton-admin-key",
     )
     triton_timeout_s: float = Field(60.0, description="deadline of one Triton inference call")
     connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
@@ -73,6 +88,15 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         None, description="when set, /v1/*, /tokenize and the API docs need 'Authorization: Bearer <key>'"
     )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="listen on a non-loopback address without api_key (refused otherwise: say it on purpose)",
+    )
+    published_address: str | None = Field(
+        None,
+        description="the address clients reach the API on, when it is not `host` (a container's published "
+        "port): the key rule judges this one",
+    )
     api_docs: bool = Field(True, description="serve /docs and /openapi.json (behind the API key when one is set)")
     max_in_flight: int = Field(256, ge=1, description="requests processed at once; more are refused with 429")
     coalesce: bool = Field(
@@ -91,6 +115,22 @@ class Settings(BaseSettings):
         False, description="accept any `dimensions` (truncate + re-normalise), lossy for models not Matryoshka-trained"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("api_key", "triton_admin_key", "published_address", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`EMBED_API_KEY=` (compose passes an unset variable as empty) means no key, not the empty key."""
+        return None if value == "" else value
+
+    def exposure_problem(self) -> str | None:
+        """Why the adapter must not start: reachable beyond loopback with no API key, not said on purpose."""
+        where = self.published_address or self.host
+        if self.api_key is not None or self.allow_unauthenticated or is_loopback(where):
+            return None
+        return (
+            f"the API would be reachable on {where} without a key: set EMBED_API_KEY, or "
+            "EMBED_ALLOW_UNAUTHENTICATED=true if that is what you want"
+        )
 
     @field_validator("image_allowed_hosts", mode="before")
     @classmethod

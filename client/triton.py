@@ -18,6 +18,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
+from launcher.tritonserver import GRPC_ADMIN_HEADER
 from runtime.contract import ContractError, EnsembleCard, parameters
 
 log = logging.getLogger("client.triton")
@@ -130,8 +131,9 @@ class TritonClient:
     change, calls move to a channel over exactly those, and the old one closes once its calls are done.
     """
 
-    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float, admin_key: str | None = None) -> None:
         self.url = url
+        self.admin_headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key else None
         self.client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_OPTIONS)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -192,7 +194,9 @@ class TritonClient:
             raise translate(exc) from exc
 
     async def _models(self) -> list[ServedModel]:
-        index = await self.client.get_model_repository_index(as_json=True, client_timeout=self.connect_timeout_s)
+        index = await self.client.get_model_repository_index(
+            headers=self.admin_headers, as_json=True, client_timeout=self.connect_timeout_s
+        )
         served = []
         for entry in index.get("models", []):
             if entry.get("state") != "READY":

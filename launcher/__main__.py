@@ -95,7 +95,9 @@ def serve(args: argparse.Namespace) -> int:
         supervisor.start()
         console.print(f"[green]✓[/] Triton ready: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}")
         with console.status("starting the adapter"):
-            adapter = start_adapter(args.port, triton.grpc_url, workdir / "adapter.log", host=args.host)
+            adapter = start_adapter(
+                args.port, triton.grpc_url, workdir / "adapter.log", host=args.host, admin_key=triton.admin_key
+            )
             wait_http(f"http://127.0.0.1:{args.port}/health/ready", adapter)
         console.print(f"[green]✓[/] adapter ready on port {args.port} (log: {workdir / 'adapter.log'})\n")
         console.print(

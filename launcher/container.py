@@ -10,6 +10,7 @@ the old one left).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -30,8 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     own = ("model-repository", "http-port", "grpc-port", "metrics-port")
     extra = tuple(a for a in args if not a.startswith(tuple(f"--{name}=" for name in own)))
+    key = os.environ.get("TRITON_ADMIN_KEY", "")
+    if not key:
+        print("TRITON_ADMIN_KEY is required: Triton's admin protocols answer only to it", file=sys.stderr)
+        return 2
     server = TritonServer(
-        repository, Path("/tmp/triton"), ports, log_path=Path("/dev/stdout"), extra_args=extra, address="0.0.0.0"
+        repository,
+        Path("/tmp/triton"),
+        ports,
+        log_path=Path("/dev/stdout"),
+        extra_args=extra,
+        address="0.0.0.0",
+        admin_key=key,
     )
     supervisor = Supervisor(server)
     signal.signal(signal.SIGTERM, lambda *_: server.process and server.process.terminate())

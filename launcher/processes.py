@@ -58,9 +58,12 @@ def port_holders(port: int) -> list[str]:
 
 
 def start_adapter(
-    port: int, triton_grpc: str, log_path: Path, *extra: str, host: str = "127.0.0.1"
+    port: int, triton_grpc: str, log_path: Path, *extra: str, host: str = "127.0.0.1", admin_key: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """`python -m client` on `host:port`; `admin_key` (Triton's, for its model listing) goes in its
+    environment, never on a command line other users can read."""
     log = log_path.open("ab")
+    env = {**os.environ, "EMBED_TRITON_ADMIN_KEY": admin_key} if admin_key else None
     return subprocess.Popen(
         die_with_parent(
             [
@@ -78,6 +81,7 @@ def start_adapter(
         ),
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
         cwd=Path(__file__).resolve().parent.parent,
         start_new_session=True,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.supervisor import Supervisor
-from launcher.tritonserver import TritonPorts, TritonServer
+from launcher.tritonserver import TritonPorts, TritonServer, new_admin_key
 
 # Explicit model control, every model loaded at start: the supervisor reloads a model whose stub died.
 SUPERVISED = ("--model-control-mode=explicit", "--load-model=*")
@@ -46,7 +46,7 @@ def running_stack(repository: Path, workdir: Path, *adapter_args: str) -> Iterat
         supervisor.start()
         port = free_port()
         log = workdir / "adapter.log"
-        adapter = start_adapter(port, triton.grpc_url, log, *adapter_args)
+        adapter = start_adapter(port, triton.grpc_url, log, *adapter_args, admin_key=triton.admin_key)
         wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
         yield Stack(repository, triton, f"http://127.0.0.1:{port}", log, adapter, supervisor)
     finally:
@@ -70,6 +70,7 @@ def running_replicas(
 ) -> Iterator[Replicas]:
     """Replicas behind one target (`ipv4:a:port,b:port`, what a headless Service's name resolves to)."""
     grpc = free_port()
+    key = new_admin_key()  # one for all replicas: the adapter lists models on each of them
     servers = [
         TritonServer(
             repository,
@@ -77,6 +78,7 @@ def running_replicas(
             TritonPorts(free_port(), grpc, free_port()),
             extra_args=SUPERVISED,
             address=address,
+            admin_key=key,
         )
         for i, address in enumerate(addresses)
     ]
@@ -88,7 +90,7 @@ def running_replicas(
             server.wait_ready(240)
         port = free_port()
         target = "ipv4:" + ",".join(f"{address}:{grpc}" for address in addresses)
-        adapter = start_adapter(port, target, workdir / "adapter-replicas.log", *adapter_args)
+        adapter = start_adapter(port, target, workdir / "adapter-replicas.log", *adapter_args, admin_key=key)
         wait_http(f"http://127.0.0.1:{port}/health/ready", adapter)
         yield Replicas(servers, f"http://127.0.0.1:{port}", adapter)
     finally:

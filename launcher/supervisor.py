@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from launcher.shm import SHM, Stub, remove_orphan_regions, stubs_of
-from launcher.tritonserver import TritonServer
+from launcher.tritonserver import ADMIN_HEADER, TritonServer
 
 log = logging.getLogger("launcher.supervisor")
 
@@ -103,18 +103,19 @@ class Supervisor:
         self._post(f"{base}/models/{model}/load", timeout=timeout_s)
         self._note(f"{model} reloaded: {self._state(base, model)}")
 
-    @staticmethod
-    def _post(url: str, timeout: float = 30.0) -> None:
-        request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    def _request(self, url: str) -> urllib.request.Request:
+        """A repository-API call, with the admin key the server restricts that API to."""
+        headers = {"Content-Type": "application/json", ADMIN_HEADER: self.server.admin_key}
+        return urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
+
+    def _post(self, url: str, timeout: float = 30.0) -> None:
         try:
-            with urllib.request.urlopen(request, timeout=timeout):
+            with urllib.request.urlopen(self._request(url), timeout=timeout):
                 pass
         except urllib.error.HTTPError as exc:
             log.warning("%s answered %d: %s", url, exc.code, exc.read()[:300])
 
-    @staticmethod
-    def _state(base: str, model: str) -> str:
-        request = urllib.request.Request(f"{base}/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as r:
+    def _state(self, base: str, model: str) -> str:
+        with urllib.request.urlopen(self._request(f"{base}/index"), timeout=10) as r:
             index = json.loads(r.read())
         return next((m.get("state", "") for m in index if m["name"] == model), "")

@@ -9,6 +9,7 @@ interpreter's `LIBDIR` (so the stub's libpython is the interpreter's own build).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,30 @@ def server_env() -> dict[str, str]:
     return env
 
 
+# Triton's admin protocols, restricted to callers that send the admin key: the repository API (loading
+# a model with a `file:` override runs new code in the server), shared memory, statistics, trace and
+# logging. Health, metadata, model config and inference stay open to the adapter and the probes.
+RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+# The header those protocols ask for; the supervisor and the adapter's model listing send it. Here, not
+# in runtime/contract.py: the CPU Triton image must not carry a `runtime` package of its own, which
+# would shadow the copy beside each model.py.
+ADMIN_HEADER = "triton-admin-key"
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton prefixes the key on gRPC
+
+
+def restriction_flags(key: str) -> list[str]:
+    """`tritonserver` flags that restrict the admin protocols, on HTTP and gRPC, to `ADMIN_HEADER: key`."""
+    protocols = ",".join(RESTRICTED)
+    return [
+        f"--http-restricted-api={protocols}:{ADMIN_HEADER}={key}",
+        f"--grpc-restricted-protocol={protocols}:{ADMIN_HEADER}={key}",
+    ]
+
+
+def new_admin_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
 @dataclass(frozen=True)
 class TritonPorts:
     http: int = 8000
@@ -71,8 +96,11 @@ class TritonServer:
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
         address: str = "127.0.0.1",
+        admin_key: str | None = None,
     ) -> None:
+        """`admin_key`: what the restricted protocols ask for (a new random one when not given)."""
         self.repository = repository
+        self.admin_key = admin_key or new_admin_key()
         self.address = address
         self.workdir = workdir
         self.ports = ports
@@ -101,6 +129,7 @@ class TritonServer:
             f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true",
             "--exit-on-error=true",
+            *restriction_flags(self.admin_key),
             *self.extra_args,
         ]
 

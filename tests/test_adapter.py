@@ -222,7 +222,7 @@ class FlakyGrpc:
 def flaky_client(errors: list[InferenceServerException]) -> TritonClient:
     triton = TritonClient.__new__(TritonClient)
     triton.client, triton.timeout_s, triton.connect_timeout_s = FlakyGrpc(errors), 5.0, 1.0
-    triton.url = "127.0.0.1:8001"
+    triton.url, triton.admin_headers = "127.0.0.1:8001", None
     return triton
 
 
@@ -272,7 +272,7 @@ def test_a_model_listing_lost_with_its_replica_is_asked_again() -> None:
     import asyncio
 
     class Index(FlakyGrpc):
-        async def get_model_repository_index(self, as_json, client_timeout):
+        async def get_model_repository_index(self, as_json, client_timeout, headers=None):
             self.calls += 1
             if self.errors:
                 raise self.errors.pop(0)
@@ -280,7 +280,7 @@ def test_a_model_listing_lost_with_its_replica_is_asked_again() -> None:
 
     triton = TritonClient.__new__(TritonClient)
     triton.client, triton.timeout_s, triton.connect_timeout_s = Index([]), 5.0, 1.0
-    triton.url = "127.0.0.1:8001"
+    triton.url, triton.admin_headers = "127.0.0.1:8001", None
     triton.client.errors = [InferenceServerException("Stream removed", "StatusCode.UNAVAILABLE")]
     assert asyncio.run(triton.models()) == [] and triton.client.calls == 2
     triton.client.errors = [InferenceServerException("bad config", "StatusCode.INVALID_ARGUMENT")]

@@ -33,7 +33,13 @@ def adapter(minilm_stack, tmp_path):
 
     def run(*flags: str) -> str:
         port = free_port()
-        proc = start_adapter(port, minilm_stack.grpc_url, tmp_path / f"adapter-{port}.log", *flags)
+        proc = start_adapter(
+            port,
+            minilm_stack.grpc_url,
+            tmp_path / f"adapter-{port}.log",
+            *flags,
+            admin_key=minilm_stack.triton.admin_key,
+        )
         started.append(proc)
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
         return f"http://127.0.0.1:{port}"
@@ -151,7 +157,7 @@ def test_triton_down_is_503_quickly_and_the_adapter_recovers(minilm_repository, 
     triton.start()
     triton.wait_ready(240)
     port = free_port()
-    proc = start_adapter(port, triton.grpc_url, tmp_path / "adapter.log")
+    proc = start_adapter(port, triton.grpc_url, tmp_path / "adapter.log", admin_key=triton.admin_key)
     url = f"http://127.0.0.1:{port}/v1/embeddings"
     try:
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
@@ -241,3 +247,37 @@ def test_coalescing_can_be_turned_off(adapter) -> None:
     url = adapter("--coalesce", "false")
     assert httpx.post(f"{url}/v1/embeddings", json={"input": ["a", "b"]}).status_code == 200
     assert triton_calls(url) == 0  # calls go straight to Triton, past the coalescer and its metric
+
+
+def test_tritons_admin_protocols_need_the_admin_key(minilm_stack) -> None:
+    """Model control is code execution (a load with a `file:` override runs new Python in the server):
+    the repository, shared-memory, statistics, trace and logging protocols answer only to the admin key,
+    which the supervisor and the adapter's model listing hold (issue 23, item 1)."""
+    import tritonclient.grpc as grpc
+
+    from launcher.tritonserver import ADMIN_HEADER, GRPC_ADMIN_HEADER
+
+    base = f"http://{minilm_stack.triton.http_url}"
+    key = {ADMIN_HEADER: minilm_stack.triton.admin_key}
+    override = {"parameters": {"config": "{}", "file:1/model.py": base64.b64encode(b"import os").decode()}}
+    for method, path in (
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/repository/models/evil/load"),
+        ("POST", f"/v2/repository/models/{default_model.NAME}/unload"),
+        ("GET", f"/v2/models/{default_model.NAME}/stats"),
+        ("GET", "/v2/trace/setting"),
+        ("GET", "/v2/logging"),
+        ("GET", "/v2/systemsharedmemory/status"),
+    ):
+        r = httpx.request(method, base + path, json=override if path.endswith("load") else None, timeout=10)
+        assert r.status_code == 403 and "restricted" in r.text, (path, r.status_code, r.text)
+    assert httpx.post(f"{base}/v2/repository/index", headers=key, timeout=10).status_code == 200
+    assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200  # probes stay open
+    client = grpc.InferenceServerClient(minilm_stack.grpc_url)
+    with pytest.raises(Exception, match="restricted"):
+        client.load_model("evil")
+    with pytest.raises(Exception, match="restricted"):
+        client.get_model_repository_index()
+    index = client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: minilm_stack.triton.admin_key})
+    assert any(m.name == default_model.NAME for m in index.models)
+    assert client.is_model_ready(default_model.NAME)  # inference and metadata stay open to the adapter

@@ -17,13 +17,15 @@ import tritonclient.http as httpclient
 
 from launcher.shm import SHM, stubs_of
 from launcher.stack import running_replicas
-from launcher.tritonserver import TritonServer
+from launcher.tritonserver import ADMIN_HEADER, TritonServer
 
 MODEL = "all-MiniLM-L6-v2"
 
 
 def successes(triton: TritonServer) -> int:
-    stats = httpclient.InferenceServerClient(triton.http_url).get_inference_statistics(MODEL)
+    stats = httpclient.InferenceServerClient(triton.http_url).get_inference_statistics(
+        MODEL, headers={ADMIN_HEADER: triton.admin_key}
+    )
     return stats["model_stats"][0]["inference_stats"]["success"]["count"]
 
 
