@@ -28,6 +28,7 @@ from tests.deploy_tools import ROOT, compose_binary
 pytestmark = pytest.mark.compose
 FILES = ["-f", "docker-compose.yml", "-f", "deploy/compose.cpu.yaml"]
 TEXTS = ["a cat sits on the mat", "Triton serves embeddings", "Ünïcödé and 中文"]
+ADMIN_KEY = f"compose-test-{os.getpid()}"
 
 
 def report(line: str) -> None:
@@ -85,7 +86,13 @@ class Compose:
 @pytest.fixture(scope="module")
 def stack(engine, repository) -> Iterator[tuple[Compose, str]]:
     port = free_port()
-    env = {**os.environ, "PYTHON_IMAGE": engine, "MODEL_REPOSITORY": str(repository), "ADAPTER_PORT": str(port)}
+    env = {
+        **os.environ,
+        "PYTHON_IMAGE": engine,
+        "MODEL_REPOSITORY": str(repository),
+        "ADAPTER_PORT": str(port),
+        "TRITON_ADMIN_KEY": ADMIN_KEY,
+    }
     compose = Compose(f"embedtest{os.getpid()}", env)
     start = time.monotonic()
     compose("build")
@@ -139,9 +146,47 @@ def test_the_compose_stack_serves_what_the_host_stack_serves(stack, repository, 
     assert metrics.status_code == 200 and 'embed_requests_total{model="all-MiniLM-L6-v2"' in metrics.text
 
 
+PROBE = """
+import json, sys, urllib.error, urllib.request
+def status(path, key=None):
+    headers = {"triton-admin-key": key} if key else {}
+    request = urllib.request.Request("http://triton:8000" + path, data=b"{}", method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+print(json.dumps([status("/v2/repository/index"), status("/v2/repository/models/x/load"),
+                  status("/v2/repository/index", sys.argv[1])]))
+"""
+
+
+def test_tritons_admin_api_answers_only_to_the_key(stack) -> None:
+    """From another container on the compose network (the adapter's) and from the host: the repository
+    API, which could load new code, is refused without the key; the adapter and supervisor hold it."""
+    compose, url = stack
+    (adapter,) = compose.containers("adapter")
+    run = subprocess.run(
+        ["docker", "exec", adapter["Name"], "python", "-c", PROBE, ADMIN_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [403, 403, 200]
+    (triton,) = compose.containers("triton")[:1]
+    port = next(p["PublishedPort"] for p in triton["Publishers"] if p["TargetPort"] == 8000)
+    assert httpx.post(f"http://127.0.0.1:{port}/v2/repository/index", timeout=10).status_code == 403
+    user = subprocess.run(["docker", "exec", triton["Name"], "id", "-u"], capture_output=True, text=True, timeout=60)
+    assert user.stdout.strip() not in ("", "0"), user  # not root
+    report(f"admin API from another container: 403 without the key, 200 with; Triton runs as uid {user.stdout.strip()}")
+
+
 def successes(compose: Compose, container: dict) -> int:
     port = next(p["PublishedPort"] for p in container["Publishers"] if p["TargetPort"] == 8000)
-    stats = httpx.get(f"http://127.0.0.1:{port}/v2/models/all-MiniLM-L6-v2/stats", timeout=10).json()
+    stats = httpx.get(
+        f"http://127.0.0.1:{port}/v2/models/all-MiniLM-L6-v2/stats", headers={"triton-admin-key": ADMIN_KEY}, timeout=10
+    ).json()
     return stats["model_stats"][0]["inference_stats"]["success"]["count"]
 
 

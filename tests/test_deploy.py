@@ -14,6 +14,7 @@ import copy
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,14 @@ def compose() -> dict:
 COMBINATIONS = {"gpu": ["docker-compose.yml"], "cpu": ["docker-compose.yml", "deploy/compose.cpu.yaml"]}
 
 
+ADMIN_KEY = {"TRITON_ADMIN_KEY": "test-admin-key"}
+
+
 def compose_config(files: list[str], env: dict[str, str] | None = None) -> dict:
     """What `docker compose config` makes of the files (Compose's own validation and merging)."""
     args = [str(compose_binary()), *(a for f in files for a in ("-f", f)), "config", "--format", "json"]
-    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    env = {**os.environ, **ADMIN_KEY, **(env or {})}
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     import json
 
@@ -186,7 +191,9 @@ def test_adapter_entrypoint_is_the_documented_command() -> None:
 # Kubernetes
 
 
-def render(tmp_path: Path, *values: str) -> list[dict]:
+def render(tmp_path: Path, *values: str, key: bool = True) -> list[dict]:
+    """The chart as `helm template` renders it (with an API key Secret unless `key` is false)."""
+    values = (*values, "--set", "adapter.apiKeySecret=embed-key") if key else values
     tool = helm()
     lint = subprocess.run([str(tool), "lint", str(CHART), *values], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -251,8 +258,6 @@ def test_chart_with_object_storage_and_fixed_replicas(tmp_path: Path, chart_tool
         "autoscaling.enabled=false",
         "--set",
         "triton.replicas=3",
-        "--set",
-        "adapter.apiKeySecret=embed-key",
     )
     validate(manifests)
     kinds = by_kind(manifests)
@@ -275,26 +280,26 @@ def test_manifest_validation_can_fail(tmp_path: Path, chart_tool: Path) -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-def test_kserve_example_uses_the_triton_runtime_and_valid_core_parts() -> None:
-    """InferenceService is a CRD (no schema offline): its core parts are checked against Kubernetes' own."""
+def test_kserve_example_runs_our_image_privately_with_shared_memory() -> None:
+    """InferenceService is a CRD (no schema offline): its predictor is a core PodSpec, checked as one.
+    KServe's `runtimeVersion` only changes the tag of the stock NGC image, which lacks the preprocessors'
+    packages; the Python backend needs a memory-backed /dev/shm; the service stays cluster-local."""
     service = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
     assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
-    model = service["spec"]["predictor"]["model"]
-    assert model["modelFormat"]["name"] == "triton"
+    assert service["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    predictor = service["spec"]["predictor"]
+    assert "model" not in predictor  # not KServe's runtime (its image is the stock one)
+    (container,) = predictor["containers"]
     release = compose()["services"]["triton"]["build"]["args"]["NGC_RELEASE"]
-    assert model["runtimeVersion"] == f"{interpolate(release)}-py3"
-    # KServe's model spec embeds a core Container (args, resources): validate those as one.
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": service["metadata"],
-        "spec": {
-            "containers": [
-                {"name": "kserve-container", "image": "n/a", "args": model["args"], "resources": model["resources"]}
-            ]
-        },
-    }
-    validate([pod])
+    assert container["image"].endswith(f"/triton-embeddings/triton:{interpolate(release)}")
+    shm = next(v for v in predictor["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    restricted = [a for a in container["args"] if "restricted" in a]
+    assert all(a.endswith(":triton-admin-key=$(TRITON_ADMIN_KEY)") for a in restricted) and len(restricted) == 2
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+    spec = {k: v for k, v in predictor.items() if k not in ("minReplicas", "maxReplicas")}
+    validate([{"apiVersion": "v1", "kind": "Pod", "metadata": service["metadata"], "spec": spec}])
 
 
 def test_image_tags_follow_the_release_and_the_chart() -> None:
@@ -323,8 +328,110 @@ def test_the_cpu_triton_image_copies_every_module_its_entrypoint_imports() -> No
             continue
         needed.add(path)
         for node in ast.walk(ast.parse((ROOT / path).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("launcher."):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("launcher.", "runtime.")):
                 todo.append(node.module.replace(".", "/") + ".py")
     text = (ROOT / "deploy" / "triton-cpu.Dockerfile").read_text().replace("\\\n", " ")
-    copy = next(line for line in text.splitlines() if line.startswith("COPY launcher/"))
-    assert needed | {"launcher/__init__.py"} <= set(copy.split()[1:-1]), copy
+    copied = {src for line in text.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]}
+    packages = {f"{p.split('/')[0]}/__init__.py" for p in needed}
+    assert needed | packages <= copied, sorted(needed | packages - copied)
+    # A `runtime` package of the image's own would shadow the copy beside each model.py in the Python
+    # stubs (seen: "No module named 'runtime.preprocess_model'", every model failed to load).
+    assert not any(src.startswith("runtime") for src in copied), copied
+
+
+# Who may reach what (issue 23, items 1-4)
+
+
+def test_compose_restricts_tritons_admin_api_and_passes_the_keys() -> None:
+    for which, files in COMBINATIONS.items():
+        services = compose_config(files, {"EMBED_API_KEY": "api"})["services"]
+        adapter, triton = services["adapter"], services["triton"]
+        assert adapter["environment"]["EMBED_TRITON_ADMIN_KEY"] == "test-admin-key", which
+        assert adapter["environment"]["EMBED_API_KEY"] == "api", which
+        assert adapter["environment"]["EMBED_PUBLISHED_ADDRESS"] == "127.0.0.1", which
+        if which == "gpu":
+            restricted = [a for a in triton["command"] if "restricted" in a]
+            assert restricted == [
+                f"--{flag}=model-repository,shared-memory,statistics,trace,logging:triton-admin-key=test-admin-key"
+                for flag in ("http-restricted-api", "grpc-restricted-protocol")
+            ]
+        else:  # the entrypoint restricts them itself, with the key from its environment
+            assert triton["environment"]["TRITON_ADMIN_KEY"] == "test-admin-key"
+    args = [str(compose_binary()), "-f", "docker-compose.yml", "config"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"}
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert run.returncode != 0 and "set TRITON_ADMIN_KEY" in run.stderr
+
+
+def test_compose_publishes_nothing_beyond_loopback() -> None:
+    for name, service in compose_config(COMBINATIONS["cpu"])["services"].items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", (name, port)
+
+
+def test_the_adapter_refuses_a_network_address_without_a_key() -> None:
+    assert Settings(host="127.0.0.1").exposure_problem() is None
+    assert Settings(host="::1").exposure_problem() is None
+    assert "EMBED_API_KEY" in Settings(host="0.0.0.0").exposure_problem()
+    assert Settings(host="0.0.0.0", api_key="k").exposure_problem() is None
+    assert Settings(host="0.0.0.0", allow_unauthenticated=True).exposure_problem() is None
+    # in a container: 0.0.0.0 inside, published on 127.0.0.1 (compose's default) or on the network
+    assert Settings(host="0.0.0.0", published_address="127.0.0.1").exposure_problem() is None
+    assert Settings(host="0.0.0.0", published_address="0.0.0.0").exposure_problem() is not None
+    assert Settings(host="0.0.0.0", api_key="").exposure_problem() is not None  # an empty key is no key
+    run = subprocess.run(
+        [sys.executable, "-m", "client", "--host", "0.0.0.0", "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("EMBED_")},
+    )
+    assert run.returncode != 0 and "reachable on 0.0.0.0 without a key" in run.stderr
+
+
+def test_chart_keeps_triton_private_and_unprivileged(tmp_path: Path, chart_tool: Path) -> None:
+    manifests = render(tmp_path)
+    kinds = by_kind(manifests)
+    name = "demo-triton-embeddings"
+    pod = kinds[("Deployment", f"{name}-triton")]["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    restricted = [a for a in triton["args"] if "restricted" in a]
+    assert [a.split("=", 1)[0] for a in restricted] == ["--http-restricted-api", "--grpc-restricted-protocol"]
+    assert all("model-repository" in a and a.endswith("triton-admin-key=$(TRITON_ADMIN_KEY)") for a in restricted)
+    secret = {"secretKeyRef": {"name": f"{name}-triton-admin", "key": "admin-key"}}
+    assert {"name": "TRITON_ADMIN_KEY", "valueFrom": secret} in triton["env"]
+    adapter_pod = kinds[("Deployment", f"{name}-adapter")]["spec"]["template"]["spec"]
+    assert {"name": "EMBED_TRITON_ADMIN_KEY", "valueFrom": secret} in adapter_pod["containers"][0]["env"]
+    assert kinds[("Secret", f"{name}-triton-admin")]["data"]["admin-key"]
+    for spec in (pod, adapter_pod):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        context = spec["containers"][0]["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+    policy = kinds[("NetworkPolicy", f"{name}-triton")]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    grpc_rule, metrics_rule = policy["ingress"]
+    assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert grpc_rule["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "adapter"
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert not any(p["port"] == "http" for rule in policy["ingress"] for p in rule["ports"])  # no pod: probes only
+
+
+def test_chart_refuses_an_open_api_unless_asked(tmp_path: Path, chart_tool: Path) -> None:
+    run = subprocess.run([str(chart_tool), "template", "demo", str(CHART)], capture_output=True, text=True)
+    assert run.returncode != 0 and "adapter.apiKeySecret is required" in run.stderr
+    open_api = render(tmp_path, "--set", "adapter.allowUnauthenticated=true", key=False)
+    adapter = by_kind(open_api)[("Deployment", "demo-triton-embeddings-adapter")]["spec"]["template"]["spec"]
+    assert {"name": "EMBED_ALLOW_UNAUTHENTICATED", "value": "true"} in adapter["containers"][0]["env"]
+
+
+def test_export_image_installs_its_pins_outside_ngcs_pip_constraint() -> None:
+    """NGC's PyTorch image sets PIP_CONSTRAINT, which pins pillow, protobuf and onnx to its own versions and
+    would refuse ours; the build then failed on purpose (`|| exit 1`). Our pins go in outside it."""
+    text = (ROOT / "deploy" / "export.Dockerfile").read_text().replace("\\\n", " ")
+    install = next(line for line in text.splitlines() if line.startswith("RUN ") and "pip install" in line)
+    assert install.startswith("RUN PIP_CONSTRAINT='' pip install") and "exit 1" not in install
+    for pin in ("pillow==13.0.0", "protobuf==6.33.6", "onnx==1.23.2"):
+        assert pin in install
+    assert "torch" not in install.replace("tritonclient", "").split()  # the image's own torch stays

@@ -9,3 +9,6 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 app.kubernetes.io/name: triton-embeddings
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "te.restricted" -}}model-repository,shared-memory,statistics,trace,logging{{- end -}}
+{{- define "te.adminSecret" -}}{{ .Values.triton.adminKeySecret | default (printf "%s-triton-admin" (include "te.name" .)) }}{{- end -}}
