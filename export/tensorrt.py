@@ -29,6 +29,11 @@ class Profile:
     max_seq: int = 4096
 
     def __post_init__(self) -> None:
+        if self.min_batch != 1 or self.min_seq != 1:
+            raise ValueError(
+                f"a profile's minimum batch and sequence must be 1 (a one-row or short request would be "
+                f"refused at inference), got batch {self.min_batch}, sequence {self.min_seq}"
+            )
         if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
             raise ValueError(f"batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {self}")
         if not (1 <= self.min_seq <= self.opt_seq <= self.max_seq):

@@ -42,7 +42,14 @@ def test_profile_parse_and_shapes() -> None:
     p = Profile.parse("1,8,32:1,512,4096", max_seq=4096)
     assert p == Profile(1, 8, 32, 1, 512, 4096)
     assert p.shapes() == {name: ((1, 1), (8, 512), (32, 4096)) for name in ("input_ids", "attention_mask")}
-    assert Profile.parse("2,4,16", max_seq=128) == Profile(2, 4, 16, 1, 128, 128)
+    assert Profile.parse("1,4,16", max_seq=128) == Profile(1, 4, 16, 1, 128, 128)
+
+
+@pytest.mark.parametrize("text", ["2,4,16", "1,8,32:2,512,4096"])
+def test_profile_minimum_is_one(text: str) -> None:
+    """`--profile 2,4,16` was accepted, and then every one-row request was refused at inference."""
+    with pytest.raises(ValueError, match="minimum batch and sequence must be 1"):
+        Profile.parse(text, max_seq=4096)
 
 
 def test_image_profile_keeps_the_tower_size() -> None:
@@ -55,7 +62,7 @@ def test_image_profile_keeps_the_tower_size() -> None:
     }
 
 
-@pytest.mark.parametrize("text", ["8,4,16", "0,1,2", "1,2,4:1,9000,4096"])
+@pytest.mark.parametrize("text", ["1,8,4", "1,0,2", "1,2,4:1,9000,4096"])
 def test_profile_rejects_disordered_bounds(text: str) -> None:
     with pytest.raises(ValueError, match="must satisfy"):
         Profile.parse(text, max_seq=4096)
