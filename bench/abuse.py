@@ -78,16 +78,21 @@ def image_host() -> tuple[str, http.server.ThreadingHTTPServer]:
 
 
 def trickle(url: str, head: bytes, count: int, stop: threading.Event) -> None:
-    """`count` connections that send `head` and then one byte a second."""
+    """`count` connections that send `head` and then one byte a second; a cut one is opened again, so
+    the attack keeps its pressure."""
     host, port = url.removeprefix("http://").split(":")
-    conns = []
-    for _ in range(count):
-        try:
-            conn = socket.create_connection((host, int(port)), timeout=2)
-            conn.sendall(head)
+
+    def top_up(conns: list[socket.socket]) -> list[socket.socket]:
+        while len(conns) < count:
+            try:
+                conn = socket.create_connection((host, int(port)), timeout=2)
+                conn.sendall(head)
+            except OSError:
+                break
             conns.append(conn)
-        except OSError:
-            pass
+        return conns
+
+    conns = top_up([])
     while not stop.wait(1.0):
         alive = []
         for conn in conns:
@@ -96,14 +101,7 @@ def trickle(url: str, head: bytes, count: int, stop: threading.Event) -> None:
                 alive.append(conn)
             except OSError:
                 conn.close()
-        conns = alive
-        while len(conns) < count:  # a cut connection is opened again: the attack keeps its pressure
-            try:
-                conn = socket.create_connection((host, int(port)), timeout=2)
-                conn.sendall(head)
-                conns.append(conn)
-            except OSError:
-                break
+        conns = top_up(alive)
     for conn in conns:
         conn.close()
 
