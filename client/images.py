@@ -79,7 +79,9 @@ class ImageLoader:
             held.release()
 
     async def load(self, source: str, index: int, held: Held | None = None) -> bytes:
-        held = held if held is not None else Held(self.budget)
+        """One source's bytes; `held` is its request's share of the budget (alone: a budget of its own,
+        so that nothing is left counted against the shared one)."""
+        held = held if held is not None else Held(MemoryBudget(self.settings.max_buffered_bytes))
         where = f"input[{index}].image"
         if source.startswith("data:"):
             header, _, payload = source.partition(",")
