@@ -107,6 +107,16 @@ CHANNEL_OPTIONS = [
 ]
 
 
+async def uncancelled(call):
+    """Await `call`, which runs to its end even if the caller is cancelled (a request that failed
+    elsewhere, or went away): the adapter never cancels an inference in flight. Triton 2.51 once died
+    with a segfault (signal 11 in pthread_mutex_lock) within a second of such a cancellation, in one
+    of nine runs of the CLIP suite; its own deadline still bounds the call."""
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved when nobody awaits it
+    return await asyncio.shield(task)
+
+
 def dns_target(url: str) -> tuple[str, int] | None:
     """(host, port) of a `dns:///host:port` target, else None."""
     if not url.startswith("dns:///"):
@@ -294,7 +304,7 @@ class TritonClient:
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
         deadline = {"client_timeout": self.timeout_s, "timeout": int(self.timeout_s * 1_000_000)}
         try:
-            result = await self.client.infer(name, inputs, outputs=requested, **deadline)
+            result = await uncancelled(self.client.infer(name, inputs, outputs=requested, **deadline))
         except InferenceServerException as exc:
             # Embedding is idempotent: a call that failed because its replica was gone goes once more
             # (round robin picks the next replica). A refused input is never retried.
@@ -303,5 +313,5 @@ class TritonClient:
             # A moment for the channel to mark a lost replica's connection failed, so round robin
             # sends the retry to another one (without it, 1 of 1,800 calls at concurrency 64 was lost).
             await asyncio.sleep(RETRY_DELAY_S)
-            result = await self.client.infer(name, inputs, outputs=requested, **deadline)
+            result = await uncancelled(self.client.infer(name, inputs, outputs=requested, **deadline))
         return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)

@@ -323,3 +323,32 @@ def test_a_dns_target_follows_replicas_as_they_come_and_go(monkeypatch) -> None:
     assert made == ["dns:///triton:8001", "ipv4:172.18.0.2:8001,172.18.0.3:8001", "ipv4:172.18.0.3:8001"]
     assert triton_module.dns_target("triton:8001") is None
     assert triton_module.address_target(["fd00::2"], 8001) == "ipv6:[fd00::2]:8001"
+
+
+def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
+    """The adapter cancels what a failed request still fetches, never a Triton call in flight: the call
+    runs to its end and its answer is dropped."""
+    import asyncio
+
+    class SlowGrpc(FlakyGrpc):
+        def __init__(self) -> None:
+            super().__init__([])
+            self.finished = 0
+
+        async def infer(self, name, inputs, outputs, client_timeout, timeout=None):
+            await asyncio.sleep(0.2)
+            self.finished += 1
+            return FakeResult(inputs[0].shape()[0])
+
+    async def run() -> int:
+        triton = flaky_client([])
+        triton.client = SlowGrpc()
+        task = asyncio.ensure_future(triton.embed("m", ["a"], 8))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)
+        return triton.client.finished
+
+    assert asyncio.run(run()) == 1
