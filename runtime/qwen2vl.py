@@ -21,7 +21,7 @@ from PIL import Image
 from runtime.contract import PatchImageParams
 from runtime.errors import InputError
 from runtime.images import decode_image
-from runtime.text import Prompt, TextLayout, apply_prompt, encode, frame
+from runtime.text import Partial, Prompt, TextLayout, apply_prompt, encode_bounded, frame, room_of
 
 IMAGE_MARK = "<|vision_start|><|image_pad|><|vision_end|>"
 # fetch_image's own bounds and aspect-ratio clamp (qwen_vl_utils' IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS, MAX_RATIO)
@@ -162,11 +162,13 @@ def gme_item(
     pixels, grid_h, grid_w = patches(image, spec, index)
     pads = grid_h * grid_w // (spec.merge_size**2)
     (templated,) = apply_prompt([image_mark(pads) + (text or "")], input_type, instruction, prompt)
-    content = encode(tokenizer, [templated])[0]
+    # never truncated, so a long text is refused from its first part (runtime/text.py: encode_bounded)
+    (content,) = encode_bounded(tokenizer, [templated], ["NONE"], room_of(layout))
     total = len(layout.prefix_ids) + len(content) + len(layout.suffix_ids)
     if total > layout.max_length:
+        count = f"more than {total - 1}" if isinstance(content, Partial) else str(total)
         raise InputError(
-            f"input[{index}] has {total} tokens, {pads} of them for the image; the maximum is {layout.max_length} "
+            f"input[{index}] has {count} tokens, {pads} of them for the image; the maximum is {layout.max_length} "
             "(image items are never truncated)"
         )
     ids = frame(content, layout, "NONE", index)

@@ -55,3 +55,29 @@ def test_skipping_fetch_image_would_differ() -> None:
 def test_an_image_too_thin_for_the_reference_is_refused() -> None:
     with pytest.raises(InputError, match=r"input\[2\]: the image \(20000000×1 pixels\) is too thin"):
         fetch_size(1, 20_000_000, index=2)
+
+
+def test_a_long_text_beside_an_image_is_refused_from_its_first_part(monkeypatch) -> None:
+    """Image items are never truncated: a 1 MiB text beside an image is refused without tokenising all of it."""
+    import io
+
+    from runtime import text as text_module
+    from runtime.qwen2vl import gme_item
+    from runtime.text import Prompt, TextLayout
+    from tests.test_text import _byte_level_tokenizer
+
+    tok = _byte_level_tokenizer()
+    seen: list[int] = []
+    real = tok.encode_batch
+
+    class Spy:
+        def encode_batch(self, texts, **kwargs):
+            seen.extend(len(t) for t in texts)
+            return real(texts, **kwargs)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "PNG")
+    layout = TextLayout(prefix_ids=(), suffix_ids=(1,), max_length=256, pad_id=0, buckets=(256,))
+    with pytest.raises(InputError, match=r"input\[4\] has more than 256 tokens, \d+ of them for the image"):
+        gme_item(buf.getvalue(), "word " * 200_000, None, None, Spy(), layout, Prompt(), SPEC, 10**8, 4)
+    assert seen and max(seen) <= text_module.cut_length(255)  # never the whole megabyte
