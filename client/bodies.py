@@ -92,13 +92,12 @@ class BodyParser:
     async def parse(self, raw: bytes, max_items: int, validate):
         """`validate(data)` on the parsed body; value counts checked first."""
         if len(raw) <= PARSE_OFF_LOOP_BYTES:
-            check_value_counts(raw, max_items)
-            return validate(_loads(raw))
+            return _parse(raw, max_items, validate)
         async with self.large:
-            return await asyncio.to_thread(_parse_large, raw, max_items, validate)
+            return await asyncio.to_thread(_parse, raw, max_items, validate)
 
 
-def _parse_large(raw: bytes, max_items: int, validate):
+def _parse(raw: bytes, max_items: int, validate):
     check_value_counts(raw, max_items)
     return validate(_loads(raw))
 

@@ -64,8 +64,7 @@ class ImageLoader:
     @asynccontextmanager
     async def fetched(self, sources: list[str], positions: list[int]) -> AsyncIterator[list[bytes]]:
         """Bytes of every source, fetched concurrently, held against the memory budget until the block ends."""
-        if len(sources) > self.settings.image_max_per_request:
-            raise too_many_images(len(sources), self.settings.image_max_per_request)
+        self.check_count(len(sources))
         held = Held(self.budget)
         per_request = asyncio.Semaphore(self.settings.image_fetch_concurrency)
 
@@ -77,6 +76,13 @@ class ImageLoader:
             yield await all_or_cancel(*(one(s, i) for s, i in zip(sources, positions, strict=True)))
         finally:
             held.release()
+
+    def check_count(self, count: int) -> None:
+        """The per-request image bound (413), before any image is fetched."""
+        if count > self.settings.image_max_per_request:
+            raise too_large(
+                f"input has {count} image items; the maximum is {self.settings.image_max_per_request}", "input"
+            )
 
     async def load(self, source: str, index: int, held: Held | None = None) -> bytes:
         """One source's bytes; `held` is its request's share of the budget (alone: a budget of its own,
@@ -216,10 +222,6 @@ class ImageLoader:
 
 def image_too_large(where: str, cap: int) -> APIError:
     return bad_request(f"{where} is larger than {cap} bytes", "input")
-
-
-def too_many_images(count: int, limit: int) -> APIError:
-    return too_large(f"input has {count} image items; the maximum is {limit}", "input")
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from client.coalescer import Coalescer
 from client.errors import APIError, bad_request, too_large
-from client.images import ImageLoader, too_many_images
+from client.images import ImageLoader
 from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
 from client.registry import ModelRegistry
 from client.settings import Settings
@@ -91,13 +91,6 @@ def check_token_ids(model: ServedModel, items: list[Item]) -> None:
         for j, x in enumerate(item.tokens or ()):
             if not 0 <= x < vocab:
                 raise bad_request(f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{vocab - 1})", "input")
-
-
-def check_image_count(items: list[Item], limit: int) -> None:
-    """The per-request image bound, before any image is fetched or any text is sent."""
-    count = sum(item.image is not None for item in items)
-    if count > limit:
-        raise too_many_images(count, limit)
 
 
 def check_token_options(request: EmbeddingRequest, items: list[Item]) -> None:
@@ -203,7 +196,7 @@ class EmbeddingService:
         model = await self.registry.resolve(request.model)
         timings.model = model.name
         items = items_of(request, self.settings.max_items_per_request)
-        check_image_count(items, self.settings.image_max_per_request)
+        self.images.check_count(sum(item.image is not None for item in items))  # before any text is sent
         check_token_options(request, items)
         check_modalities(model, items)
         check_token_ids(model, items)
