@@ -342,6 +342,26 @@ def test_the_cpu_triton_image_copies_every_module_its_entrypoint_imports() -> No
 # Who may reach what (issue 23, items 1-4)
 
 
+def test_compose_spreads_triton_over_the_gpus_it_is_given() -> None:
+    """`count: 1` reserves the first device for every replica (moby's countToDevices), so scaling Triton
+    never reaches a second GPU; TRITON_GPUS gives one Triton several GPUs, and the generated GPU configs
+    name no `gpus`, so Triton runs each engine's instances on every GPU it sees."""
+    from export.configs import native_engine
+    from export.serving import Serving
+
+    def devices(env: dict[str, str]) -> list[dict]:
+        triton = compose_config(COMBINATIONS["gpu"], env)["services"]["triton"]
+        return triton["deploy"]["resources"]["reservations"]["devices"]
+
+    assert [d["count"] for d in devices({})] == [1]
+    assert [d["count"] for d in devices({"TRITON_GPUS": "all"})] == [-1]  # Compose's spelling of "all"
+    assert [d["count"] for d in devices({"TRITON_GPUS": "4"})] == [4]
+    export = compose()["services"]["export"]  # builds one engine: one GPU whatever Triton is given
+    assert export["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    config = native_engine("e", [], [], "tensorrt", Serving(), gpu=True)
+    assert [(g.kind, list(g.gpus)) for g in config.instance_group] == [(config.instance_group[0].KIND_GPU, [])]
+
+
 def test_compose_restricts_tritons_admin_api_and_passes_the_keys() -> None:
     for which, files in COMBINATIONS.items():
         services = compose_config(files, {"EMBED_API_KEY": "api"})["services"]
