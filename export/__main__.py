@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.build import ExportRequest, Progress, export
+from export.build import TENSORRT_TOKENS_PER_CALL, ExportRequest, Progress, export
 from export.errors import ExportError
 from export.serving import TARGETS, Serving
 from export.tensorrt import Profile
@@ -41,13 +41,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--profile", help="tensorrt profile min,opt,max batch[:min,opt,max sequence], e.g. 1,8,32:1,512,4096"
     )
+    ap.add_argument(
+        "--tensorrt-tokens",
+        type=int,
+        default=TENSORRT_TOKENS_PER_CALL,
+        help="the default TensorRT profile's largest call, rows × tokens: every length up to the token limit, "
+        f"with as many rows as fit (default: {TENSORRT_TOKENS_PER_CALL}); TensorRT reserves activation memory for it",
+    )
     ap.add_argument("--workspace-mib", type=int, default=8192, help="TensorRT builder workspace in MiB (default: 8192)")
     ap.add_argument("--min-pixels", type=int, help="GME image lower bound (default: the authors' 256·28·28)")
     ap.add_argument("--max-pixels", type=int, help="GME image upper bound (default: the authors' 1280·28·28)")
     ap.add_argument(
         "--max-batch-size",
         type=int,
-        help=f"rows per request into the ensemble (default: {Serving.max_batch_size}, or the --profile max batch)",
+        help=f"rows per request into the ensemble (default: {Serving.max_batch_size}; tensorrt: the profile's)",
     )
     ap.add_argument("--encoder-max-batch-size", type=int, default=Serving.encoder_max_batch_size)
     ap.add_argument("--queue-delay-us", type=int, default=Serving.queue_delay_us, help="encoder batching delay")
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         attention=args.attention,
         dtype=args.dtype,
         profile=args.profile,
+        tensorrt_tokens=args.tensorrt_tokens,
+        batch_from_profile=args.max_batch_size is None,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         workspace_mib=args.workspace_mib,

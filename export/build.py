@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,11 @@ from export.towers.base import Tower, TritonModel
 from export.validation import cuda_onnxruntime, onnx_session, tolerance
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
+# The default TensorRT profile's largest call, rows × tokens. TensorRT reserves activation memory for
+# the profile's largest shape (kSTATIC: "the maximum size across all profiles", NvInferRuntime.h), so
+# 64 rows × Qwen3's 32,768 tokens would ask for far more than any GPU has. At 32,768 tokens a call,
+# e5-mistral (4,096 tokens) takes 8 rows, gte-Qwen2 (8,192) 4, Qwen3 (32,768) 1, MiniLM 64.
+TENSORRT_TOKENS_PER_CALL = 32768
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class ExportRequest:
     gpu: bool = False
     attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
     dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
-    profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: batch 1..max batch, sequence 1..limit
+    profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: sequence 1..limit, rows by the budget
+    tensorrt_tokens: int = TENSORRT_TOKENS_PER_CALL  # the default profile's rows × tokens
+    batch_from_profile: bool = False  # the served max batch is the TensorRT profile's (no --max-batch-size)
     min_pixels: int | None = None  # image resize bounds of patch-image families (default: the family's)
     max_pixels: int | None = None
     workspace_mib: int = 8192  # TensorRT builder workspace
@@ -59,12 +66,20 @@ class ExportRequest:
         return self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu)
 
     def tensorrt_profile(self, p: Plan) -> Profile:
-        """The engine's (batch, sequence) profile; the sequence range defaults to the model's token limit."""
+        """`--profile`, or by default: every length up to the token limit, with as many rows as
+        `tensorrt_tokens` allows at that length (at least one, at most the max batch)."""
         limit = p.layout.max_length
         if self.profile:
             return Profile.parse(self.profile, limit)
-        top = self.serving.max_batch_size
-        return Profile(1, min(8, top), top, 1, min(512, limit), limit)
+        rows = max(1, min(self.serving.max_batch_size, self.tensorrt_tokens // limit))
+        return Profile(1, min(8, rows), rows, 1, min(512, limit), limit)
+
+    def fitted(self, p: Plan) -> ExportRequest:
+        """With `batch_from_profile`, a TensorRT export serves at most its profile's rows per call."""
+        if self.target != "tensorrt" or not self.batch_from_profile:
+            return self
+        rows = self.tensorrt_profile(p).max_batch
+        return replace(self, serving=replace(self.serving, max_batch_size=rows))
 
     def check(self, p: Plan) -> None:
         """Every option against every other and against the checkpoint, before any long work starts."""
@@ -75,7 +90,8 @@ class ExportRequest:
             if self.serving.max_batch_size > profile.max_batch:
                 problems.append(
                     f"--max-batch-size {self.serving.max_batch_size} exceeds the TensorRT profile's max batch "
-                    f"{profile.max_batch}, which Triton would refuse: lower it or widen --profile"
+                    f"{profile.max_batch}, which Triton would refuse: lower it, or widen --profile "
+                    f"(or --tensorrt-tokens, {self.tensorrt_tokens} tokens a call by default)"
                 )
             if profile.max_seq < p.layout.max_length:
                 problems.append(
@@ -146,17 +162,20 @@ def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     return {tower.name: tower.graph(model, p.graph_settings) for tower in p.family.towers}
 
 
-def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Load the weights once (in `dtype`), compute each tower's reference, export ONNX.
+Checks = list[tuple[dict[str, np.ndarray], np.ndarray]]  # (validation feeds, PyTorch reference) of one tower
 
-    Returns each tower's validation feeds and PyTorch reference."""
+
+def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, Checks]:
+    """Load the weights once (in `dtype`), compute each tower's references, export ONNX.
+
+    Returns each tower's validation batches with their PyTorch references."""
     quiet_libraries()
     progress = Progress()
     p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
         graphs = _load_graphs(p, dtype)
-        feeds = {t.name: t.feeds(p, graphs) for t in p.family.towers}
-        references = {t: (feeds[t], torch_reference(g, *feeds[t].values())) for t, g in graphs.items()}
+        sets = {t.name: t.feed_sets(p, graphs) for t in p.family.towers}
+        references = {t: [(f, torch_reference(g, *f.values())) for f in sets[t]] for t, g in graphs.items()}
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
     for tower in p.family.towers:
@@ -185,8 +204,7 @@ def _build_plan(
     request: ExportRequest,
     p: Plan,
     tower: Tower,
-    feeds: dict[str, np.ndarray],
-    reference: np.ndarray,
+    checks: Checks,
     dtype: Dtype,
     progress: Progress,
 ) -> Agreement:
@@ -194,8 +212,24 @@ def _build_plan(
     shapes = tower.tensorrt_shapes(p, request.tensorrt_profile(p), request)
     with progress.step(f"build the {tower.name} TensorRT plan {shapes}"):
         build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes, request.workspace_mib)
-    with progress.step(f"validate the {tower.name} TensorRT plan against PyTorch"):
-        return compare(reference, run_engine(work_dir / "model.plan", feeds), *tolerance(p.family.tolerance, dtype))
+    with progress.step(f"validate the {tower.name} TensorRT plan against PyTorch ({_batches(checks)})"):
+        outputs, memory = run_engine(work_dir / "model.plan", [feeds for feeds, _ in checks])
+        agreement = _worst(checks, outputs, tolerance(p.family.tolerance, dtype))
+    progress.console.print(f"  {tower.name} engine: {memory}")
+    return agreement
+
+
+def _batches(checks: Checks) -> str:
+    """`input_ids 5×70, …, image_embeds 0×1536`: the shapes of each validation batch."""
+    return "; ".join(
+        ", ".join(f"{name} {'×'.join(map(str, a.shape))}" for name, a in feeds.items()) for feeds, _ in checks
+    )
+
+
+def _worst(checks: Checks, outputs: list[np.ndarray], limits: tuple[float, float]) -> Agreement:
+    """Every batch within `limits` (raises on the first that is not); the worst agreement."""
+    agreements = [compare(reference, out, *limits) for (_, reference), out in zip(checks, outputs, strict=True)]
+    return max(agreements, key=lambda a: a.max_abs_error)
 
 
 def export(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
@@ -204,6 +238,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     quiet_libraries()
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
+        request = request.fitted(p)
         request.check(p)
         if request.target == "tensorrt":
             check_tensorrt()
@@ -214,6 +249,13 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
         f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
         f"max {p.layout.max_length} tokens, {dtype}"
     )
+    if request.target == "tensorrt":
+        profile = request.tensorrt_profile(p)
+        progress.console.print(
+            f"  TensorRT profile: 1…{profile.max_batch} rows × 1…{profile.max_seq} tokens "
+            f"({profile.max_batch * profile.max_seq} tokens in the largest call: TensorRT reserves activation "
+            "memory for it; --max-length or --tensorrt-tokens change it)"
+        )
     for tower in towers:
         for stale in ("model.onnx", "model.onnx.data", "model.plan"):
             (tower.engine_dir(request) / stale).unlink(missing_ok=True)
@@ -224,21 +266,23 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     limits = tolerance(p.family.tolerance, dtype)
     agreements = []
     for tower in towers:
-        feeds, reference = checks[tower.name]
+        tower_checks = checks[tower.name]
         if dtype == "bfloat16" and request.target == "tensorrt" and not cuda_onnxruntime():
             progress.console.print(
                 f"  {tower.name}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated"
             )
         else:
-            with progress.step(f"validate the {tower.name} tower: ONNX Runtime against PyTorch"):
+            with progress.step(
+                f"validate the {tower.name} tower: ONNX Runtime against PyTorch ({_batches(tower_checks)})"
+            ):
                 session = onnx_session(tower.engine_dir(request) / "model.onnx", dtype)
-                agreement = compare(reference, session.run(None, feeds)[0], *limits)
+                agreement = _worst(tower_checks, [session.run(None, f)[0] for f, _ in tower_checks], limits)
                 del session
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
             )
         if request.target == "tensorrt":
-            agreement = _build_plan(request, p, tower, feeds, reference, dtype, progress)
+            agreement = _build_plan(request, p, tower, tower_checks, dtype, progress)
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
             )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -97,9 +99,29 @@ def test_gme_profiles_cover_what_the_hosts_pack() -> None:
     text = LANGUAGE.tensorrt_shapes(gme_plan(), Profile(max_batch=64, max_seq=4096), trt)
     assert text["input_ids"][2] == (64, 4096)
     assert text["image_embeds"] == ((0, 1536), (256, 1536), (Packing.max_tokens, 1536))  # text-only calls: 0 rows
-    assert LANGUAGE.problems(gme_plan(), request(target="tensorrt", profile="1,8,64")) == []
-    (problem,) = LANGUAGE.problems(gme_plan(), request(target="tensorrt", profile="1,4,8"))
-    assert "max batch" in problem
+    # The text host never sends the engine more rows than its profile takes.
+    assert LANGUAGE.call_rows(gme_plan(), request(target="tensorrt", profile="1,8,64")) == Packing.max_rows
+    assert LANGUAGE.call_rows(gme_plan(), request(target="tensorrt", profile="1,4,8")) == 8
+    assert LANGUAGE.call_rows(gme_plan(), request(target="onnxruntime", profile="1,4,8")) == Packing.max_rows
+
+
+def test_gme_text_engine_is_validated_without_image_rows(gme_checkpoint: Path, tmp_path: Path) -> None:
+    """Text-only GME calls send the text engine `image_embeds` with 0 rows: the export validates that
+    batch too (ONNX Runtime here; the TensorRT plan the same way on the GPU host)."""
+    from export.validation import onnx_session
+
+    req = ExportRequest(gme_checkpoint, tmp_path, "g")
+    checks = build._export_graphs(req, "float32")["text"]
+    assert [f["image_embeds"].shape[0] > 0 for f, _ in checks] == [True, False]
+    (with_image, image_ref), (text_only, text_ref) = checks
+    rows = len(text_ref)
+    assert text_only["input_ids"].shape[0] == rows < with_image["input_ids"].shape[0]
+    np.testing.assert_allclose(text_ref, image_ref[:rows], atol=1e-5)  # the same texts, with or without the image
+    session = onnx_session(LANGUAGE.engine_dir(req) / "model.onnx", "float32")
+    outputs = [session.run(None, feeds)[0] for feeds, _ in checks]
+    agreement = build._worst(checks, outputs, (1e-4, 0.9999))
+    assert agreement.max_abs_error < 1e-4
+    assert "image_embeds 0×" in build._batches(checks).split("; ")[1]
 
 
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
@@ -148,3 +170,115 @@ def test_engine_input_types_map_to_numpy_or_fail() -> None:
 )
 def test_gme_vision_packing_follows_where_the_engine_runs(target: str, gpu: bool, packed: int) -> None:
     assert VISION.patches_per_call(ExportRequest(Path("c"), Path("r"), "g", target=target, gpu=gpu)) == packed
+
+
+@pytest.mark.parametrize(("limit", "rows"), [(512, 64), (4096, 8), (8192, 4), (32768, 1), (131072, 1)])
+def test_default_profile_fits_a_token_budget(limit: int, rows: int) -> None:
+    """TensorRT reserves activation memory for the profile's largest shape: 64 rows × Qwen3's 32,768
+    tokens would not fit any GPU. The default keeps every length and takes the rows that fit."""
+    plan = SimpleNamespace(layout=SimpleNamespace(max_length=limit))
+    req = request(target="tensorrt", batch_from_profile=True)
+    profile = req.tensorrt_profile(plan)
+    assert (profile.max_batch, profile.max_seq) == (rows, limit)
+    assert profile.max_batch * profile.max_seq <= max(build.TENSORRT_TOKENS_PER_CALL, limit)
+    fitted = req.fitted(plan)
+    assert fitted.serving.max_batch_size == rows and fitted.tensorrt_profile(plan) == profile
+    assert request(target="local", batch_from_profile=True).fitted(plan).serving == Serving()
+    wider = request(target="tensorrt", tensorrt_tokens=4 * limit, batch_from_profile=True)
+    assert wider.tensorrt_profile(plan).max_batch == 4  # --tensorrt-tokens: four rows at every limit
+
+
+def test_an_explicit_batch_beyond_the_budget_is_refused_before_the_build() -> None:
+    """`--max-batch-size 64` on a 32,768-token model: refused with what to change, not built."""
+    req = request(target="tensorrt", max_length=512, tensorrt_tokens=4096)  # MiniLM at 512: 8 rows fit
+    with pytest.raises(ExportError, match=r"exceeds the TensorRT profile's max batch 8.*--tensorrt-tokens"):
+        req.check(req.plan())
+    fitted = replace(req, batch_from_profile=True)
+    fitted.fitted(fitted.plan()).check(fitted.plan())
+
+
+class FakeTensorRT(SimpleNamespace):
+    """The parts of `tensorrt` the export calls, each answering what TensorRT answers on failure: None."""
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    def __init__(self, fail: str) -> None:
+        super().__init__(__version__="10.13.3.9", fail=fail)
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0)
+        self.MemoryPoolType = SimpleNamespace(WORKSPACE=0)
+        self.TensorIOMode = SimpleNamespace(OUTPUT="output")
+
+    def _answer(self, what: str, thing):
+        return None if what == self.fail else thing
+
+    def Builder(self, logger):  # noqa: N802 (TensorRT's names)
+        fake = self
+        parser_ok = SimpleNamespace(parse_from_file=lambda path: True, num_errors=0)
+        config = SimpleNamespace(
+            set_memory_pool_limit=lambda *a: None,
+            add_optimization_profile=lambda p: -1 if fake.fail == "add_profile" else 0,
+        )
+        self.OnnxParser = lambda network, logger: fake._answer("parser", parser_ok)
+        return self._answer(
+            "builder",
+            SimpleNamespace(
+                create_network=lambda flags: fake._answer("network", object()),
+                create_builder_config=lambda: fake._answer("config", config),
+                create_optimization_profile=lambda: fake._answer("profile", SimpleNamespace(set_shape=lambda *a: None)),
+                build_serialized_network=lambda n, c: fake._answer("build", b"plan"),
+            ),
+        )
+
+    def Runtime(self, logger):  # noqa: N802
+        fake = self
+        engine = SimpleNamespace(
+            create_execution_context=lambda: fake._answer("context", object()),
+            device_memory_size_v2=3 << 30,
+            num_io_tensors=1,
+            get_tensor_name=lambda i: "EMBEDDING",
+            get_tensor_mode=lambda name: "output",
+        )
+        return self._answer(
+            "runtime", SimpleNamespace(deserialize_cuda_engine=lambda plan: fake._answer("engine", engine))
+        )
+
+
+@pytest.mark.parametrize("fail", ["builder", "network", "parser", "config", "profile", "add_profile", "build"])
+def test_every_none_the_builder_returns_is_an_export_error(fail: str, tmp_path, monkeypatch) -> None:
+    """TensorRT's Python API returns None where it fails (its log says why); the export used to go on
+    and die with an AttributeError."""
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(fail))
+    with pytest.raises(ExportError, match="TensorRT"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", Profile().shapes())
+    assert not (tmp_path / "model.plan").exists()
+
+
+@pytest.mark.parametrize(
+    ("fail", "says"), [("runtime", "runtime"), ("engine", "deserialise"), ("context", "GPU memory")]
+)
+def test_every_none_the_runtime_returns_is_an_export_error(fail: str, says: str, tmp_path, monkeypatch) -> None:
+    """A plan that does not deserialise, or a context that does not fit the GPU (context creation
+    returns None when the profile's activation memory cannot be had), stops the export saying so."""
+    from export.tensorrt import run_engine
+
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(fail))
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    with pytest.raises(ExportError, match=says):
+        run_engine(tmp_path / "model.plan", [])
+
+
+def test_engine_memory_is_reported_from_tensorrts_figures(tmp_path, monkeypatch) -> None:
+    from export.tensorrt import EngineMemory, run_engine
+
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(fail=""))
+    (tmp_path / "model.plan").write_bytes(b"p" * (1 << 20))
+    outputs, memory = run_engine(tmp_path / "model.plan", [])
+    assert outputs == [] and memory == EngineMemory(1 << 20, 3 << 30)
+    assert str(EngineMemory(15 << 30, 3 << 30)) == (
+        "15.0 GiB plan (weights) + 3.0 GiB activations at the profile's largest shape: "
+        "about 18.0 GiB of GPU memory per instance"
+    )

@@ -70,6 +70,10 @@ class Tower(ABC):
     def feeds(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
         """The fixed validation inputs of the exported graph."""
 
+    def feed_sets(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> list[dict[str, np.ndarray]]:
+        """Every batch the engine is validated with: `feeds`, and any other shape serving sends it."""
+        return [self.feeds(p, graphs)]
+
     @abstractmethod
     def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
         """The exported graph's inputs and outputs, batch axis included (the export checks the ONNX file)."""

@@ -26,9 +26,11 @@ def engine_models(
     batching: Batching,
     max_batch: int | None = None,
     max_patches: int = 0,
+    call_rows: int = EncoderHostParams.max_rows,
 ) -> list[TritonModel]:
     """`inputs` / `outputs` per request (no batch axis). A Python host takes ragged batches unless it
-    concatenates fixed shapes, with up to `max_batch` rows per execute (default: the serving max batch)."""
+    concatenates fixed shapes, with up to `max_batch` rows per execute (default: the serving max batch);
+    a host in front of a native engine sends it at most `call_rows` rows a call (its profile's)."""
     name, serving = tower.engine_model(request), request.serving
     ragged = batching != "concatenate"
     threads = serving.intra_op_threads
@@ -42,6 +44,6 @@ def engine_models(
     gpu = on_gpu(request.target, request.gpu)
     engine = unbatched_engine(f"{name}_engine", engine_inputs, engine_outputs, request.target, gpu)
     types = tuple(f"{t.name}:{numpy_dtype(t.data_type)}" for t in engine_inputs)
-    host = EncoderHostParams(batching, "", threads, engine.name, types, max_patches=max_patches)
+    host = EncoderHostParams(batching, "", threads, engine.name, types, max_rows=call_rows, max_patches=max_patches)
     config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
     return [TritonModel(config, HOST_SHELL), TritonModel(engine)]

@@ -90,6 +90,20 @@ class TextTower(Tower):
         batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
 
+    def feed_sets(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> list[dict[str, np.ndarray]]:
+        """With image features, also the text-only batch: serving sends it `image_embeds` with 0 rows,
+        a shape TensorRT must take too (Triton's own zero-size tests skip plan models)."""
+        feeds = self.feeds(p, graphs)
+        if not self.image_features:
+            return [feeds]
+        rows = len(VALIDATION_TEXTS)
+        text_only = {
+            "input_ids": feeds["input_ids"][:rows],
+            "attention_mask": feeds["attention_mask"][:rows],
+            "image_embeds": feeds["image_embeds"][:0],
+        }
+        return [feeds, text_only]
+
     def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
         inputs = [Tensor(n, mc.TYPE_INT64, (-1, -1)) for n in TOKENS]
         if self.image_features:
@@ -102,16 +116,10 @@ class TextTower(Tower):
             shapes["image_embeds"] = ((0, p.dimension), (256, p.dimension), (EncoderHostParams.max_tokens, p.dimension))
         return shapes
 
-    def problems(self, p: Plan, request: ExportRequest) -> list[str]:
-        if request.target != "tensorrt" or not self.hosted:
-            return []
-        rows, top = EncoderHostParams.max_rows, request.tensorrt_profile(p).max_batch
-        if top >= rows:
-            return []
-        return [
-            f"{p.family.name}'s host packs up to {rows} rows a call: "
-            f"the TensorRT profile's max batch ({top}) must allow it"
-        ]
+    def call_rows(self, p: Plan, request: ExportRequest) -> int:
+        """Rows a host sends its engine in one call: a TensorRT engine takes no more than its profile's."""
+        rows = EncoderHostParams.max_rows
+        return min(rows, request.tensorrt_profile(p).max_batch) if request.target == "tensorrt" else rows
 
     def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
         name, serving = request.name, request.serving
@@ -122,8 +130,9 @@ class TextTower(Tower):
         if self.image_features:
             inputs.append(Tensor("IMAGE_EMBEDS", mc.TYPE_FP32, (-1, p.dimension), optional=True))
         rows = max(serving.encoder_max_batch_size, serving.max_batch_size)  # text rows are cheap to regroup
+        outputs = [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))]
         engines = engine_models(
-            self, p, request, inputs, [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))], "length_packed", rows
+            self, p, request, inputs, outputs, "length_packed", rows, call_rows=self.call_rows(p, request)
         )
         steps = [
             Step(preprocess.name, tuple(t.name for t in text_inputs()), tuple(t.name for t in token_outputs())),
