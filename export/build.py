@@ -75,8 +75,10 @@ class ExportRequest:
         return Profile(1, min(8, rows), rows, 1, min(512, limit), limit)
 
     def fitted(self, p: Plan) -> ExportRequest:
-        """With `batch_from_profile`, a TensorRT export serves at most its profile's rows per call."""
-        if self.target != "tensorrt" or not self.batch_from_profile:
+        """With `batch_from_profile`, a TensorRT engine that Triton batches itself gets at most its profile's
+        rows a call (an engine behind a host gets the rows the host packs, `TextTower.call_rows`)."""
+        batched_by_triton = any(not tower.behind_host(self) for tower in p.family.towers)
+        if self.target != "tensorrt" or not self.batch_from_profile or not batched_by_triton:
             return self
         rows = self.tensorrt_profile(p).max_batch
         return replace(self, serving=replace(self.serving, max_batch_size=rows))

@@ -38,8 +38,11 @@ def render(workdir: Path) -> dict[str, str]:
     out = {}
     for folder, kind, name, target in CASES:
         hf_id = default_model.HF_ID if kind == "minilm" else "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"
-        request = ExportRequest(checkpoint(kind, workdir), workdir / folder, name, target=target, hf_id=hf_id)
-        for model in triton_models(request, request.plan()):
+        request = ExportRequest(
+            checkpoint(kind, workdir), workdir / folder, name, target=target, hf_id=hf_id, batch_from_profile=True
+        )  # as `python -m export` makes it without --max-batch-size
+        plan = request.plan()
+        for model in triton_models(request.fitted(plan), plan):
             path = repository.write_config(workdir / folder / model.config.name, model.config)
             out[f"{folder}/{model.config.name}/config.pbtxt"] = path.read_text()
     return out

@@ -176,7 +176,9 @@ def test_gme_vision_packing_follows_where_the_engine_runs(target: str, gpu: bool
 def test_default_profile_fits_a_token_budget(limit: int, rows: int) -> None:
     """TensorRT reserves activation memory for the profile's largest shape: 64 rows × Qwen3's 32,768
     tokens would not fit any GPU. The default keeps every length and takes the rows that fit."""
-    plan = SimpleNamespace(layout=SimpleNamespace(max_length=limit))
+    from export.families.qwen3 import FAMILY as QWEN3
+
+    plan = SimpleNamespace(layout=SimpleNamespace(max_length=limit), family=QWEN3)
     req = request(target="tensorrt", batch_from_profile=True)
     profile = req.tensorrt_profile(plan)
     assert (profile.max_batch, profile.max_seq) == (rows, limit)
@@ -195,6 +197,15 @@ def test_an_explicit_batch_beyond_the_budget_is_refused_before_the_build() -> No
         req.check(req.plan())
     fitted = replace(req, batch_from_profile=True)
     fitted.fitted(fitted.plan()).check(fitted.plan())
+
+
+def test_engines_behind_a_host_keep_the_served_batch(gme_checkpoint: Path) -> None:
+    """GME's hosts pack their own calls: the ensembles keep their batch, the text host sends the
+    engine what its profile takes (1,800 tokens a row: 18 rows in 32,768 tokens)."""
+    req = ExportRequest(gme_checkpoint, Path("r"), "g", target="tensorrt", batch_from_profile=True)
+    plan = req.plan()
+    assert req.fitted(plan) is req
+    assert LANGUAGE.call_rows(plan, req) == build.TENSORRT_TOKENS_PER_CALL // plan.layout.max_length == 18
 
 
 class FakeTensorRT(SimpleNamespace):
