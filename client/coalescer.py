@@ -31,6 +31,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from client.triton import TritonClient, refused_row, translate
+from runtime.contract import TEXT
 
 Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]]
 
@@ -77,7 +78,7 @@ class Coalescer:
         max_batch: int,
         options: dict[str, str] | None = None,
         positions: list[int] | None = None,
-        tensor: str = "TEXT",
+        tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings `[n, dim]` and token counts `[n]` of `values`, in order (arguments as TritonClient.embed)."""

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runtime.contract import InputType, Truncate
+
 TOKEN_ID_LIMIT = 2**63  # ids travel as int64; the model's vocabulary bound is checked once the model is known
 
 
@@ -44,10 +46,10 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="not supported by the served models unless they declare it")
     user: str | None = None
-    truncate: Literal["NONE", "START", "END"] | None = Field(
+    truncate: Truncate | None = Field(
         None, description="over-long input: cut at the START or END, or NONE to reject it"
     )
-    input_type: Literal["query", "document"] | None = Field(
+    input_type: InputType | None = Field(
         None, description="query: wrap in the model's instruction template; document (default): raw text"
     )
     instruction: str | None = Field(None, description="task description replacing the model's default, for queries")
@@ -93,9 +95,9 @@ class TokenizeRequest(BaseModel):
 
     input: str | list[str] = Field(description="one text or a list of texts")
     model: str | None = None
-    input_type: Literal["query", "document"] | None = None
+    input_type: InputType | None = None
     instruction: str | None = None
-    truncate: Literal["NONE", "START", "END"] | None = None
+    truncate: Truncate | None = None
 
     @field_validator("input", mode="before")
     @classmethod

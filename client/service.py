@@ -19,7 +19,7 @@ from client.registry import ModelRegistry
 from client.settings import Settings
 from client.tasks import all_or_cancel
 from client.triton import ServedModel, TritonClient
-from runtime.contract import input_type_of
+from runtime.contract import IMAGE, INPUT_TYPE, INSTRUCTION, TEXT, TOKEN_IDS, TRUNCATE, input_type_of
 
 log = logging.getLogger("client.service")
 
@@ -164,6 +164,11 @@ def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] 
     return vectors.astype(np.float32, copy=False).tolist()
 
 
+def accepted(options: dict[str, str], controls: tuple[str, ...]) -> dict[str, str]:
+    """The request's options an ensemble takes (its card's controls)."""
+    return {k: v for k, v in options.items() if k in controls}
+
+
 def _token_bytes(tokens: tuple[int, ...]) -> bytes:
     return np.asarray(tokens, dtype="<i8").tobytes()
 
@@ -237,16 +242,19 @@ class EmbeddingService:
         image_at = [i for i, item in enumerate(items) if item.image is not None]
         batch = model.max_batch_size
 
+        card = model.card
+
         async def texts() -> tuple[np.ndarray, np.ndarray]:
             values = [items[i].text or "" for i in text_at]
-            return await self._timed(timings, "triton", self.calls.embed(model.name, values, batch, options, text_at))
+            controls = accepted(options, card.controls)
+            return await self._timed(timings, "triton", self.calls.embed(model.name, values, batch, controls, text_at))
 
         async def token_ids() -> tuple[np.ndarray, np.ndarray]:
             blobs = [_token_bytes(items[i].tokens or ()) for i in token_at]
             # Token ids bypass the template; TEXT is required by the ensemble, so it travels empty.
-            plain = {"TEXT": "", **{k: v for k, v in options.items() if k == "TRUNCATE"}}
+            plain = {TEXT: "", **accepted(options, (TRUNCATE,))}
             return await self._timed(
-                timings, "triton", self.calls.embed(model.name, blobs, batch, plain, token_at, "TOKEN_IDS")
+                timings, "triton", self.calls.embed(model.name, blobs, batch, plain, token_at, TOKEN_IDS)
             )
 
         async def images() -> tuple[np.ndarray, np.ndarray]:
@@ -254,13 +262,12 @@ class EmbeddingService:
             start = time.perf_counter()
             async with self.images.fetched(sources, image_at) as blobs:  # held until Triton has them
                 timings.image_fetch += time.perf_counter() - start
-                card, controls, columns = model.card, None, None
-                if card.fuses_modalities:  # each item's text goes into its image's prompt, with the prompt controls
-                    controls = {k: v for k, v in options.items() if k in ("INPUT_TYPE", "INSTRUCTION")}
-                    texts = [items[i].text or "" for i in image_at]
-                    columns = {"TEXT": texts} if any(texts) else None
+                controls, columns = accepted(options, card.image_controls), None
+                texts = [items[i].text or "" for i in image_at]
+                if TEXT in card.image_controls and any(texts):  # each item's text goes into its image's prompt
+                    columns = {TEXT: texts}
                 call = self.calls.embed(
-                    card.image_ensemble, blobs, model.image_batch, controls, image_at, "IMAGE", columns
+                    card.image_ensemble, blobs, model.image_batch, controls, image_at, IMAGE, columns
                 )
                 return await self._timed(timings, "triton", call)
 
@@ -286,9 +293,9 @@ class EmbeddingService:
         options = {}
         truncate = request.truncate or self.settings.default_truncate
         if truncate is not None:
-            options["TRUNCATE"] = truncate
+            options[TRUNCATE] = truncate
         if request.input_type is not None or request.instruction is not None:
-            options["INPUT_TYPE"] = input_type
+            options[INPUT_TYPE] = input_type
         if request.instruction is not None:
             if not request.instruction.strip():
                 raise bad_request("instruction cannot be empty", "instruction")
@@ -298,7 +305,7 @@ class EmbeddingService:
                     f"{self.settings.max_instruction_chars}",
                     "instruction",
                 )
-            options["INSTRUCTION"] = request.instruction
+            options[INSTRUCTION] = request.instruction
         return options
 
     async def tokenize(self, request: TokenizeRequest, timings: Timings | None = None) -> dict:

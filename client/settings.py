@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from client.egress import UrlMode, normalise_entry
+from runtime.contract import Truncate
 
 
 def is_loopback(host: str) -> bool:
@@ -62,7 +63,7 @@ class Settings(BaseSettings):
         32768, ge=1, description="longest token-id list of one item (413 beyond), counted before validation"
     )
     max_instruction_chars: int = Field(2048, ge=1, description="longest `instruction` (413 beyond)")
-    default_truncate: Literal["NONE", "START", "END"] | None = Field(
+    default_truncate: Truncate | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )
     image_timeout_s: float = Field(10.0, description="deadline to fetch one image URL")

@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
 from launcher.tritonserver import GRPC_ADMIN_HEADER
-from runtime.contract import ContractError, EnsembleCard, parameters
+from runtime.contract import EMBEDDING, TEXT, TOKEN_COUNT, ContractError, EnsembleCard, parameters
 
 log = logging.getLogger("client.triton")
 
@@ -33,7 +33,7 @@ _DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 _RELOADING = re.compile(r"Request for unknown model: '[^']*' (has no available versions|is not found)|is not ready")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
-OUTPUTS = ("EMBEDDING", "TOKEN_COUNT")
+OUTPUTS = (EMBEDDING, TOKEN_COUNT)
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class TritonClient:
         max_batch: int,
         options: dict[str, str] | None = None,
         positions: list[int] | None = None,
-        tensor: str = "TEXT",
+        tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings `[n, dim]` and token counts `[n]`, chunked by `max_batch`, in order.
@@ -262,9 +262,9 @@ class TritonClient:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids `[n, width]` and counts `[n]` from a model's preprocess step (no encoder)."""
         spans = [(i, min(i + max_batch, len(texts))) for i in range(0, len(texts), max_batch)]
-        outputs = ("input_ids", "TOKEN_COUNT")
+        outputs = ("input_ids", TOKEN_COUNT)
         parts = await asyncio.gather(
-            *(self._infer(preprocess, {"TEXT": texts[a:b]}, options, list(range(a, b)), outputs) for a, b in spans)
+            *(self._infer(preprocess, {TEXT: texts[a:b]}, options, list(range(a, b)), outputs) for a, b in spans)
         )
         width = max(p[0].shape[1] for p in parts)
         ids = np.concatenate([np.pad(p[0], ((0, 0), (0, width - p[0].shape[1]))) for p in parts])

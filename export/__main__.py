@@ -10,6 +10,7 @@ from export.build import TENSORRT_TOKENS_PER_CALL, ExportRequest, Progress, expo
 from export.errors import ExportError
 from export.serving import TARGETS, Serving
 from export.tensorrt import Profile
+from runtime.contract import TRUNCATE_MODES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--intra-op-threads", type=int, default=Serving.intra_op_threads)
     ap.add_argument(
         "--truncate",
-        choices=("NONE", "START", "END"),
+        choices=TRUNCATE_MODES,
         default=Serving.default_truncate,
         help="default truncation of over-long input",
     )

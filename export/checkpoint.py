@@ -71,6 +71,8 @@ class Plan:
             modalities=tuple(t.name for t in self.family.towers),
             image_ensemble=f"{request.name}_image" if image is not None else "",
             fuses_modalities=image is not None and image.fuses_text,
+            controls=self.family.text_tower.controls,
+            image_controls=image.controls if image is not None else (),
             image_batch=image.items_per_call if image is not None else 0,
             vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
             query_template=bool(self.prompts.query_template),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.serving import Serving, Target
-from runtime.contract import Parameters
+from runtime.contract import EMBEDDING, TOKEN_COUNT, Parameters
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,14 @@ class Step:
 
 
 def ensemble(
-    name: str, inputs: list[Tensor], outputs: list[Tensor], steps: list[Step], params: Parameters, serving: Serving
+    name: str,
+    inputs: list[Tensor],
+    outputs: list[Tensor],
+    steps: list[Step],
+    serving: Serving,
+    params: Parameters | None = None,
 ) -> mc.ModelConfig:
+    """An ensemble of `steps`; `params`: the card the adapter reads (only on the ensembles it lists)."""
     c = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=serving.max_batch_size)
     _add(c.input, inputs)
     _add(c.output, outputs)
@@ -151,7 +157,8 @@ def ensemble(
         s = c.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
         s.input_map.update({n: n for n in step.inputs})
         s.output_map.update({n: n for n in step.outputs})
-    _params(c, params)
+    if params is not None:
+        _params(c, params)
     return c
 
 
@@ -159,9 +166,10 @@ def string(name: str, optional: bool = False) -> Tensor:
     return Tensor(name, mc.TYPE_STRING, (1,), optional)
 
 
-EMBEDDING_OUT = "EMBEDDING"
-
-
 def embedding_outputs(dimension: int) -> list[Tensor]:
     """What every ensemble returns: one vector and its token count per row."""
-    return [Tensor(EMBEDDING_OUT, mc.TYPE_FP32, (dimension,)), Tensor("TOKEN_COUNT", mc.TYPE_INT32, (1,))]
+    return [Tensor(EMBEDDING, mc.TYPE_FP32, (dimension,)), token_count()]
+
+
+def token_count() -> Tensor:
+    return Tensor(TOKEN_COUNT, mc.TYPE_INT32, (1,))

@@ -14,9 +14,10 @@ from export.configs import Tensor
 from export.errors import ValidationError
 from export.pooling import PoolingMode, pool
 from export.towers.base import GraphSettings
+from runtime.contract import EMBEDDING
 
 INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "EMBEDDING"
+OUTPUT_NAME = EMBEDDING
 
 
 class EmbeddingGraph(torch.nn.Module):

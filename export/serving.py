@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from runtime.contract import Truncate
+
 Target = Literal["local", "onnxruntime", "tensorrt"]
 TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
 
@@ -35,4 +37,4 @@ class Serving:
     preprocess_instances: int = 1
     encoder_instances: int = 1
     intra_op_threads: int = 0
-    default_truncate: Literal["NONE", "START", "END"] = "END"
+    default_truncate: Truncate = "END"

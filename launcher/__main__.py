@@ -62,10 +62,15 @@ def ensure_exported(args: argparse.Namespace) -> str:
 
 def ensembles_of(repository: Path, name: str) -> list[str]:
     """The model's ensembles: its own, plus its image ensemble when it has an image tower."""
-    from export.repository import parse_config
+    from google.protobuf import json_format
 
-    config = parse_config(repository / name / "config.pbtxt")
-    image = config.parameters["image_ensemble"].string_value if "image_ensemble" in config.parameters else ""
+    from export.repository import parse_config
+    from runtime.contract import EnsembleCard, parameters
+
+    config = json_format.MessageToDict(
+        parse_config(repository / name / "config.pbtxt"), preserving_proto_field_name=True
+    )
+    image = EnsembleCard.from_parameters(parameters(config)).image_ensemble
     return [name, image] if image else [name]
 
 

@@ -6,9 +6,10 @@ imports it without torch, transformers or numpy. A key is a field name; a value 
 written, booleans `true`/`false`, tuples comma-separated. A missing field takes its default only where
 the field has one (older exports); a required field that is missing is an error at load, never a guess.
 
-Per-request controls (TRUNCATE, INPUT_TYPE, INSTRUCTION) travel as batched inputs like every ensemble
-input, but they are one value per request: the preprocessors read the first row, and the adapter sends
-the other rows empty.
+The tensor names below are the wire between the three, and each ensemble's card says which optional
+inputs it accepts. Per-request controls (TRUNCATE, INPUT_TYPE, INSTRUCTION) travel as batched inputs
+like every ensemble input, but they are one value per request: the preprocessors read the first row,
+and the adapter sends the other rows empty.
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 T = TypeVar("T", bound="Parameters")
 
-TRUNCATE_MODES: tuple[str, ...] = ("NONE", "START", "END")
-INPUT_TYPES: tuple[str, ...] = ("query", "document")
+# The tensor names that cross the adapter, the ensembles and the Python models.
+TEXT, IMAGE, TOKEN_IDS = "TEXT", "IMAGE", "TOKEN_IDS"  # items: strings, image bytes, rows of little-endian int64
+TRUNCATE, INPUT_TYPE, INSTRUCTION = "TRUNCATE", "INPUT_TYPE", "INSTRUCTION"  # per-request controls
+EMBEDDING, TOKEN_COUNT = "EMBEDDING", "TOKEN_COUNT"  # what every embedding ensemble returns
+IMAGE_EMBEDS = "IMAGE_EMBEDS"  # image features scattered into the text encoder (GME)
+# The optional inputs each kind of ensemble accepts besides its items.
+TEXT_CONTROLS: tuple[str, ...] = (TRUNCATE, INPUT_TYPE, INSTRUCTION, TOKEN_IDS)  # TOKEN_IDS: instead of TEXT
+FUSED_IMAGE_CONTROLS: tuple[str, ...] = (TEXT, INPUT_TYPE, INSTRUCTION)  # each image item's text, and the prompt's
+
+Truncate = Literal["NONE", "START", "END"]
+TRUNCATE_MODES: tuple[str, ...] = typing.get_args(Truncate)
+InputType = Literal["query", "document"]
+INPUT_TYPES: tuple[str, ...] = typing.get_args(InputType)
 Batching = Literal["length_packed", "vision_packed", "concatenate"]
 BATCHINGS: tuple[str, ...] = typing.get_args(Batching)
 
@@ -96,17 +108,11 @@ class EnsembleCard(Parameters):
     query_template: bool = False  # queries get an instruction template (input_type, instruction matter)
     matryoshka_dimensions: tuple[int, ...] = ()  # sizes `dimensions` may take besides the full one
     matryoshka_min_dimension: int = 0  # any size from this up to the full one (0: none)
+    controls: tuple[str, ...] = TEXT_CONTROLS  # the text ensemble's optional inputs
+    image_controls: tuple[str, ...] = ()  # the image ensemble's optional inputs
 
     def to_parameters(self) -> dict[str, str]:
         return {self.MARK: "true", **super().to_parameters()}
-
-
-@dataclass(frozen=True)
-class ImageEnsembleCard(Parameters):
-    """An image ensemble names the text ensemble it belongs to; the adapter never lists it."""
-
-    embedding_role: Literal["image"]
-    text_model: str
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class TextParams(Parameters):
     max_length: int
     pad_id: int
     buckets: tuple[int, ...]
-    default_truncate: Literal["NONE", "START", "END"]
+    default_truncate: Truncate
     query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
     default_instruction: str = ""
     document_template: str = ""  # empty: documents are embedded raw
@@ -173,7 +179,6 @@ class PatchImageParams(Parameters):
     patch_size: int
     merge_size: int
     temporal_patch_size: int
-    image_token_id: int
     max_decoded_pixels: int
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import FixedImageParams, model_config, parameters
+from runtime.contract import IMAGE, TOKEN_COUNT, FixedImageParams, model_config, parameters
 from runtime.errors import InputError
 from runtime.images import ClipImageSpec, clip_pixels, decode_image
 
@@ -16,7 +16,7 @@ class TritonPythonModel:
         self.spec = ClipImageSpec.of(self.params)
 
     def _pixels(self, request) -> np.ndarray:
-        tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+        tensor = pb_utils.get_input_tensor_by_name(request, IMAGE)
         blobs = tensor.as_numpy().reshape(-1) if tensor is not None else []
         if len(blobs) == 0:
             raise InputError("the request holds no image")
@@ -38,7 +38,7 @@ class TritonPythonModel:
             count = np.zeros((pixels.shape[0], 1), dtype=np.int32)
             responses.append(
                 pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("pixel_values", pixels), pb_utils.Tensor("TOKEN_COUNT", count)]
+                    output_tensors=[pb_utils.Tensor("pixel_values", pixels), pb_utils.Tensor(TOKEN_COUNT, count)]
                 )
             )
         return responses

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from runtime.contract import EncoderHostParams
+from runtime.contract import IMAGE_EMBEDS, EncoderHostParams
 
 
 def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
@@ -103,7 +103,7 @@ def run_packed(
     all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
     row_images: list[np.ndarray | None] = []
     for f, n in zip(feeds, sizes, strict=True):
-        embeds = f.get("IMAGE_EMBEDS")
+        embeds = f.get(IMAGE_EMBEDS)
         row_images += [embeds[0]] if embeds is not None and n == 1 else [None] * n
     out: np.ndarray | None = None
     for group in micro_batches(lengths, packing):

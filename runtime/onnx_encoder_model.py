@@ -15,7 +15,7 @@ import traceback
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import EncoderHostParams, model_config, parameters, version_dir
+from runtime.contract import IMAGE_EMBEDS, EncoderHostParams, model_config, parameters, version_dir
 from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
 
 
@@ -26,7 +26,7 @@ class TritonPythonModel:
         self.inputs = [i["name"] for i in config["input"]]
         self.output = config["output"][0]["name"]
         self.packing = Packing(p.max_rows, p.max_tokens, p.max_padding)
-        image = [i for i in config["input"] if i["name"] == "IMAGE_EMBEDS"]
+        image = [i for i in config["input"] if i["name"] == IMAGE_EMBEDS]
         self.image_hidden = int(image[0]["dims"][-1]) if image else None  # GME's LM: the width of image features
         if p.engine_model:
             from runtime.triton_engine import TritonEngine

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import PatchImageParams, TextParams, model_config, parameters, version_dir
+from runtime.contract import (
+    IMAGE,
+    INPUT_TYPE,
+    INSTRUCTION,
+    TEXT,
+    TOKEN_COUNT,
+    PatchImageParams,
+    TextParams,
+    model_config,
+    parameters,
+    version_dir,
+)
 from runtime.errors import InputError
 from runtime.qwen2vl import VisionSpec, gme_item
 from runtime.text import Prompt, TextLayout, load_tokenizer, pad
@@ -27,14 +38,14 @@ class TritonPythonModel:
         self.tokenizer = load_tokenizer(str(version_dir(args) / text.tokenizer))
 
     def _outputs(self, request) -> list:
-        blobs = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+        blobs = pb_utils.get_input_tensor_by_name(request, IMAGE).as_numpy().reshape(-1)
         if len(blobs) != 1:
             raise InputError(f"the preprocessor takes one image item per request, got {len(blobs)}")
-        instruction = _first(request, "INSTRUCTION")
+        instruction = _first(request, INSTRUCTION)
         item = gme_item(
             bytes(blobs[0]),
-            _first(request, "TEXT"),
-            _first(request, "INPUT_TYPE"),
+            _first(request, TEXT),
+            _first(request, INPUT_TYPE),
             instruction or None,
             self.tokenizer,
             self.layout,
@@ -46,7 +57,7 @@ class TritonPythonModel:
         return [
             pb_utils.Tensor("input_ids", batch.input_ids),
             pb_utils.Tensor("attention_mask", batch.attention_mask),
-            pb_utils.Tensor("TOKEN_COUNT", batch.token_count),
+            pb_utils.Tensor(TOKEN_COUNT, batch.token_count),
             pb_utils.Tensor("pixel_values", item.pixel_values[None]),
             pb_utils.Tensor("position_ids", item.position_ids[None]),
             pb_utils.Tensor("segment_ids", np.zeros((1, len(item.pixel_values)), dtype=np.int64)),

@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import TRUNCATE_MODES, TextParams, model_config, parameters, version_dir
+from runtime.contract import (
+    INPUT_TYPE,
+    INSTRUCTION,
+    TEXT,
+    TOKEN_COUNT,
+    TOKEN_IDS,
+    TRUNCATE,
+    TRUNCATE_MODES,
+    TextParams,
+    model_config,
+    parameters,
+    version_dir,
+)
 from runtime.errors import InputError
 from runtime.text import (
     Prompt,
@@ -39,17 +51,17 @@ class TritonPythonModel:
 
     def _token_ids(self, request) -> list[list[int]] | None:
         """Pre-tokenised rows (TOKEN_IDS): the exact sequences the encoder sees (no template, no framing)."""
-        tensor = pb_utils.get_input_tensor_by_name(request, "TOKEN_IDS")
+        tensor = pb_utils.get_input_tensor_by_name(request, TOKEN_IDS)
         if tensor is None:
             return None
         return [token_content(bytes(b), self.vocab_size, i) for i, b in enumerate(tensor.as_numpy().reshape(-1))]
 
     def _texts(self, request) -> list[str]:
         """The request's texts with the query template applied (per request: INPUT_TYPE, INSTRUCTION)."""
-        input_type = strings(request, "INPUT_TYPE")
-        instruction = strings(request, "INSTRUCTION")
+        input_type = strings(request, INPUT_TYPE)
+        instruction = strings(request, INSTRUCTION)
         return apply_prompt(
-            strings(request, "TEXT") or [],
+            strings(request, TEXT) or [],
             input_type[0] if input_type else None,
             instruction[0] or None if instruction else None,
             self.prompt,
@@ -66,7 +78,7 @@ class TritonPythonModel:
             except InputError as exc:
                 tokens.append(None)
                 texts.append(exc)
-            truncate = strings(request, "TRUNCATE")
+            truncate = strings(request, TRUNCATE)
             modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
         rows_of = [rows if isinstance(rows, list) else [] for rows in texts]
         row_modes = [mode for rows, mode in zip(rows_of, modes, strict=True) for _ in rows]
@@ -96,7 +108,7 @@ class TritonPythonModel:
                     output_tensors=[
                         pb_utils.Tensor("input_ids", batch.input_ids),
                         pb_utils.Tensor("attention_mask", batch.attention_mask),
-                        pb_utils.Tensor("TOKEN_COUNT", batch.token_count.astype(np.int32)),
+                        pb_utils.Tensor(TOKEN_COUNT, batch.token_count.astype(np.int32)),
                     ]
                 )
             )

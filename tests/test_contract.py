@@ -15,7 +15,6 @@ from runtime.contract import (
     EncoderHostParams,
     EnsembleCard,
     FixedImageParams,
-    ImageEnsembleCard,
     Parameters,
     PatchImageParams,
     TextParams,
@@ -25,12 +24,12 @@ from runtime.contract import (
 
 SAMPLES: list[Parameters] = [
     EnsembleCard(1024, 32768, "Qwen/x", ("a", "b"), ("text", "image"), "m_image", True, 1, 151669, True, (256,), 32),
-    ImageEnsembleCard("image", "m"),
+    EnsembleCard(768, 77, modalities=("text", "image"), image_ensemble="c_image", controls=("TRUNCATE",)),
     TextParams("tokenizer.json", (1,), (2,), 512, 0, (16, 512), "START", "Q: {instruction} {text}", "task", "D"),
     EncoderHostParams("length_packed", "model.onnx", 2, max_rows=8, max_tokens=4096, max_padding=0.5),
     EncoderHostParams("vision_packed", "", 0, "m_vision_engine", ("pixel_values:float32",), max_patches=4096),
     FixedImageParams(336, 336, 336, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.2613, 0.2757), 3, 50_000_000),
-    PatchImageParams(200704, 1003520, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 14, 2, 2, 151655, 50_000_000),
+    PatchImageParams(200704, 1003520, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 14, 2, 2, 50_000_000),
 ]
 
 
@@ -86,3 +85,69 @@ def test_each_model_type_has_one_family() -> None:
     types = [t for f in families() for t in f.model_types]
     assert len(types) == len(set(types)), types
     assert len({f.name for f in families()}) == len(families())
+
+
+WIRE_NAMES = {"TEXT", "IMAGE", "TOKEN_IDS", "TRUNCATE", "INPUT_TYPE", "INSTRUCTION", "EMBEDDING", "TOKEN_COUNT"}
+WIRE_NAMES |= {"IMAGE_EMBEDS"}
+
+
+def second_spellings(source: str) -> list[tuple[int, str]]:
+    """(line, what) of every wire name written as a literal, and every list of the truncate modes."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and node.value in WIRE_NAMES:
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set):
+            values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+            if {"NONE", "START", "END"} <= values:
+                found.append((node.lineno, "the truncate modes"))
+    return sorted(found)
+
+
+def test_wire_names_are_spelled_only_in_the_contract() -> None:
+    """The tensor names crossing client/, export/ and runtime/, and the truncate modes, come from
+    runtime/contract.py: a literal elsewhere is a second spelling that can drift. (client/examples/
+    shows tritonclient users the raw names on purpose.)"""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found = [
+        f"{path.relative_to(root)}:{line} {what}"
+        for package in ("client", "export", "runtime", "launcher")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "contract.py" and "examples" not in path.parts
+        for line, what in second_spellings(path.read_text())
+    ]
+    assert found == []
+
+
+def test_second_spellings_are_found() -> None:
+    source = 'a = {"TEXT": 1}\nb: Literal["NONE", "START", "END"]\nc = ("NONE", "START", "END")\nd = x == "NONE"\n'
+    assert second_spellings(source) == [(1, "TEXT"), (2, "the truncate modes"), (3, "the truncate modes")]
+
+
+@pytest.mark.parametrize("kind", ["minilm", "gme"])
+def test_each_card_names_the_optional_inputs_of_its_ensembles(kind: str, gme_checkpoint) -> None:
+    """The adapter sends an ensemble only the controls its card names: they are exactly the inputs
+    the ensemble declares optional."""
+    from pathlib import Path
+
+    from export.build import ExportRequest, triton_models
+    from launcher import default_model
+
+    checkpoint = default_model.checkpoint() if kind == "minilm" else gme_checkpoint
+    request = ExportRequest(checkpoint, Path("r"), "m")
+    configs = {m.config.name: m.config for m in triton_models(request, request.plan())}
+    as_json = json_format.MessageToDict(configs["m"], preserving_proto_field_name=True)
+    card = EnsembleCard.from_parameters(parameters(as_json))
+
+    def optional(name: str) -> tuple[str, ...]:
+        return tuple(t.name for t in configs[name].input if t.optional)
+
+    assert optional("m") == card.controls
+    if card.image_ensemble:
+        assert optional(card.image_ensemble) == card.image_controls == ("TEXT", "INPUT_TYPE", "INSTRUCTION")
+    else:
+        assert card.image_controls == ()

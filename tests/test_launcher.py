@@ -112,3 +112,12 @@ def test_make_serve_passes_its_knobs(tmp_path) -> None:
     command = " ".join(run.stdout.split())
     assert "-m launcher serve" in command and "--host 0.0.0.0 --port 31000" in command
     assert "--reexport --export-arg=--dtype --export-arg=float32" in command
+
+
+def test_the_launcher_finds_a_models_ensembles_through_its_card() -> None:
+    from launcher.__main__ import ensembles_of
+    from tests.golden import GOLDEN
+
+    gme = "gme-Qwen2-VL-2B-Instruct"
+    assert ensembles_of(GOLDEN / "gme.local", gme) == [gme, f"{gme}_image"]
+    assert ensembles_of(GOLDEN / "all-MiniLM-L6-v2.local", "all-MiniLM-L6-v2") == ["all-MiniLM-L6-v2"]

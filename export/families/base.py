@@ -84,5 +84,9 @@ class Family:
     architectures: tuple[Architecture, ...] = field(default=())  # real shapes, for bench.gpu_graphs
 
     @property
+    def text_tower(self) -> Tower:
+        return next(t for t in self.towers if t.name == "text")
+
+    @property
     def image_tower(self) -> Tower | None:
         return next((t for t in self.towers if t.name == "image"), None)

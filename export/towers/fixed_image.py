@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string
+from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
 from export.errors import ExportError
 from export.towers.base import Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import validation_images
-from runtime.contract import FixedImageParams, ImageEnsembleCard
+from runtime.contract import EMBEDDING, IMAGE, TOKEN_COUNT, FixedImageParams
 from runtime.images import ClipImageSpec, clip_pixels
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 
 class FixedImageTower(Tower):
-    name, role, output, hosted = "image", "vision", "EMBEDDING", False
+    name, role, output, hosted = "image", "vision", EMBEDDING, False
+    controls = ()
 
     def read(self, checkpoint: Path, config: dict, request: ExportRequest | None) -> ClipImageSpec:
         """Resize / crop / normalisation from `preprocessor_config.json` (CLIPImageProcessor's fields)."""
@@ -89,15 +90,15 @@ class FixedImageTower(Tower):
         params = FixedImageParams(
             s.shortest_edge, s.crop_height, s.crop_width, s.mean, s.std, s.resample, serving.max_image_pixels
         )
-        count = Tensor("TOKEN_COUNT", mc.TYPE_INT32, (1,))
-        preprocess = python_model(f"{name}_image_preprocess", [string("IMAGE")], [pixels, count], [params], serving)
+        preprocess = python_model(
+            f"{name}_image_preprocess", [string(IMAGE)], [pixels, token_count()], [params], serving
+        )
         engines = engine_models(
             self, p, request, [pixels], [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))], "concatenate"
         )
         steps = [
-            Step(preprocess.name, ("IMAGE",), ("pixel_values", "TOKEN_COUNT")),
+            Step(preprocess.name, (IMAGE,), ("pixel_values", TOKEN_COUNT)),
             Step(self.engine_model(request), ("pixel_values",), (self.output,)),
         ]
-        card = ImageEnsembleCard("image", name)
-        ens = ensemble(f"{name}_image", [string("IMAGE")], embedding_outputs(p.dimension), steps, card, serving)
+        ens = ensemble(f"{name}_image", [string(IMAGE)], embedding_outputs(p.dimension), steps, serving)
         return [TritonModel(ens), TritonModel(preprocess, "fixed_image_preprocess_model"), *engines]

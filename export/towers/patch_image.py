@@ -18,7 +18,7 @@ from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.towers.text import token_outputs
 from export.validation import validation_images
-from runtime.contract import ImageEnsembleCard, PatchImageParams
+from runtime.contract import EMBEDDING, FUSED_IMAGE_CONTROLS, IMAGE, IMAGE_EMBEDS, PatchImageParams
 from runtime.onnx_encoder import VISION_PATCHES_PER_CALL
 from runtime.qwen2vl import VisionSpec, image_mark, patches, vision_positions
 
@@ -30,12 +30,12 @@ if TYPE_CHECKING:
     from export.tensorrt import Profile, Shapes
 
 PATCH = 1176  # 3 channels × temporal 2 × 14 × 14
-CONTROLS = ("TEXT", "INPUT_TYPE", "INSTRUCTION")  # the item's text is fused with its image
 PATCH_INPUTS = ("pixel_values", "position_ids", "segment_ids")
 
 
 class PatchImageTower(Tower):
-    name, role, output, hosted = "image", "vision", "IMAGE_EMBEDS", True
+    name, role, output, hosted = "image", "vision", IMAGE_EMBEDS, True
+    controls = FUSED_IMAGE_CONTROLS  # the item's text is fused with its image
     fuses_text, items_per_call = True, 1  # one prompt per item: its image pads and its text together
 
     def __init__(self, graph: GraphBuilder, min_pixels: int, max_pixels: int) -> None:
@@ -122,15 +122,13 @@ class PatchImageTower(Tower):
 
     def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
         name, serving, spec = request.name, request.serving, self.spec(p)
-        if p.image_token_id is None:
-            raise ExportError(f"{p.family.name} has an image tower, and config.json names no image_token_id")
         produced = [
             *token_outputs(),
             Tensor("pixel_values", mc.TYPE_FP32, (-1, PATCH)),
             Tensor("position_ids", mc.TYPE_INT64, (-1, 2)),
             Tensor("segment_ids", mc.TYPE_INT64, (-1,)),
         ]
-        inputs = [string("IMAGE"), *(string(n, optional=True) for n in CONTROLS)]
+        inputs = [string(IMAGE), *(string(n, optional=True) for n in self.controls)]
         params = PatchImageParams(
             spec.min_pixels,
             spec.max_pixels,
@@ -139,7 +137,6 @@ class PatchImageTower(Tower):
             spec.patch_size,
             spec.merge_size,
             spec.temporal_patch_size,
-            p.image_token_id,
             serving.max_image_pixels,
         )
         preprocess = python_model(
@@ -154,8 +151,7 @@ class PatchImageTower(Tower):
         steps = [
             Step(preprocess.name, tuple(t.name for t in inputs), tuple(t.name for t in produced)),
             Step(self.engine_model(request), PATCH_INPUTS, (self.output,)),
-            Step(encoder, ("input_ids", "attention_mask", "IMAGE_EMBEDS"), ("EMBEDDING",)),
+            Step(encoder, ("input_ids", "attention_mask", IMAGE_EMBEDS), (EMBEDDING,)),
         ]
-        card = ImageEnsembleCard("image", name)
-        ens = ensemble(f"{name}_image", inputs, embedding_outputs(p.dimension), steps, card, serving)
+        ens = ensemble(f"{name}_image", inputs, embedding_outputs(p.dimension), steps, serving)
         return [TritonModel(ens), TritonModel(preprocess, "patch_image_preprocess_model", tokenizer=True), *engines]

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string
+from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
 from export.errors import ExportError
 from export.graph import torch_reference
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import VALIDATION_TEXTS
-from runtime.contract import EncoderHostParams
+from runtime.contract import EMBEDDING, IMAGE_EMBEDS, TEXT, TEXT_CONTROLS, EncoderHostParams
 from runtime.text import encode, frame_all, pad
 
 if TYPE_CHECKING:
@@ -28,24 +28,24 @@ if TYPE_CHECKING:
     from export.tensorrt import Profile, Shapes
 
 TOKENS = ("input_ids", "attention_mask")
-CONTROLS = ("TRUNCATE", "INPUT_TYPE", "INSTRUCTION", "TOKEN_IDS")  # TOKEN_IDS: rows as little-endian int64
 
 
 def text_inputs() -> list[Tensor]:
     """TEXT plus the optional per-request controls, the same on the ensemble and its preprocessor."""
-    return [string("TEXT"), *(string(n, optional=True) for n in CONTROLS)]
+    return [string(TEXT), *(string(n, optional=True) for n in TextTower.controls)]
 
 
 def token_outputs() -> list[Tensor]:
     return [
         Tensor("input_ids", mc.TYPE_INT64, (-1,)),
         Tensor("attention_mask", mc.TYPE_INT64, (-1,)),
-        Tensor("TOKEN_COUNT", mc.TYPE_INT32, (1,)),
+        token_count(),
     ]
 
 
 class TextTower(Tower):
-    name, role, output = "text", "encoder", "EMBEDDING"
+    name, role, output = "text", "encoder", EMBEDDING
+    controls = TEXT_CONTROLS
 
     def __init__(self, graph: GraphBuilder, image_features: bool = False) -> None:
         super().__init__(graph)
@@ -128,7 +128,7 @@ class TextTower(Tower):
         )
         inputs = [Tensor(n, mc.TYPE_INT64, (-1,)) for n in TOKENS]
         if self.image_features:
-            inputs.append(Tensor("IMAGE_EMBEDS", mc.TYPE_FP32, (-1, p.dimension), optional=True))
+            inputs.append(Tensor(IMAGE_EMBEDS, mc.TYPE_FP32, (-1, p.dimension), optional=True))
         rows = max(serving.encoder_max_batch_size, serving.max_batch_size)  # text rows are cheap to regroup
         outputs = [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))]
         engines = engine_models(
@@ -139,5 +139,5 @@ class TextTower(Tower):
             Step(self.engine_model(request), TOKENS, (self.output,)),
         ]
         card = p.card(request)
-        ens = ensemble(name, text_inputs(), embedding_outputs(p.dimension), steps, card, serving)
+        ens = ensemble(name, text_inputs(), embedding_outputs(p.dimension), steps, serving, card)
         return [TritonModel(ens), TritonModel(preprocess, "preprocess_model", tokenizer=True), *engines]
