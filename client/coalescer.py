@@ -18,6 +18,9 @@ TEI's router, requests are batched in front of the model instead:
   fails only the request that owns the row, with the message in its own positions, and the
   others are sent again without it. Any other refusal of a joined call sends each request again
   on its own, so no request fails for another's input; an unavailable server fails them all.
+
+It is the adapter's one path for embedding calls: with `coalesce=false` (`join=False`) nothing is
+joined, and each request's pieces go out at once, chunked, translated and settled the same way.
 """
 
 from __future__ import annotations
@@ -63,10 +66,15 @@ class Coalescer:
     """`embed()` as TritonClient's, with concurrent calls of one lane joined (see the module docstring)."""
 
     def __init__(
-        self, triton: TritonClient, calls_in_flight: int, on_call: Callable[[str, int], None] | None = None
+        self,
+        triton: TritonClient,
+        calls_in_flight: int,
+        on_call: Callable[[str, int], None] | None = None,
+        join: bool = True,
     ) -> None:
         self.triton = triton
         self.calls_in_flight = calls_in_flight
+        self.join = join  # False: every piece is its own call, sent at once (`coalesce=false`)
         self.on_call = on_call  # (ensemble, rows) of every Triton call, for the metrics
         self.queues: dict[Lane, Queue] = {}
         self.tasks: set[asyncio.Task] = set()
@@ -81,11 +89,16 @@ class Coalescer:
         tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` and token counts `[n]` of `values`, in order (arguments as TritonClient.embed)."""
+        """Embeddings `[n, dim]` and token counts `[n]` of `values`, chunked by `max_batch`, in order.
+
+        `values` feed `tensor` (TEXT strings or IMAGE bytes); `columns` feed other inputs row by row
+        (the text fused with each image item); `options` fills the ensemble's optional per-request
+        inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item indices of
+        `values`, used in error messages.
+        """
         options, columns = options or {}, columns or {}
         positions = positions if positions is not None else list(range(len(values)))
         lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)))
-        queue = self.queues.setdefault(lane, Queue(max_batch))
         loop = asyncio.get_running_loop()
         pieces = [
             Piece(
@@ -97,6 +110,9 @@ class Coalescer:
         ]
         for p in pieces:
             p.request = pieces
+        if not self.join:
+            return await self._apart(lane, pieces)
+        queue = self.queues.setdefault(lane, Queue(max_batch))
         large = max(max_batch // 2, 2)
         room = not queue.waiting and queue.in_flight < self.calls_in_flight
         if len(pieces) == 1 and (pieces[0].size >= large or room):
@@ -107,6 +123,19 @@ class Coalescer:
             else:
                 queue.waiting.append(p)
         self._dispatch(lane, queue)
+        return await self._outcome(pieces)
+
+    async def _apart(self, lane: Lane, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+        """Without joining: each piece its own call, all at once."""
+        if len(pieces) == 1:
+            await self._settle(lane, pieces)
+            return pieces[0].future.result()
+        for p in pieces:
+            self._spawn(self._settle(lane, [p]))
+        return await self._outcome(pieces)
+
+    async def _outcome(self, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+        """The request's vectors and counts in order, or its first failure."""
         try:
             parts = await asyncio.gather(*(p.future for p in pieces))
         finally:

@@ -184,10 +184,9 @@ class EmbeddingService:
     ) -> None:
         self.settings = settings
         self.triton = triton
-        # Embedding calls go through the coalescer; tokenize and readiness probes straight to Triton.
-        self.calls: Coalescer | TritonClient = (
-            Coalescer(triton, settings.calls_in_flight, on_call) if settings.coalesce else triton
-        )
+        # Embedding calls go through the coalescer (which joins them only with `coalesce`); tokenize and
+        # readiness probes straight to Triton.
+        self.calls = Coalescer(triton, settings.calls_in_flight, on_call, join=settings.coalesce)
         self.registry = registry
         self.images = images
         self.last_success: dict[str, float] = {}
@@ -359,6 +358,6 @@ class EmbeddingService:
         now = time.monotonic()
         for model in models:
             if now - self.last_success.get(model.name, float("-inf")) > self.settings.ready_ttl_s:
-                await self.triton.embed(model.name, ["readiness probe"], model.max_batch_size)
+                await self.triton.probe(model.name)
                 self.last_success[model.name] = time.monotonic()
         return [m.name for m in models]

@@ -225,37 +225,9 @@ class TritonClient:
             served.append(ServedModel(cfg["name"], int(cfg.get("max_batch_size", 0)) or 1, card))
         return served
 
-    async def embed(
-        self,
-        ensemble: str,
-        values: list[str] | list[bytes],
-        max_batch: int,
-        options: dict[str, str] | None = None,
-        positions: list[int] | None = None,
-        tensor: str = TEXT,
-        columns: dict[str, list[str]] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` and token counts `[n]`, chunked by `max_batch`, in order.
-
-        `values` feed `tensor` (TEXT strings or IMAGE bytes); `columns` feed other inputs row by row
-        (the text fused with each image item); `options` fills the ensemble's optional per-request
-        inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item indices of
-        `values`, used in error messages.
-        """
-        positions = positions if positions is not None else list(range(len(values)))
-        spans = [(i, min(i + max_batch, len(values))) for i in range(0, len(values), max_batch)]
-        parts = await asyncio.gather(
-            *(
-                self._infer(
-                    ensemble,
-                    {tensor: values[a:b], **{k: v[a:b] for k, v in (columns or {}).items()}},
-                    options or {},
-                    positions[a:b],
-                )
-                for a, b in spans
-            )
-        )
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    async def probe(self, ensemble: str) -> None:
+        """One short text through `ensemble`, its error translated (the readiness check)."""
+        await self._infer(ensemble, {TEXT: ["readiness probe"]}, {}, [0])
 
     async def tokenize(
         self, preprocess: str, texts: list[str], max_batch: int, options: dict[str, str]

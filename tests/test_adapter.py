@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from client.app import create_app
+from client.coalescer import Coalescer
 from client.errors import APIError
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient, translate
@@ -219,6 +220,11 @@ class FlakyGrpc:
         return FakeResult(inputs[0].shape()[0])
 
 
+def apart(triton: TritonClient) -> Coalescer:
+    """The adapter's call path with coalescing off: each request's pieces are their own calls."""
+    return Coalescer(triton, 1, join=False)
+
+
 def flaky_client(errors: list[InferenceServerException]) -> TritonClient:
     triton = TritonClient.__new__(TritonClient)
     triton.client, triton.timeout_s, triton.connect_timeout_s = FlakyGrpc(errors), 5.0, 1.0
@@ -238,11 +244,11 @@ def test_a_call_lost_with_its_replica_is_retried_once(error) -> None:
     import asyncio
 
     triton = flaky_client([error])
-    vectors, counts = asyncio.run(triton.embed("m", ["a", "b"], 8))
+    vectors, counts = asyncio.run(apart(triton).embed("m", ["a", "b"], 8))
     assert vectors.shape == (2, 4) and triton.client.calls == 2
     twice = flaky_client([error, error])
     with pytest.raises(APIError) as caught:
-        asyncio.run(twice.embed("m", ["a"], 8))
+        asyncio.run(apart(twice).embed("m", ["a"], 8))
     assert caught.value.status == 503 and twice.client.calls == 2  # once more, not forever
 
 
@@ -251,7 +257,7 @@ def test_a_refused_input_is_never_retried() -> None:
 
     triton = flaky_client([InferenceServerException("input[0] has 600 tokens", "StatusCode.INVALID_ARGUMENT")])
     with pytest.raises(APIError) as caught:
-        asyncio.run(triton.embed("m", ["a"], 8))
+        asyncio.run(apart(triton).embed("m", ["a"], 8))
     assert caught.value.status == 400 and triton.client.calls == 1
 
 
@@ -343,7 +349,7 @@ def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
     async def run() -> int:
         triton = flaky_client([])
         triton.client = SlowGrpc()
-        task = asyncio.ensure_future(triton.embed("m", ["a"], 8))
+        task = asyncio.ensure_future(apart(triton).embed("m", ["a"], 8))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

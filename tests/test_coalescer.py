@@ -227,3 +227,23 @@ def test_a_request_of_half_a_max_batch_or_more_goes_at_once_outside_the_bound() 
         assert [len(texts) for _, texts, _ in triton.calls] == [1, 4, 3]
 
     run(test)
+
+
+def test_without_joining_every_request_is_its_own_call_and_keeps_its_outcome() -> None:
+    """`coalesce=false`: the same path (chunking, translation, one outcome per request), never joined."""
+
+    async def test():
+        triton = GatedTriton()
+        coalescer = Coalescer(triton, 1, join=False)
+        triton.gate.clear()
+        jobs = [asyncio.create_task(coalescer.embed("m", [t], 8)) for t in ("one", "two", "bad", "four")]
+        chunked = asyncio.create_task(coalescer.embed("m", ["a" * n for n in range(1, 6)], 2))
+        await settle()
+        triton.gate.set()
+        results = await asyncio.gather(*jobs, chunked, return_exceptions=True)
+        assert sorted(len(texts) for _, texts, _ in triton.calls) == [1, 1, 1, 1, 1, 2, 2]  # nothing joined
+        assert [r[0][:, 0].tolist() for i, r in enumerate(results) if i != 2] == [[3], [3], [4], [1, 2, 3, 4, 5]]
+        assert isinstance(results[2], APIError) and results[2].status == 400 and "input[0]" in results[2].message
+        assert not coalescer.queues  # no lane is kept
+
+    run(test)
