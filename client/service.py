@@ -12,26 +12,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from client.coalescer import Coalescer
-from client.errors import APIError, bad_request, too_large
+from client.errors import APIError
 from client.images import ImageLoader
-from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
+from client.protocol import EmbeddingRequest, TokenizeRequest
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.tasks import all_or_cancel
 from client.triton import ServedModel, TritonClient
-from runtime.contract import IMAGE, INPUT_TYPE, INSTRUCTION, TEXT, TOKEN_IDS, TRUNCATE, input_type_of
+from client.validation import (
+    Item,
+    check_dimensions,
+    check_instruction,
+    check_modalities,
+    check_token_ids,
+    check_token_options,
+    controls_of,
+    field_names,
+    items_of,
+    texts_of,
+)
+from runtime.contract import IMAGE, TEXT, TOKEN_IDS, TRUNCATE
 
 log = logging.getLogger("client.service")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input of a request: a text, an image (optionally with text), or pre-tokenised ids."""
-
-    text: str | None = None
-    image: str | None = None
-    tokens: tuple[int, ...] | None = None
-    where: str = "input"  # how error messages name it: `input` or `input[3]`
 
 
 UNRESOLVED = "unknown"  # the metric label of requests that name no served model or fail before resolution
@@ -44,108 +46,6 @@ class Timings:
     model: str = UNRESOLVED
     image_fetch: float = 0.0
     triton: float = 0.0
-
-
-def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
-    """The request's items, each non-empty, within the item cap."""
-    raw = request.input
-    if isinstance(raw, str):
-        raw_items: list = [raw]
-    elif raw and all(isinstance(x, int) for x in raw):
-        raw_items = [raw]  # one token-id list: its ids are named input[j]
-    else:
-        raw_items = list(raw)
-    one_id_list = len(raw_items) == 1 and raw_items[0] is raw
-    if not raw_items:
-        raise bad_request("input cannot be an empty list", param="input")
-    if len(raw_items) > max_items:
-        raise too_large(f"input has {len(raw_items)} items; the maximum is {max_items}", param="input")
-    items = []
-    for i, x in enumerate(raw_items):
-        where = "input" if isinstance(raw, str) else f"input[{i}]"
-        if isinstance(x, list):
-            items.append(Item(tokens=tuple(x), where="input" if one_id_list else where))
-            continue
-        item = MultimodalItem(text=x) if isinstance(x, str) else x
-        if item.text is not None and not item.text.strip():
-            raise bad_request(f"{where} cannot be empty or whitespace only", param="input")
-        if item.image is not None and not item.image.strip():
-            raise bad_request(f"{where}.image cannot be empty", param="input")
-        items.append(Item(text=item.text, image=item.image, where=where))
-    return items
-
-
-def field_names(extra: dict, shown: int = 8, width: int = 40) -> str:
-    """Client-chosen field names for the log: escaped, each cut to `width`, at most `shown` of them."""
-    names = [ascii(name[:width]) for name in list(extra)[:shown]]
-    more = len(extra) - len(names)
-    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
-
-
-def check_token_ids(model: ServedModel, items: list[Item]) -> None:
-    """Token ids within the model's vocabulary, the first bad one named by its position."""
-    vocab = model.card.vocab_size
-    if not vocab:
-        return  # a repository exported before the contract carried it: the preprocessor checks
-    for item in items:
-        for j, x in enumerate(item.tokens or ()):
-            if not 0 <= x < vocab:
-                raise bad_request(f"{item.where}[{j}] is token id {x}, outside the vocabulary (0–{vocab - 1})", "input")
-
-
-def check_token_options(request: EmbeddingRequest, items: list[Item]) -> None:
-    """Token ids are embedded exactly as given: a prompt option would change nothing, so it is refused."""
-    if not items or items[0].tokens is None:
-        return
-    for field in ("instruction", "input_type"):
-        if getattr(request, field) is not None:
-            raise bad_request(
-                f"{field} does not apply to token ids, which are embedded exactly as given (the template is "
-                "already in them when they come from /tokenize); drop it or send text",
-                field,
-            )
-
-
-def check_modalities(model: ServedModel, items: list[Item]) -> None:
-    for i, item in enumerate(items):
-        if item.image is not None and not model.card.image_ensemble:
-            raise bad_request(f"input[{i}] holds an image, and model {model.name!r} embeds text only", "input")
-        if item.image is not None and item.text is not None and not model.card.fuses_modalities:
-            raise bad_request(
-                f"input[{i}] holds both text and an image; model {model.name!r} does not fuse "
-                "modalities (it embeds each on its own tower): send them as separate items",
-                "input",
-            )
-
-
-def check_dimensions(dimensions: int | None, model: ServedModel, allow_any: bool) -> None:
-    """`dimensions` is the full size, a declared Matryoshka size or range, or any size when the operator allows it."""
-    card = model.card
-    if dimensions is None or dimensions == card.dimension:
-        return
-    if not 1 <= dimensions <= card.dimension:
-        raise bad_request(f"dimensions must be between 1 and {card.dimension}, got {dimensions}", "dimensions")
-    if not model.allows_dimensions(dimensions) and not allow_any:
-        supported = [str(d) for d in card.matryoshka_dimensions]
-        if card.matryoshka_min_dimension:
-            supported.append(f"{card.matryoshka_min_dimension}–{card.dimension}")
-        listing = f"; it supports {', '.join(supported)}" if supported else ""
-        raise bad_request(
-            f"model {model.name!r} is not Matryoshka-trained for dimensions={dimensions} (it returns "
-            f"{card.dimension}{listing}); truncating would lose quality. The operator can allow any size, "
-            "lossy, with EMBED_ALLOW_ANY_DIMENSIONS=true",
-            "dimensions",
-        )
-
-
-def check_instruction(model: ServedModel, instruction: str | None) -> None:
-    """An instruction for a model without a query template would change nothing: say so instead."""
-    if instruction is not None and not model.card.query_template:
-        raise bad_request(
-            f"model {model.name!r} has no query template, so an instruction would change nothing; drop it "
-            "(GET /v1/models says which models take one)",
-            "instruction",
-        )
 
 
 def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -205,7 +105,7 @@ class EmbeddingService:
         check_modalities(model, items)
         check_token_ids(model, items)
         check_instruction(model, request.instruction)
-        options = self.options(request)
+        options = controls_of(request, self.settings)
         check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
         try:
             vectors, tokens = await self._embed_items(model, items, options, timings)
@@ -283,47 +183,19 @@ class EmbeddingService:
             tokens += int(counts.sum())
         return out, tokens
 
-    def options(self, request: EmbeddingRequest | TokenizeRequest) -> dict[str, str]:
-        """The optional ensemble inputs this request sets."""
-        try:
-            input_type = input_type_of(request.input_type, request.instruction)
-        except ValueError as exc:
-            raise bad_request(str(exc), "instruction") from exc
-        options = {}
-        truncate = request.truncate or self.settings.default_truncate
-        if truncate is not None:
-            options[TRUNCATE] = truncate
-        if request.input_type is not None or request.instruction is not None:
-            options[INPUT_TYPE] = input_type
-        if request.instruction is not None:
-            if not request.instruction.strip():
-                raise bad_request("instruction cannot be empty", "instruction")
-            if len(request.instruction) > self.settings.max_instruction_chars:
-                raise too_large(
-                    f"instruction has {len(request.instruction)} characters; the maximum is "
-                    f"{self.settings.max_instruction_chars}",
-                    "instruction",
-                )
-            options[INSTRUCTION] = request.instruction
-        return options
-
     async def tokenize(self, request: TokenizeRequest, timings: Timings | None = None) -> dict:
         """Token ids exactly as the encoder sees them: template, special tokens and truncation applied."""
         timings = timings or Timings()
         model = await self.registry.resolve(request.model)
         timings.model = model.name
         check_instruction(model, request.instruction)
-        texts = [request.input] if isinstance(request.input, str) else list(request.input)
-        if not texts:
-            raise bad_request("input cannot be an empty list", param="input")
-        if len(texts) > self.settings.max_items_per_request:
-            raise too_large(
-                f"input has {len(texts)} items; the maximum is {self.settings.max_items_per_request}", "input"
-            )
+        texts = texts_of(request, self.settings.max_items_per_request)
         ids, counts = await self._timed(
             timings,
             "triton",
-            self.triton.tokenize(f"{model.name}_preprocess", texts, model.max_batch_size, self.options(request)),
+            self.triton.tokenize(
+                f"{model.name}_preprocess", texts, model.max_batch_size, controls_of(request, self.settings)
+            ),
         )
         rows = [row[:n].tolist() for row, n in zip(ids, counts, strict=True)]
         return {
