@@ -26,7 +26,8 @@ from pathlib import Path
 from bench import hops, machine, runners
 from bench.memory import tree_peak_mb
 from bench.workloads import WORKLOADS, images
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
+from export.request import ExportRequest
 from launcher import default_model
 from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.stack import Stack, running_stack

@@ -29,7 +29,8 @@ from PIL import Image
 
 from bench.machine import describe
 from bench.soak import rss_mb
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
+from export.request import ExportRequest
 from launcher import default_model
 from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.stack import running_stack

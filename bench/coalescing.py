@@ -19,8 +19,8 @@ from pathlib import Path
 from bench import machine, runners
 from bench.__main__ import second_adapter
 from bench.workloads import WORKLOADS
-from export.build import ExportRequest, Progress, export
-from export.serving import Serving
+from export.build import Progress, export
+from export.request import ExportRequest, Serving
 from launcher import default_model
 from launcher.stack import running_stack
 

@@ -44,7 +44,7 @@ import torch
 from bench.mfu import mfu, peak_tflops
 from export.families import families
 from export.families.base import Family
-from export.towers.base import GraphSettings
+from export.request import GraphSettings
 from export.towers.fixed_image import FixedImageTower
 from export.towers.patch_image import PatchImageTower
 from export.towers.text import TextTower

@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
+from export.request import ExportRequest
 from launcher import default_model
 from launcher.stack import running_stack
 from runtime.onnx_encoder import open_session

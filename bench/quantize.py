@@ -41,7 +41,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from bench import machine
 from bench.runners import preprocessor
 from bench.workloads import WORKLOADS
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
+from export.request import ExportRequest
 from launcher import default_model
 from runtime.text import encode, frame_all, pad
 

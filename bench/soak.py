@@ -229,7 +229,8 @@ def main() -> None:
     ap.add_argument("--phases", default="soak,faults,replicas", help="which phases to run, comma-separated")
     args = ap.parse_args()
 
-    from export.build import ExportRequest, Progress, export
+    from export.build import Progress, export
+    from export.request import ExportRequest
     from tests import tiny
 
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout

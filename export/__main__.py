@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.build import TENSORRT_TOKENS_PER_CALL, ExportRequest, Progress, export
+from export.build import Progress, export
 from export.errors import ExportError
-from export.serving import TARGETS, Serving
-from export.tensorrt import Profile
+from export.request import TARGETS, TENSORRT_TOKENS_PER_CALL, ExportRequest, Profile, Serving
 from runtime.contract import TRUNCATE_MODES
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,99 +20,13 @@ from rich.console import Console
 
 from export import repository as repo
 from export.backend_rules import violations
-from export.checkpoint import Plan, plan
+from export.checkpoint import Plan
 from export.errors import ExportError
-from export.families.base import Attention, Dtype
 from export.graph import Agreement, compare, export_onnx, graph_io, torch_reference
-from export.serving import Serving, Target
-from export.tensorrt import Profile, build_engine, check_tensorrt, run_engine
+from export.request import EXTERNAL_DATA_BYTES, Dtype, ExportRequest
+from export.tensorrt import build_engine, check_tensorrt, run_engine
 from export.towers.base import Tower, TritonModel
 from export.validation import cuda_onnxruntime, onnx_session, tolerance
-
-EXTERNAL_DATA_BYTES = 1_500_000_000
-# The default TensorRT profile's largest call, rows × tokens. TensorRT reserves activation memory for
-# the profile's largest shape (kSTATIC: "the maximum size across all profiles", NvInferRuntime.h), so
-# 64 rows × Qwen3's 32,768 tokens would ask for far more than any GPU has. At 32,768 tokens a call,
-# e5-mistral (4,096 tokens) takes 8 rows, gte-Qwen2 (8,192) 4, Qwen3 (32,768) 1, MiniLM 64.
-TENSORRT_TOKENS_PER_CALL = 32768
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    checkpoint: Path
-    repository: Path
-    name: str
-    target: Target = "local"
-    hf_id: str = ""
-    aliases: tuple[str, ...] = ()
-    max_length: int | None = None
-    external_data: bool | None = None  # None: only when the weights need it
-    gpu: bool = False
-    attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
-    dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
-    profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: sequence 1..limit, rows by the budget
-    tensorrt_tokens: int = TENSORRT_TOKENS_PER_CALL  # the default profile's rows × tokens
-    batch_from_profile: bool = False  # the served max batch is the TensorRT profile's (no --max-batch-size)
-    min_pixels: int | None = None  # image resize bounds of patch-image families (default: the family's)
-    max_pixels: int | None = None
-    workspace_mib: int = 8192  # TensorRT builder workspace
-    serving: Serving = Serving()
-
-    def plan(self) -> Plan:
-        return plan(self.checkpoint, self)
-
-    @property
-    def on_gpu(self) -> bool:
-        return self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu)
-
-    def tensorrt_profile(self, p: Plan) -> Profile:
-        """`--profile`, or by default: every length up to the token limit, with as many rows as
-        `tensorrt_tokens` allows at that length (at least one, at most the max batch)."""
-        limit = p.layout.max_length
-        if self.profile:
-            return Profile.parse(self.profile, limit)
-        rows = max(1, min(self.serving.max_batch_size, self.tensorrt_tokens // limit))
-        return Profile(1, min(8, rows), rows, 1, min(512, limit), limit)
-
-    def fitted(self, p: Plan) -> ExportRequest:
-        """With `batch_from_profile`, a TensorRT engine that Triton batches itself gets at most its profile's
-        rows a call (an engine behind a host gets the rows the host packs, `TextTower.call_rows`)."""
-        batched_by_triton = any(not tower.behind_host(self) for tower in p.family.towers)
-        if self.target != "tensorrt" or not self.batch_from_profile or not batched_by_triton:
-            return self
-        rows = self.tensorrt_profile(p).max_batch
-        return replace(self, serving=replace(self.serving, max_batch_size=rows))
-
-    def check(self, p: Plan) -> None:
-        """Every option against every other and against the checkpoint, before any long work starts."""
-        problems = []
-        dtype = self.resolved_dtype(p)
-        if self.target == "tensorrt":
-            profile = self.tensorrt_profile(p)
-            if self.serving.max_batch_size > profile.max_batch:
-                problems.append(
-                    f"--max-batch-size {self.serving.max_batch_size} exceeds the TensorRT profile's max batch "
-                    f"{profile.max_batch}, which Triton would refuse: lower it, or widen --profile "
-                    f"(or --tensorrt-tokens, {self.tensorrt_tokens} tokens a call by default)"
-                )
-            if profile.max_seq < p.layout.max_length:
-                problems.append(
-                    f"the TensorRT profile's max sequence {profile.max_seq} is below the token limit "
-                    f"{p.layout.max_length}: widen --profile or lower --max-length"
-                )
-        elif dtype == "bfloat16" and not cuda_onnxruntime():
-            problems.append(
-                f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
-                "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"
-            )
-        problems += [problem for tower in p.family.towers for problem in tower.problems(p, self)]
-        if problems:
-            raise ExportError("; ".join(problems))
-
-    def resolved_dtype(self, p: Plan) -> Dtype:
-        if self.dtype is not None:
-            return self.dtype
-        return p.family.gpu_dtype if self.on_gpu else "float32"
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ from tokenizers import Tokenizer
 
 from export.errors import ExportError
 from export.families import family_for
-from export.families.base import EOS_TOKEN, Attention, Family, Prompts
-from export.pooling import PoolingMode, read_modules
-from export.towers.base import GraphSettings
+from export.families.base import EOS_TOKEN, Family, Prompts
+from export.pooling import read_modules
+from export.request import Attention, GraphSettings, PoolingMode
 from runtime.contract import EnsembleCard, TextParams
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
 if TYPE_CHECKING:
-    from export.build import ExportRequest
+    from export.request import ExportRequest
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.serving import Serving, Target
+from export.request import Serving, Target
 from runtime.contract import EMBEDDING, TOKEN_COUNT, Parameters
 
 

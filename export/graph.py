@@ -12,8 +12,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export.configs import Tensor
 from export.errors import ValidationError
-from export.pooling import PoolingMode, pool
-from export.towers.base import GraphSettings
+from export.pooling import pool
+from export.request import GraphSettings, PoolingMode
 from runtime.contract import EMBEDDING
 
 INPUT_NAMES = ("input_ids", "attention_mask")

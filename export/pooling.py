@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from export.errors import ExportError
-
-PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
+from export.request import PoolingMode
 
 _ST_KEYS: dict[str, PoolingMode] = {
     "pooling_mode_mean_tokens": "mean",

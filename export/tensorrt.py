@@ -14,47 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError
-from export.graph import INPUT_NAMES
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One optimisation profile over (batch, sequence)."""
-
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 32
-    min_seq: int = 1
-    opt_seq: int = 512
-    max_seq: int = 4096
-
-    def __post_init__(self) -> None:
-        if self.min_batch != 1 or self.min_seq != 1:
-            raise ValueError(
-                f"a profile's minimum batch and sequence must be 1 (a one-row or short request would be "
-                f"refused at inference), got batch {self.min_batch}, sequence {self.min_seq}"
-            )
-        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
-            raise ValueError(f"batch profile must satisfy 1 ≤ min ≤ opt ≤ max, got {self}")
-        if not (1 <= self.min_seq <= self.opt_seq <= self.max_seq):
-            raise ValueError(f"sequence profile must satisfy 1 ≤ min ≤ opt ≤ max, got {self}")
-
-    def shapes(self) -> dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
-        """`{input: (min, opt, max)}` for every engine input."""
-        shape = ((self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq))
-        return {name: shape for name in INPUT_NAMES}
-
-    @classmethod
-    def parse(cls, text: str, max_seq: int) -> Profile:
-        """`"1,8,32:1,512,4096"` → Profile; the sequence part defaults to 1,min(512,max),max."""
-        batch, _, seq = text.partition(":")
-        b = [int(x) for x in batch.split(",")]
-        s = [int(x) for x in seq.split(",")] if seq else [1, min(512, max_seq), max_seq]
-        return cls(*b, *s)
-
-
-Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-
+from export.request import Shapes
 
 # The TensorRT version of the serving image (`tritonserver:<NGC_RELEASE>-py3`), set by deploy/export.Dockerfile:
 # a plan only loads in the TensorRT that built it.

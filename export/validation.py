@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from export.errors import ExportError
-from export.families.base import Dtype, Tolerance
+from export.request import Dtype, Tolerance
 
 # Fixed validation inputs: short and long, ASCII and not, so padding is exercised.
 VALIDATION_TEXTS = (

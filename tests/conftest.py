@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from export.build import ExportRequest, ExportResult, Progress, export
+from export.build import ExportResult, Progress, export
+from export.request import ExportRequest
 from launcher import default_model
 from launcher.processes import free_port
 from launcher.stack import Stack, running_stack

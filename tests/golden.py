@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from export import repository
-from export.build import ExportRequest, triton_models
+from export.build import triton_models
+from export.request import ExportRequest
 from launcher import default_model
 
 GOLDEN = Path(__file__).resolve().parent.parent / "docs" / "model_repository"

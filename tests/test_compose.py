@@ -57,7 +57,8 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 and a tiny CLIP exported on the host for the `local` target, into a fresh folder."""
-    from export.build import ExportRequest, Progress, export
+    from export.build import Progress, export
+    from export.request import ExportRequest
     from launcher import default_model
     from tests import tiny
 

@@ -9,8 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export import build
 from export import repository as repo
-from export.build import ExportRequest
-from export.serving import TARGETS, Serving
+from export.request import TARGETS, ExportRequest, Serving
 from launcher import default_model
 from runtime.contract import EncoderHostParams, EnsembleCard, TextParams, parameters
 from runtime.text import TextLayout

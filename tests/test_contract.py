@@ -134,7 +134,8 @@ def test_each_card_names_the_optional_inputs_of_its_ensembles(kind: str, gme_che
     the ensemble declares optional."""
     from pathlib import Path
 
-    from export.build import ExportRequest, triton_models
+    from export.build import triton_models
+    from export.request import ExportRequest
     from launcher import default_model
 
     checkpoint = default_model.checkpoint() if kind == "minilm" else gme_checkpoint
@@ -151,3 +152,14 @@ def test_each_card_names_the_optional_inputs_of_its_ensembles(kind: str, gme_che
         assert optional(card.image_ensemble) == card.image_controls == ("TEXT", "INPUT_TYPE", "INSTRUCTION")
     else:
         assert card.image_controls == ()
+
+
+def test_the_exports_value_types_are_a_leaf() -> None:
+    """`export.request` (the request, serving settings, profiles, graph settings) imports neither torch
+    nor the pipeline that uses it; the towers' interface only needs it."""
+    code = (
+        "import sys, export.request, export.towers.base, export.configs; "
+        "print(sorted(m for m in ('torch', 'transformers', 'export.build', 'export.graph') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from export.build import ExportRequest
 from export.checkpoint import attention_of, plan
 from export.families import family_for
+from export.request import ExportRequest
 from tests import tiny
 
 MISTRAL_EMBEDDER, QWEN2_EMBEDDER = family_for("mistral"), family_for("qwen2")
@@ -37,8 +37,9 @@ def test_attention_signals(tmp_path) -> None:
 
 @pytest.mark.parametrize("dtype", ["bfloat16"])
 def test_bf16_cannot_be_validated_without_a_gpu(tmp_path, dtype) -> None:
-    from export.build import ExportRequest, Progress, export
+    from export.build import Progress, export
     from export.errors import ExportError
+    from export.request import ExportRequest
 
     ckpt = tiny.qwen2(tmp_path / "gte")
     # Refused before the export starts (it was after the ONNX export), saying where bf16 can run.
@@ -54,8 +55,9 @@ def test_fp16_export_for_the_gpu_targets_validates_and_keeps_fp32_io(tmp_path) -
     """e5's GPU precision: fp16 weights inside, int64 ids in and fp32 EMBEDDING out."""
     import onnx
 
-    from export.build import ExportRequest, Progress, export
+    from export.build import Progress, export
     from export.repository import parse_config
+    from export.request import ExportRequest
 
     ckpt = tiny.mistral(tmp_path / "e5")
     result = export(

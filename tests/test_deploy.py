@@ -347,7 +347,7 @@ def test_compose_spreads_triton_over_the_gpus_it_is_given() -> None:
     never reaches a second GPU; TRITON_GPUS gives one Triton several GPUs, and the generated GPU configs
     name no `gpus`, so Triton runs each engine's instances on every GPU it sees."""
     from export.configs import native_engine
-    from export.serving import Serving
+    from export.request import Serving
 
     def devices(env: dict[str, str]) -> list[dict]:
         triton = compose_config(COMBINATIONS["gpu"], env)["services"]["triton"]

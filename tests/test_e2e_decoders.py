@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
 from export.checkpoint import plan
+from export.request import ExportRequest
 from runtime.text import encode, frame_all
 from tests import tiny
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
+from export.request import ExportRequest
 from tests import tiny
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
 from export.families.base import WEB_SEARCH_TASK
+from export.request import ExportRequest
 from tests.tiny import qwen3
 
 pytestmark = pytest.mark.e2e

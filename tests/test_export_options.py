@@ -13,10 +13,9 @@ from export import build
 from export import repository as repo
 from export.__main__ import parse_args, serving_from_args
 from export.backend_rules import violations
-from export.build import ExportRequest, Progress, export
+from export.build import Progress, export
 from export.errors import ExportError
-from export.serving import Serving
-from export.tensorrt import Profile
+from export.request import ExportRequest, Profile, Serving
 from launcher import default_model
 
 MINILM_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length

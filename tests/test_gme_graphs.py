@@ -9,7 +9,7 @@ from PIL import Image
 
 from export.families.gme import FAMILY as GME
 from export.families.gme import LanguageGraph, VisionGraph
-from export.towers.base import GraphSettings
+from export.request import GraphSettings
 from runtime.errors import InputError
 from runtime.qwen2vl import VisionSpec, image_mark, patches, smart_resize, vision_positions
 from runtime.text import Prompt, apply_prompt

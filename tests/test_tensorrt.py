@@ -12,12 +12,11 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export import build
-from export.build import ExportRequest
 from export.configs import numpy_dtype
 from export.errors import ExportError
 from export.families.gme import FAMILY as GME
-from export.serving import Serving
-from export.tensorrt import Profile, build_engine
+from export.request import TENSORRT_TOKENS_PER_CALL, ExportRequest, Profile, Serving
+from export.tensorrt import build_engine
 from launcher import default_model
 from runtime.contract import EncoderHostParams, parameters
 from runtime.images import ClipImageSpec
@@ -182,7 +181,7 @@ def test_default_profile_fits_a_token_budget(limit: int, rows: int) -> None:
     req = request(target="tensorrt", batch_from_profile=True)
     profile = req.tensorrt_profile(plan)
     assert (profile.max_batch, profile.max_seq) == (rows, limit)
-    assert profile.max_batch * profile.max_seq <= max(build.TENSORRT_TOKENS_PER_CALL, limit)
+    assert profile.max_batch * profile.max_seq <= max(TENSORRT_TOKENS_PER_CALL, limit)
     fitted = req.fitted(plan)
     assert fitted.serving.max_batch_size == rows and fitted.tensorrt_profile(plan) == profile
     assert request(target="local", batch_from_profile=True).fitted(plan).serving == Serving()
@@ -205,7 +204,7 @@ def test_engines_behind_a_host_keep_the_served_batch(gme_checkpoint: Path) -> No
     req = ExportRequest(gme_checkpoint, Path("r"), "g", target="tensorrt", batch_from_profile=True)
     plan = req.plan()
     assert req.fitted(plan) is req
-    assert LANGUAGE.call_rows(plan, req) == build.TENSORRT_TOKENS_PER_CALL // plan.layout.max_length == 18
+    assert LANGUAGE.call_rows(plan, req) == TENSORRT_TOKENS_PER_CALL // plan.layout.max_length == 18
 
 
 class FakeTensorRT(SimpleNamespace):

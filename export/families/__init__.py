@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 @cache
 def families() -> tuple[Family, ...]:
-    """Every family module's `FAMILY`, in module-name order (imported on first use: the towers they
-    are built from import this package's `base`)."""
+    """Every family module's `FAMILY`, in module-name order (imported on first use: each module builds
+    torch graphs, which only an export needs)."""
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")

@@ -6,15 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from export.pooling import PoolingMode
+from export.request import Attention, Dtype, PoolingMode, Tolerance
 
 if TYPE_CHECKING:
     from export.towers import Tower
 
-Attention = Literal["causal", "bidirectional"]
-Dtype = Literal["float32", "float16", "bfloat16"]
 EOS_TOKEN = "eos_token"  # `final_token`: whatever the tokenizer names as its EOS
 
 # The instruction template of e5-mistral-7b-instruct and gte-Qwen2-7B-instruct (their model cards).
@@ -32,14 +30,6 @@ class Prompts:
     query_template: str = ""  # empty: queries are embedded raw
     default_instruction: str = ""
     document_template: str = ""  # empty: documents are embedded raw (GME wraps them too)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far an fp32 engine may stray from PyTorch on the validation inputs."""
-
-    atol: float = 1e-4  # max |engine - torch| per embedding component
-    min_cosine: float = 0.99999
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from export.families.base import Architecture, Family
-from export.towers.base import GraphSettings
+from export.request import GraphSettings
 from export.towers.fixed_image import FixedImageTower
 from export.towers.text import TextTower
 

@@ -18,7 +18,7 @@ import torch
 
 from export.families.base import Architecture, Family, Prompts
 from export.pooling import pool
-from export.towers.base import GraphSettings
+from export.request import GraphSettings
 from export.towers.patch_image import PatchImageTower
 from export.towers.text import TextTower
 

@@ -11,26 +11,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from export.configs import Tensor
+from export.request import GraphSettings
 
 if TYPE_CHECKING:
     import torch
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from export.build import ExportRequest
     from export.checkpoint import Plan
-    from export.pooling import PoolingMode
-    from export.tensorrt import Profile, Shapes
+    from export.request import ExportRequest, Profile, Shapes
 
 Samples = tuple[dict[str, "torch.Tensor"], dict[str, dict[int, object]]]
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    """What a tower's graph is built with besides the weights (from a plan, or a benchmark's defaults)."""
-
-    pooling: PoolingMode
-    normalize: bool
-    image_token_id: int | None = None
 
 
 GraphBuilder = Callable[[Any, GraphSettings], "torch.nn.Module"]  # (transformers model, settings) → graph

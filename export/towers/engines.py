@@ -11,8 +11,8 @@ from export.towers.base import Tower, TritonModel
 from runtime.contract import Batching, EncoderHostParams
 
 if TYPE_CHECKING:
-    from export.build import ExportRequest
     from export.checkpoint import Plan
+    from export.request import ExportRequest
 
 HOST_SHELL = "onnx_encoder_model"
 

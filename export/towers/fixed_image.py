@@ -22,9 +22,8 @@ from runtime.images import ClipImageSpec, clip_pixels
 if TYPE_CHECKING:
     import torch
 
-    from export.build import ExportRequest
     from export.checkpoint import Plan
-    from export.tensorrt import Profile, Shapes
+    from export.request import ExportRequest, Profile, Shapes
 
 
 class FixedImageTower(Tower):

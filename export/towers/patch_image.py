@@ -25,9 +25,8 @@ from runtime.qwen2vl import VisionSpec, image_mark, patches, vision_positions
 if TYPE_CHECKING:
     import torch
 
-    from export.build import ExportRequest
     from export.checkpoint import Plan
-    from export.tensorrt import Profile, Shapes
+    from export.request import ExportRequest, Profile, Shapes
 
 PATCH = 1176  # 3 channels × temporal 2 × 14 × 14
 PATCH_INPUTS = ("pixel_values", "position_ids", "segment_ids")

@@ -23,9 +23,8 @@ from runtime.text import encode, frame_all, pad
 if TYPE_CHECKING:
     import torch
 
-    from export.build import ExportRequest
     from export.checkpoint import Plan
-    from export.tensorrt import Profile, Shapes
+    from export.request import ExportRequest, Profile, Shapes
 
 TOKENS = ("input_ids", "attention_mask")
 
