@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.triton import TritonClient, refused_row, translate
+from client.triton import OUTPUTS, TritonClient, refused_row, translate
 from runtime.contract import TEXT
 
-Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]]
+Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, str]]  # … and the outputs
 
 
 @dataclass(eq=False)
@@ -46,6 +46,7 @@ class Piece:
     rows: dict[str, list]
     positions: list[int]  # the request's item indices of these rows, for error messages
     future: asyncio.Future
+    param: str = "input"  # how error messages name the request's items: `input[3]`, `documents[3]`
     request: list[Piece] = field(default_factory=list, repr=False)  # all pieces of its request, itself included
 
     @property
@@ -88,23 +89,27 @@ class Coalescer:
         positions: list[int] | None = None,
         tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
+        outputs: tuple[str, str] = OUTPUTS,
+        field: str = "input",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` and token counts `[n]` of `values`, chunked by `max_batch`, in order.
+        """Embeddings `[n, dim]` (or a reranker's scores `[n, 1]`: `outputs`) and token counts `[n]` of
+        `values`, chunked by `max_batch`, in order.
 
         `values` feed `tensor` (TEXT strings or IMAGE bytes); `columns` feed other inputs row by row
         (the text fused with each image item); `options` fills the ensemble's optional per-request
         inputs (TRUNCATE, INPUT_TYPE, INSTRUCTION); `positions` are the request's item indices of
-        `values`, used in error messages.
+        `values`, which error messages name as `field[i]`.
         """
         options, columns = options or {}, columns or {}
         positions = positions if positions is not None else list(range(len(values)))
-        lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)))
+        lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)), outputs)
         loop = asyncio.get_running_loop()
         pieces = [
             Piece(
                 {tensor: values[a : a + max_batch], **{k: v[a : a + max_batch] for k, v in columns.items()}},
                 positions[a : a + max_batch],
                 loop.create_future(),
+                field,
             )
             for a in range(0, len(values), max_batch)
         ]
@@ -194,12 +199,12 @@ class Coalescer:
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
-        ensemble, _, options, _ = lane
+        ensemble, _, options, _, outputs = lane
         rows = {name: [v for p in batch for v in p.rows[name]] for name in batch[0].rows}
         if self.on_call is not None:
             self.on_call(ensemble, sum(p.size for p in batch))
         try:
-            vectors, counts = await self.triton.call(ensemble, rows, dict(options))
+            vectors, counts = await self.triton.call(ensemble, rows, dict(options), outputs)
         except InferenceServerException as exc:
             await self._refused(lane, batch, exc)
             return
@@ -216,12 +221,12 @@ class Coalescer:
         whole = translate(exc)
         if len(batch) == 1 or whole.status == 503:  # one owner, or the server's state rather than an input
             for p in batch:
-                _settle_future(p, exception=translate(exc, p.positions))
+                _settle_future(p, exception=translate(exc, p.positions, p.param))
             return
         row = refused_row(exc)
         owner = _owner(batch, row) if row is not None else None
         if owner is not None:
-            _settle_future(owner, exception=translate(exc, [i for p in batch for i in p.positions]))
+            _settle_future(owner, exception=translate(exc, [i for p in batch for i in p.positions], owner.param))
             await self._settle(lane, [p for p in batch if p is not owner])
             return
         await asyncio.gather(*(self._settle(lane, [p]) for p in batch))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -107,6 +107,54 @@ class TokenizeRequest(BaseModel):
         return value
 
 
+class RerankDocument(BaseModel):
+    """A document as an object (Cohere v1, Jina): its `text` is what is scored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """`POST /v1/rerank`, `/v2/rerank` (Cohere v1/v2 and Jina's shape); unknown fields are logged and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    items: ClassVar[str] = "documents"  # the list counted before validation
+
+    model: str | None = Field(None, description="served reranker id or alias; optional when one reranker is served")
+    query: str
+    documents: list[str | RerankDocument] = Field(description="texts, or objects with a `text`")
+    top_n: int | None = Field(None, ge=1, description="return only the best N (default: all, best first)")
+    return_documents: bool = Field(False, description="include each document's text in its result")
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        description="cut each document to this many tokens first (Cohere v2); the pair is then cut "
+        "to the model's limit as its recipe does",
+    )
+    raw_scores: bool = Field(False, description="the model's raw logits instead of probabilities")
+    truncate: Truncate | None = Field(None, description="over-long pairs: END (default) or START cut, NONE refuses")
+    instruction: str | None = Field(None, description="the task, for rerankers that take one")
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class TeiRerankRequest(BaseModel):
+    """`POST /rerank` in text-embeddings-inference's shape (LlamaIndex, Haystack, Milvus call it)."""
+
+    model_config = ConfigDict(extra="allow")
+    items: ClassVar[str] = "texts"
+
+    model: str | None = None
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool | None = Field(None, description="false refuses over-long pairs; unset: the server's default")
+    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
+
+
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
@@ -144,6 +192,7 @@ class ModelCard(BaseModel):
     query_template: bool | None = Field(
         None, description="whether input_type query / instruction change the embedding (null: not declared)"
     )
+    task: Literal["embed", "rerank"] = Field("embed", description="/v1/embeddings, or /v1/rerank for a reranker")
 
 
 class ModelList(BaseModel):

@@ -40,15 +40,25 @@ class ModelRegistry:
         model = self._by_name.get(name) if isinstance(name, str) else None
         return model.name if model is not None else None
 
-    async def resolve(self, name: str | None) -> ServedModel:
-        """The model a request names; with no name, the only served model."""
+    async def resolve(self, name: str | None, task: str | None = None) -> ServedModel:
+        """The model a request names, which must serve `task` (embed, rerank; None: any); with no name,
+        the only served model of that task."""
         models = await self.models()  # refreshed when empty
         if name is None or name == "":
-            if len(models) == 1:
-                return models[0]
+            fitting = [m for m in models if task is None or m.card.task == task]
+            if len(fitting) == 1:
+                return fitting[0]
             if not models:
                 raise not_ready("no embedding model is ready in Triton; retry shortly")
+            if not fitting:
+                raise bad_request(f"no served model can {task} (GET /v1/models lists each one's task)", "model")
             raise bad_request("model is required when several models are served", param="model")
+        model = await self._named(name, models)
+        if task is not None and model.card.task != task:
+            raise bad_request(wrong_task(model, task), param="model")
+        return model
+
+    async def _named(self, name: str, models: list[ServedModel]) -> ServedModel:
         if name not in self._by_name:
             models = await self.refresh()
         if name not in self._by_name:
@@ -56,6 +66,12 @@ class ModelRegistry:
                 raise not_ready(f"model {name!r} is not ready in Triton (it may be reloading); retry shortly")
             raise model_not_found(name, sorted(n for m in models for n in m.names))
         return self._by_name[name]
+
+
+def wrong_task(model: ServedModel, task: str) -> str:
+    if task == "rerank":
+        return f"model {model.name!r} embeds, it does not rerank: send it to /v1/embeddings"
+    return f"model {model.name!r} is a reranker, it does not embed: send it to /v1/rerank"
 
 
 def not_ready(message: str) -> APIError:

@@ -10,8 +10,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from client import request_id
 from client.errors import APIError, body_too_large, invalid_fields, too_large
-from client.protocol import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList, TokenizeRequest
+from client.protocol import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelCard,
+    ModelList,
+    RerankRequest,
+    TeiRerankRequest,
+    TokenizeRequest,
+)
+from client.rerank import cohere_rerank, tei_rerank
 from client.responses import JSONResponse
 from client.service import UNRESOLVED, EmbeddingService, Timings
 from client.triton import ServedModel
@@ -50,11 +60,12 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
 
     def validate(data: Any) -> Body:
         request.state.named_model = data.get("model") if isinstance(data, dict) else None  # for the metrics label
-        items = data.get("input") if isinstance(data, dict) else None
+        field = getattr(model, "items", "input")
+        items = data.get(field) if isinstance(data, dict) else None
         one_id_list = isinstance(items, list) and bool(items) and isinstance(items[0], int | float)
         if isinstance(items, list) and len(items) > max_items and not one_id_list:
-            raise too_large(f"input has {len(items)} items; the maximum is {max_items}", param="input")
-        if isinstance(items, list):
+            raise too_large(f"{field} has {len(items)} items; the maximum is {max_items}", param=field)
+        if isinstance(items, list) and field == "input":
             check_id_lengths(items, one_id_list, settings.max_token_ids_per_item)
         try:
             return model.model_validate(data)
@@ -123,10 +134,46 @@ async def create_embeddings(request: Request):
     start, timings = time.perf_counter(), Timings()
     async with _measured(request, "embeddings", timings):
         result = await _service(request).embed(await parse_body(request, EmbeddingRequest), timings)
-    metrics = request.app.state.metrics
-    metrics.items.labels(timings.model).inc(len(result["data"]))
-    metrics.tokens.labels(timings.model).inc(result["usage"]["prompt_tokens"])
+    _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
     return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/v1/rerank", openapi_extra=_body_schema(RerankRequest))
+async def rerank_v1(request: Request):
+    """Cohere v1 / Jina rerank: documents scored against the query, best first."""
+    return await _cohere(request, "1")
+
+
+@router.post("/v2/rerank", openapi_extra=_body_schema(RerankRequest))
+async def rerank_v2(request: Request):
+    """Cohere v2 rerank (`cohere.ClientV2(base_url=…).rerank`)."""
+    return await _cohere(request, "2")
+
+
+async def _cohere(request: Request, version: str):
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "rerank", timings):
+        body = await parse_body(request, RerankRequest)
+        result = await cohere_rerank(_service(request), body, timings, version, request_id.current.get())
+    _count(request, timings, len(body.documents), result["usage"]["prompt_tokens"])
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/rerank", openapi_extra=_body_schema(TeiRerankRequest))
+async def rerank_tei(request: Request):
+    """text-embeddings-inference's rerank: a bare array of `{index, score, text?}`, best first."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "rerank", timings):
+        body = await parse_body(request, TeiRerankRequest)
+        result = await tei_rerank(_service(request), body, timings)
+    _count(request, timings, len(body.texts), timings.tokens)
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+def _count(request: Request, timings: Timings, items: int, tokens: int) -> None:
+    metrics = request.app.state.metrics
+    metrics.items.labels(timings.model).inc(items)
+    metrics.tokens.labels(timings.model).inc(tokens)
 
 
 @router.post("/tokenize", openapi_extra=_body_schema(TokenizeRequest))
@@ -152,6 +199,7 @@ def _card(m: ServedModel) -> dict:
         "max_tokens": m.card.max_tokens,
         "modalities": list(m.card.modalities),
         "query_template": m.card.query_template,
+        "task": m.card.task,
     }
 
 

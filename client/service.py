@@ -46,6 +46,7 @@ class Timings:
     model: str = UNRESOLVED
     image_fetch: float = 0.0
     triton: float = 0.0
+    tokens: int = 0  # what the request counted, for the metrics
 
 
 def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
@@ -97,7 +98,7 @@ class EmbeddingService:
         timings = timings or Timings()
         if request.model_extra:
             log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
-        model = await self.registry.resolve(request.model)
+        model = await self.registry.resolve(request.model, "embed")
         timings.model = model.name
         items = items_of(request, self.settings.max_items_per_request)
         self.images.check_count(sum(item.image is not None for item in items))  # before any text is sent
@@ -186,7 +187,7 @@ class EmbeddingService:
     async def tokenize(self, request: TokenizeRequest, timings: Timings | None = None) -> dict:
         """Token ids exactly as the encoder sees them: template, special tokens and truncation applied."""
         timings = timings or Timings()
-        model = await self.registry.resolve(request.model)
+        model = await self.registry.resolve(request.model, "embed")
         timings.model = model.name
         check_instruction(model, request.instruction)
         texts = texts_of(request, self.settings.max_items_per_request)
@@ -230,6 +231,6 @@ class EmbeddingService:
         now = time.monotonic()
         for model in models:
             if now - self.last_success.get(model.name, float("-inf")) > self.settings.ready_ttl_s:
-                await self.triton.probe(model.name)
+                await self.triton.probe(model)
                 self.last_success[model.name] = time.monotonic()
         return [m.name for m in models]

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         32768, ge=1, description="longest token-id list of one item (413 beyond), counted before validation"
     )
     max_instruction_chars: int = Field(2048, ge=1, description="longest `instruction` (413 beyond)")
+    max_documents_per_request: int = Field(1000, ge=1, description="most documents in one rerank request (413 beyond)")
+    max_query_chars: int = Field(
+        8192, ge=1, description="longest rerank `query` (413 beyond): it travels beside every document"
+    )
     default_truncate: Truncate | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )

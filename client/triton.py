@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
 from launcher.tritonserver import GRPC_ADMIN_HEADER
-from runtime.contract import EMBEDDING, TEXT, TOKEN_COUNT, ContractError, EnsembleCard, parameters
+from runtime.contract import EMBEDDING, QUERY, SCORE, TEXT, TOKEN_COUNT, ContractError, EnsembleCard, parameters
 
 log = logging.getLogger("client.triton")
 
@@ -34,6 +34,7 @@ _RELOADING = re.compile(r"Request for unknown model: '[^']*' (has no available v
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
 OUTPUTS = (EMBEDDING, TOKEN_COUNT)
+RERANK_OUTPUTS = (SCORE, TOKEN_COUNT)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class ServedModel:
         return listed or 0 < card.matryoshka_min_dimension <= dimensions <= card.dimension
 
 
-def translate(exc: InferenceServerException, positions: list[int] | None = None) -> APIError:
-    """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`."""
+def translate(exc: InferenceServerException, positions: list[int] | None = None, field: str = "input") -> APIError:
+    """Map a Triton error to an API error; `input[i]` in messages becomes the request's item `positions[i]`,
+    named `field[…]` (`documents[…]` for a reranker's)."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
     if status in _UNAVAILABLE or "failed to connect" in message.lower() or _replica_state(message):
@@ -69,8 +71,8 @@ def translate(exc: InferenceServerException, positions: list[int] | None = None)
     if status == "StatusCode.INVALID_ARGUMENT":
         message = _ENSEMBLE_PREFIX.sub("", message)
         if positions is not None:
-            message = _INPUT_INDEX.sub(lambda m: f"input[{positions[int(m.group(1))]}]", message)
-        return bad_request(message, param="input")
+            message = _INPUT_INDEX.sub(lambda m: f"{field}[{positions[int(m.group(1))]}]", message)
+        return bad_request(message, param=field)
     return internal(f"Triton failed: {message}")
 
 
@@ -225,9 +227,13 @@ class TritonClient:
             served.append(ServedModel(cfg["name"], int(cfg.get("max_batch_size", 0)) or 1, card))
         return served
 
-    async def probe(self, ensemble: str) -> None:
-        """One short text through `ensemble`, its error translated (the readiness check)."""
-        await self._infer(ensemble, {TEXT: ["readiness probe"]}, {}, [0])
+    async def probe(self, model: ServedModel) -> None:
+        """One short text (a reranker: one pair) through the model's ensemble, its error translated (the
+        readiness check)."""
+        if model.card.task == "rerank":
+            await self._infer(model.name, {TEXT: ["readiness probe"], QUERY: ["probe"]}, {}, [0], RERANK_OUTPUTS)
+        else:
+            await self._infer(model.name, {TEXT: ["readiness probe"]}, {}, [0])
 
     async def tokenize(
         self, preprocess: str, texts: list[str], max_batch: int, options: dict[str, str]

@@ -9,7 +9,7 @@ from pathlib import Path
 from export.build import Progress, export
 from export.errors import ExportError
 from export.request import TARGETS, TENSORRT_TOKENS_PER_CALL, ExportRequest, Profile, Serving
-from runtime.contract import TRUNCATE_MODES
+from runtime.contract import TASKS, TRUNCATE_MODES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,6 +21,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--target", choices=TARGETS, default="local", help="engine target (default: local)")
     ap.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository folder")
     ap.add_argument("--max-length", type=int, help="token limit (default: the checkpoint's)")
+    ap.add_argument(
+        "--task",
+        choices=TASKS,
+        help="embed, or rerank (default: rerank for a *ForSequenceClassification checkpoint, else embed)",
+    )
     ap.add_argument(
         "--external-data",
         action=argparse.BooleanOptionalAction,
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name or args.checkpoint.resolve().name,
         target=args.target,
         hf_id=args.hf_id,
+        task=args.task,
         aliases=tuple(args.alias),
         max_length=args.max_length,
         external_data=args.external_data,

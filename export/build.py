@@ -69,9 +69,10 @@ class Progress:
 
 def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
     """Each tower's graph in `dtype`, with the plan's attention mode for decoders."""
-    from transformers import AutoModel
+    import transformers
 
-    model = AutoModel.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
+    auto = getattr(transformers, p.family.auto_class)
+    model = auto.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
     if p.family.decoder:
         # transformers ≥ 5.2 builds a bidirectional mask for decoders when is_causal is False.
         model.config.is_causal = p.attention == "causal"
@@ -160,10 +161,14 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
             check_tensorrt()
     dtype = request.resolved_dtype(p)
     towers = p.family.towers
+    output = (
+        "scores (query, document) pairs with its classifier"
+        if p.family.task == "rerank"
+        else f"{p.pooling} pooling, normalize={p.normalize}"
+    )
     progress.console.print(
-        f"  {p.family.name}: towers {', '.join(t.name for t in towers)}, {p.pooling} pooling, "
-        f"normalize={p.normalize}, {p.attention} attention ({p.attention_signal}), "
-        f"max {p.layout.max_length} tokens, {dtype}"
+        f"  {p.family.name}: towers {', '.join(t.name for t in towers)}, {output}, "
+        f"{p.attention} attention ({p.attention_signal}), max {p.layout.max_length} tokens, {dtype}"
     )
     if request.target == "tensorrt":
         profile = request.tensorrt_profile(p)

@@ -14,6 +14,7 @@ from export.families import family_for
 from export.families.base import EOS_TOKEN, Family, Prompts
 from export.pooling import read_modules
 from export.request import Attention, GraphSettings, PoolingMode
+from export.towers.pair import PairFrame, pair_frame
 from runtime.contract import EnsembleCard, TextParams
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
@@ -39,6 +40,7 @@ class Plan:
     prompts: Prompts
     image: Any = None  # the image tower's settings, as its `read` returns them
     image_token_id: int | None = None
+    pair: PairFrame | None = None  # a reranker's: how its tokenizer frames a (query, document) pair
 
     @property
     def graph_settings(self) -> GraphSettings:
@@ -73,6 +75,7 @@ class Plan:
             fuses_modalities=image is not None and image.fuses_text,
             controls=self.family.text_tower.controls,
             image_controls=image.controls if image is not None else (),
+            task=self.family.task,
             image_batch=image.items_per_call if image is not None else 0,
             vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
             query_template=bool(self.prompts.query_template),
@@ -95,8 +98,14 @@ def _max_length(config: dict, st_max: int | None, family: Family, override: int 
     return int(chosen)
 
 
-def _served_tokenizer(transformer_dir: Path) -> tuple[Tokenizer, int | None]:
-    """The fast tokenizer as transformers builds it, and its EOS id."""
+def task_of(config: dict) -> str:
+    """What a checkpoint is for, by its architecture: a sequence classifier reranks."""
+    architectures = config.get("architectures") or []
+    return "rerank" if any(a.endswith("ForSequenceClassification") for a in architectures) else "embed"
+
+
+def _served_tokenizer(transformer_dir: Path) -> tuple[Any, Tokenizer, int | None]:
+    """Transformers' tokenizer (the reference), the fast tokenizer it is built on, and its EOS id."""
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(str(transformer_dir))
@@ -105,7 +114,7 @@ def _served_tokenizer(transformer_dir: Path) -> tuple[Tokenizer, int | None]:
     tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
     tok.no_truncation()
     tok.no_padding()
-    return tok, hf.eos_token_id
+    return hf, tok, hf.eos_token_id
 
 
 def _final_token(family: Family, tokenizer: Tokenizer, eos_id: int | None) -> int:
@@ -162,9 +171,9 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
     modules = read_modules(checkpoint)
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
-    family = family_for(model_type)
+    family = family_for(model_type, (request.task if request else None) or task_of(config))
     text_config = config.get(family.text_config, config) if family.text_config else config
-    tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
+    hf_tokenizer, tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)
     if family.final_token is not None:
         # The tokenizer's post-processor may or may not add it (e5 with transformers ≥ 5 does not).
@@ -175,9 +184,12 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
     layout = TextLayout(prefix, suffix, length, int(pad_id), make_buckets(length))
     has_modules = modules.pooling is not None
     mode, signal = attention_of(modules.transformer_dir, config, family, request.attention if request else None)
-    dimension = _lookup(config, family.dimension_key)
+    dimension = 1 if family.task == "rerank" else _lookup(config, family.dimension_key)
     if dimension is None:
         raise ExportError(f"config.json has no {family.dimension_key!r}, the embedding size of {family.name}")
+    labels = len(config.get("id2label") or {"0": ""})
+    if family.task == "rerank" and labels != 1:
+        raise ExportError(f"a reranker scores with one label; this checkpoint's classifier has {labels}")
     image = family.image_tower
     return Plan(
         checkpoint=checkpoint,
@@ -194,4 +206,5 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
         prompts=_prompts(checkpoint, family),
         image=image.read(checkpoint, config, request) if image is not None else None,
         image_token_id=config.get("image_token_id"),
+        pair=pair_frame(hf_tokenizer, tokenizer) if family.task == "rerank" else None,
     )

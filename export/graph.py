@@ -78,9 +78,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
     if reference.shape != candidate.shape:
         raise ValidationError(f"shape {candidate.shape} differs from the reference {reference.shape}")
     err = float(np.abs(reference - candidate).max())
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
-    cos = float((ref * cand).sum(axis=1).min())
+    cos = 1.0  # a score (one column) has no direction: only its error counts
+    if reference.shape[1] > 1:
+        ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+        cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+        cos = float((ref * cand).sum(axis=1).min())
     if not np.isfinite(err) or err > atol or cos < min_cosine:
         raise ValidationError(
             f"engine disagrees with PyTorch: max |error| {err:.3g} (limit {atol:g}), "

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from runtime.contract import Truncate
+from runtime.contract import Task, Truncate
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan
@@ -130,6 +130,7 @@ class ExportRequest:
     gpu: bool = False
     attention: Attention | None = None  # None: decided from the checkpoint (export/checkpoint.py)
     dtype: Dtype | None = None  # None: fp32 for local, the family's GPU dtype for the GPU targets
+    task: Task | None = None  # None: rerank for a `*ForSequenceClassification` checkpoint, else embed
     profile: str | None = None  # tensorrt: "min,opt,max[:min,opt,max]"; None: sequence 1..limit, rows by the budget
     tensorrt_tokens: int = TENSORRT_TOKENS_PER_CALL  # the default profile's rows × tokens
     batch_from_profile: bool = False  # the served max batch is the TensorRT profile's (no --max-batch-size)

@@ -28,9 +28,15 @@ TEXT, IMAGE, TOKEN_IDS = "TEXT", "IMAGE", "TOKEN_IDS"  # items: strings, image b
 TRUNCATE, INPUT_TYPE, INSTRUCTION = "TRUNCATE", "INPUT_TYPE", "INSTRUCTION"  # per-request controls
 EMBEDDING, TOKEN_COUNT = "EMBEDDING", "TOKEN_COUNT"  # what every embedding ensemble returns
 IMAGE_EMBEDS = "IMAGE_EMBEDS"  # image features scattered into the text encoder (GME)
+QUERY, SCORE = "QUERY", "SCORE"  # a reranker's: each row's query (beside its document, TEXT), and its raw score
+MAX_DOC_TOKENS = "MAX_DOC_TOKENS"  # a reranker's per-request control: each document cut to this many tokens first
 # The optional inputs each kind of ensemble accepts besides its items.
 TEXT_CONTROLS: tuple[str, ...] = (TRUNCATE, INPUT_TYPE, INSTRUCTION, TOKEN_IDS)  # TOKEN_IDS: instead of TEXT
 FUSED_IMAGE_CONTROLS: tuple[str, ...] = (TEXT, INPUT_TYPE, INSTRUCTION)  # each image item's text, and the prompt's
+RERANK_CONTROLS: tuple[str, ...] = (TRUNCATE, MAX_DOC_TOKENS)
+
+Task = Literal["embed", "rerank"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
 
 Truncate = Literal["NONE", "START", "END"]
 TRUNCATE_MODES: tuple[str, ...] = typing.get_args(Truncate)
@@ -110,6 +116,7 @@ class EnsembleCard(Parameters):
     matryoshka_min_dimension: int = 0  # any size from this up to the full one (0: none)
     controls: tuple[str, ...] = TEXT_CONTROLS  # the text ensemble's optional inputs
     image_controls: tuple[str, ...] = ()  # the image ensemble's optional inputs
+    task: Task = "embed"  # rerank: rows are (QUERY, TEXT) pairs, the output a SCORE (`dimension` 1)
 
     def to_parameters(self) -> dict[str, str]:
         return {self.MARK: "true", **super().to_parameters()}
@@ -129,6 +136,23 @@ class TextParams(Parameters):
     query_template: str = ""  # "{instruction}" and "{text}"; empty: queries are embedded raw
     default_instruction: str = ""
     document_template: str = ""  # empty: documents are embedded raw
+
+
+@dataclass(frozen=True)
+class PairParams(Parameters):
+    """How a reranker's preprocessor frames a (query, document) pair, as the model's tokenizer does:
+    `prefix query middle document suffix`, the document part (and the suffix) of token type
+    `second_type`, each part cut longest-first to fit `max_length`."""
+
+    tokenizer: str
+    prefix_ids: tuple[int, ...]
+    middle_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    second_type: int  # token type of the document and suffix (BERT: 1; XLM-R takes no types: 0)
+    max_length: int
+    pad_id: int
+    buckets: tuple[int, ...]
+    default_truncate: Truncate
 
 
 @dataclass(frozen=True)

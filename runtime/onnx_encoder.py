@@ -10,6 +10,8 @@ import onnxruntime as ort
 
 from runtime.contract import IMAGE_EMBEDS, EncoderHostParams
 
+TOKEN_TYPES = "token_type_ids"
+
 
 def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
     """A CPU session; 0 threads lets ONNX Runtime pick one per core.
@@ -88,7 +90,8 @@ def run_packed(
 
     Each request arrives right-padded to its own bucket; pooling ignores padding, so
     regrouping rows across requests by length only removes wasted compute. The
-    results are scattered back to their requests in order. A request may carry
+    results are scattered back to their requests in order. Rows may carry `token_type_ids`
+    (a cross-encoder's pairs), regrouped with them. A request may carry
     `IMAGE_EMBEDS [1, M, H]` (GME: one row whose image pads take those features); the
     graph then gets each micro-batch's features in row order as `image_embeds [ΣM, H]`,
     `[0, image_hidden]` for a micro-batch without images (`image_hidden`: the graph takes features).
@@ -101,6 +104,10 @@ def run_packed(
     width = max(a.shape[1] for a in ids)
     all_ids = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in ids])
     all_mask = np.concatenate([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in masks])
+    types = [f.get(TOKEN_TYPES) for f in feeds]  # a cross-encoder's pairs (BERT) carry token types
+    all_types = None
+    if all(t is not None for t in types):
+        all_types = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]))) for t in types])
     row_images: list[np.ndarray | None] = []
     for f, n in zip(feeds, sizes, strict=True):
         embeds = f.get(IMAGE_EMBEDS)
@@ -109,6 +116,8 @@ def run_packed(
     for group in micro_batches(lengths, packing):
         w = max(int(lengths[group].max()), 1)
         feed = {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]}
+        if all_types is not None:
+            feed[TOKEN_TYPES] = all_types[group, :w]
         if image_hidden is not None:
             parts = [row_images[r] for r in group if row_images[r] is not None]
             feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, image_hidden), dtype=np.float32)

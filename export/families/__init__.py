@@ -28,12 +28,12 @@ def families() -> tuple[Family, ...]:
     return tuple(found)
 
 
-def family_for(model_type: str) -> Family:
-    """The family serving `model_type`, or an error listing what is supported."""
+def family_for(model_type: str, task: str = "embed") -> Family:
+    """The family serving `model_type` for `task`, or an error listing what is supported."""
     from export.errors import ExportError
 
     for family in families():
-        if model_type in family.model_types:
+        if model_type in family.model_types and family.task == task:
             return family
-    supported = ", ".join(t for f in families() for t in f.model_types)
-    raise ExportError(f"model_type {model_type!r} is not supported; supported: {supported}")
+    supported = ", ".join(t for f in families() if f.task == task for t in f.model_types)
+    raise ExportError(f"model_type {model_type!r} is not supported for {task}; supported: {supported}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from export.request import Attention, Dtype, PoolingMode, Tolerance
+from runtime.contract import Task
 
 if TYPE_CHECKING:
     from export.towers import Tower
@@ -72,6 +73,8 @@ class Family:
     tolerance: Tolerance = Tolerance()
     matryoshka: Matryoshka = Matryoshka()
     architectures: tuple[Architecture, ...] = field(default=())  # real shapes, for bench.gpu_graphs
+    task: Task = "embed"  # rerank: its text tower scores (query, document) pairs
+    auto_class: str = "AutoModel"  # the transformers class the export loads the weights with
 
     @property
     def text_tower(self) -> Tower:

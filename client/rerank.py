@@ -1,0 +1,158 @@
+"""The rerank use case: score (query, document) pairs on a reranker's ensemble, best first.
+
+One request's documents go through the coalescer like embedding items: each row carries its own
+query (the QUERY column), so pairs of concurrent requests share Triton calls, and a large request is
+split and reassembled in order. The ensemble returns raw scores (the classifier's logit); the
+relevance score is their sigmoid unless `raw_scores` (sentence-transformers' `CrossEncoder.predict`,
+TEI, infinity and vLLM do the same for one label).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from client.errors import APIError, bad_request, too_large
+from client.protocol import RerankRequest, TeiRerankRequest
+from client.service import EmbeddingService, Timings
+from client.triton import RERANK_OUTPUTS
+from client.validation import field_names
+from runtime.contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, TRUNCATE
+
+log = logging.getLogger("client.rerank")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Every document's raw score and the request's token count; `order` is best first."""
+
+    model: str
+    raw: np.ndarray  # float64 [n]
+    tokens: int
+
+    @property
+    def order(self) -> list[int]:
+        return np.argsort(-self.raw, kind="stable").tolist()
+
+    def scores(self, raw: bool) -> np.ndarray:
+        return self.raw if raw else 1.0 / (1.0 + np.exp(-self.raw))
+
+
+async def rank(
+    service: EmbeddingService,
+    model_name: str | None,
+    query: str,
+    documents: list[str],
+    options: dict[str, str],
+    timings: Timings,
+    instruction: str | None = None,
+) -> Ranking:
+    """Score `documents` against `query` on the named (or only) reranker."""
+    settings = service.settings
+    model = await service.registry.resolve(model_name, "rerank")
+    timings.model = model.name
+    if not query.strip():
+        raise bad_request("query cannot be empty or whitespace only", "query")
+    if len(query) > settings.max_query_chars:
+        raise too_large(f"query has {len(query)} characters; the maximum is {settings.max_query_chars}", "query")
+    if not documents:
+        raise bad_request("documents cannot be an empty list", "documents")
+    if len(documents) > settings.max_documents_per_request:
+        raise too_large(
+            f"documents has {len(documents)} items; the maximum is {settings.max_documents_per_request}", "documents"
+        )
+    if instruction is not None:
+        if INSTRUCTION not in model.card.controls:
+            raise bad_request(f"model {model.name!r} takes no instruction; drop it", "instruction")
+        options = {**options, INSTRUCTION: instruction}
+    call = service.calls.embed(
+        model.name,
+        documents,
+        model.max_batch_size,
+        {k: v for k, v in options.items() if k in model.card.controls},
+        columns={QUERY: [query] * len(documents)},
+        outputs=RERANK_OUTPUTS,
+        field="documents",
+    )
+    try:
+        start = time.perf_counter()
+        scores, counts = await call
+        timings.triton += time.perf_counter() - start
+    except APIError as exc:
+        if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL
+            service.last_success.pop(model.name, None)
+        raise
+    if scores.shape != (len(documents), 1):
+        raise APIError(500, f"Triton returned {scores.shape} scores for {len(documents)} documents", "internal_error")
+    service.last_success[model.name] = time.monotonic()
+    timings.tokens = int(counts.sum())
+    return Ranking(model.name, scores[:, 0].astype(np.float64), timings.tokens)
+
+
+def _options(service: EmbeddingService, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
+    options = {}
+    truncate = truncate or service.settings.default_truncate
+    if truncate is not None:
+        options[TRUNCATE] = truncate
+    if max_tokens_per_doc is not None:
+        options[MAX_DOC_TOKENS] = str(max_tokens_per_doc)
+    return options
+
+
+async def cohere_rerank(
+    service: EmbeddingService, request: RerankRequest, timings: Timings, version: str, request_id: str
+) -> dict:
+    """`/v1/rerank`, `/v2/rerank`: Cohere's response (`id`, `results`, `meta`) with Jina's `model` and `usage`."""
+    if request.model_extra:
+        log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
+    if request.instruction is not None and len(request.instruction) > service.settings.max_instruction_chars:
+        raise too_large(
+            f"instruction has {len(request.instruction)} characters; the maximum is "
+            f"{service.settings.max_instruction_chars}",
+            "instruction",
+        )
+    texts = request.texts()
+    options = _options(service, request.truncate, request.max_tokens_per_doc)
+    ranking = await rank(service, request.model, request.query, texts, options, timings, request.instruction)
+    scores = ranking.scores(request.raw_scores)
+    results = []
+    for i in ranking.order[: request.top_n]:
+        result: dict = {"index": i, "relevance_score": float(scores[i])}
+        if request.return_documents:
+            result["document"] = {"text": texts[i]}
+        results.append(result)
+    return {
+        "id": request_id,
+        "model": ranking.model,
+        "results": results,
+        "usage": {"prompt_tokens": ranking.tokens, "total_tokens": ranking.tokens},
+        "meta": {
+            "api_version": {"version": version},
+            "billed_units": {"search_units": 1, "input_tokens": ranking.tokens},
+        },
+    }
+
+
+async def tei_rerank(service: EmbeddingService, request: TeiRerankRequest, timings: Timings) -> list[dict]:
+    """`/rerank`: TEI's bare array of `{index, score, text?}`, best first."""
+    if request.model_extra:
+        log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
+    truncate = None
+    if request.truncate is False:
+        truncate = "NONE"
+    elif request.truncate is True or request.truncation_direction.lower() == "left":
+        truncate = "START" if request.truncation_direction.lower() == "left" else "END"
+    ranking = await rank(
+        service, request.model, request.query, request.texts, _options(service, truncate, None), timings
+    )
+    scores = ranking.scores(request.raw_scores)
+    out = []
+    for i in ranking.order:
+        item: dict = {"index": i, "score": float(scores[i])}
+        if request.return_text:
+            item["text"] = request.texts[i]
+        out.append(item)
+    return out

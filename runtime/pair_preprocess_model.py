@@ -1,0 +1,62 @@
+"""Triton Python model: (QUERY, TEXT) rows → framed pair token ids (a reranker's `<model>_preprocess` step)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from runtime.contract import (
+    MAX_DOC_TOKENS,
+    QUERY,
+    TEXT,
+    TOKEN_COUNT,
+    TRUNCATE,
+    PairParams,
+    model_config,
+    parameters,
+    version_dir,
+)
+from runtime.errors import InputError
+from runtime.pairs import PairLayout, encode_pairs, pad_pairs
+from runtime.preprocess_model import strings
+from runtime.text import load_tokenizer
+
+TYPES = "token_type_ids"
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        self.params = PairParams.from_parameters(parameters(config))
+        self.layout = PairLayout.of(self.params)
+        self.tokenizer = load_tokenizer(str(version_dir(args) / self.params.tokenizer))
+        self.types = any(o["name"] == TYPES for o in config["output"])  # the model takes token types (BERT)
+
+    def _response(self, request):
+        documents = strings(request, TEXT) or []
+        queries = strings(request, QUERY) or []
+        if len(queries) != len(documents):
+            raise InputError(f"{len(documents)} documents came with {len(queries)} queries")
+        truncate, cap = strings(request, TRUNCATE), strings(request, MAX_DOC_TOKENS)
+        mode = truncate[0].upper() if truncate and truncate[0] else self.params.default_truncate
+        if cap and not cap[0].isdigit():
+            raise InputError(f"max_tokens_per_doc must be a positive integer, got {cap[0][:20]!r}")
+        max_doc = int(cap[0]) if cap and int(cap[0]) > 0 else None
+        pairs = encode_pairs(self.tokenizer, queries, documents, self.layout, mode, max_doc)
+        batch = pad_pairs(pairs, self.layout)
+        tensors = [
+            pb_utils.Tensor("input_ids", batch.input_ids),
+            pb_utils.Tensor("attention_mask", batch.attention_mask),
+        ]
+        if self.types:
+            tensors.append(pb_utils.Tensor(TYPES, batch.token_type_ids))
+        return pb_utils.InferenceResponse(output_tensors=[*tensors, pb_utils.Tensor(TOKEN_COUNT, batch.token_count)])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._response(request))
+            except InputError as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+        return responses

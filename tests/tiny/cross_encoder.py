@@ -1,0 +1,59 @@
+"""Tiny cross-encoders (`*ForSequenceClassification`, one label), as the rerankers of the model cards are:
+
+- a BERT one with the real WordPiece tokenizer of the ms-marco MiniLM cross-encoders (the embedded
+  all-MiniLM-L6-v2's: bert-base-uncased's vocabulary), pairs `[CLS] q [SEP] d [SEP]` with token types;
+- an XLM-RoBERTa one (bge-reranker-v2-m3's architecture: `dense → tanh → out_proj` on `<s>`), pairs
+  `<s> q </s></s> d </s>`, no token types (the XLM-R tokenizer does not return them).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.tiny.common import bpe, save_model
+
+KEY, REAL = "bert-reranker", "ms-marco-MiniLM-L6-v2"  # `python -m tests.tiny bert-reranker`
+
+SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+def bert_reranker(path: Path) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from launcher import default_model
+
+    path.mkdir(parents=True, exist_ok=True)
+    source = default_model.checkpoint()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(source / name, path / name)
+    config = BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=1, **SIZES)
+    save_model(BertForSequenceClassification(config), path)
+    return path
+
+
+def xlmr_reranker(path: Path) -> Path:
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tok = bpe(["<s>", "<pad>", "</s>", "<unk>"])  # ids 0-3, as XLM-R's
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    hf.save_pretrained(str(path))
+    config = XLMRobertaConfig(
+        vocab_size=len(hf), max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, num_labels=1, **SIZES
+    )
+    save_model(XLMRobertaForSequenceClassification(config), path)
+    return path
+
+
+build = bert_reranker
