@@ -64,6 +64,9 @@ async def rank(
         raise too_large(
             f"documents has {len(documents)} items; the maximum is {settings.max_documents_per_request}", "documents"
         )
+    for i, document in enumerate(documents):
+        if not document.strip():  # an empty one is no pair to the reference tokenizer
+            raise bad_request(f"documents[{i}] cannot be empty or whitespace only", "documents")
     if instruction is not None:
         if INSTRUCTION not in model.card.controls:
             raise bad_request(f"model {model.name!r} takes no instruction; drop it", "instruction")
