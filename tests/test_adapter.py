@@ -358,3 +358,45 @@ def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
         return triton.client.finished
 
     assert asyncio.run(run()) == 1
+
+
+class ScoringTriton(FakeTriton):
+    """Also serves a reranker `r`: the score of a document is its length minus the query's."""
+
+    async def call(self, name, rows, options, outputs=None):
+        if name != "r":
+            return await super().call(name, rows, options, outputs)
+        scores = [[len(d) - len(q)] for d, q in zip(rows["TEXT"], rows["QUERY"], strict=True)]
+        return np.array(scores, dtype=np.float32), np.ones(len(scores), dtype=np.int32)
+
+
+RERANKER = ServedModel("r", 4, EnsembleCard(1, 512, controls=("TRUNCATE", "MAX_DOC_TOKENS"), task="rerank"))
+
+
+def test_each_route_takes_only_models_of_its_task() -> None:
+    with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))) as c:
+        embedded = c.post("/v1/embeddings", json={"input": "abc"})  # the only embedder
+        assert embedded.status_code == 200 and embedded.json()["model"] == "m"
+        ranked = c.post("/v1/rerank", json={"query": "q", "documents": ["aaa", "a", "aa"]})
+        assert ranked.status_code == 200 and ranked.json()["model"] == "r"  # the only reranker
+        assert [x["index"] for x in ranked.json()["results"]] == [0, 2, 1]
+        assert ranked.json()["results"][0]["relevance_score"] == pytest.approx(1 / (1 + np.exp(-2)))
+        wrong = c.post("/v1/rerank", json={"model": "m", "query": "q", "documents": ["a"]})
+        assert wrong.status_code == 400 and "does not rerank" in wrong.json()["error"]["message"]
+        wrong = c.post("/v1/embeddings", json={"model": "r", "input": "a"})
+        assert wrong.status_code == 400 and "does not embed" in wrong.json()["error"]["message"]
+        tei = c.post("/rerank", json={"query": "q", "texts": ["a", "aaaa"], "raw_scores": True})
+        assert tei.json() == [{"index": 1, "score": 3.0}, {"index": 0, "score": 0.0}]
+    with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL]))) as c:
+        none = c.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
+        assert none.status_code == 400 and "no served model can rerank" in none.json()["error"]["message"]
+
+
+def test_a_rerank_query_and_document_count_are_bounded_before_any_call() -> None:
+    fake = ScoringTriton([RERANKER])
+    settings = Settings(max_query_chars=10, max_documents_per_request=3)
+    with TestClient(create_app(settings, triton=fake)) as c:
+        long_query = c.post("/v1/rerank", json={"query": "q" * 11, "documents": ["a"]})
+        many = c.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 4})
+        assert (long_query.status_code, many.status_code) == (413, 413)
+        assert fake.calls == []
