@@ -93,3 +93,32 @@ def test_exported_repository_configs_parse(minilm_repository) -> None:
     check_ensemble(parsed["all-MiniLM-L6-v2"], parsed)
     params = {k: v.string_value for k, v in parsed["all-MiniLM-L6-v2"].parameters.items()}
     assert params["hf_id"] == "sentence-transformers/all-MiniLM-L6-v2" and params["dimension"] == "384"
+
+
+@pytest.fixture(scope="module")
+def bert_reranker_checkpoint(tmp_path_factory) -> Path:
+    from tests.tiny.cross_encoder import bert_reranker
+
+    return bert_reranker(tmp_path_factory.mktemp("bert-reranker") / "bert-reranker")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_reranker_configs_parse_wire_and_pass_their_backend_rules(
+    tmp_path: Path, target: str, bert_reranker_checkpoint: Path
+) -> None:
+    """A cross-encoder on every target: (TEXT, QUERY) → pair preprocessor → encoder → SCORE, with the
+    token types the BERT tokenizer gives, and a card that says it reranks."""
+    request = ExportRequest(bert_reranker_checkpoint, tmp_path, "r", target=target, gpu=target != "local")
+    plan = request.plan()
+    written = {m.config.name: m.config for m in build.triton_models(request, plan)}
+    build.check_backend_rules(request, plan, list(written.values()))
+    parsed = {name: repo.parse_config(repo.write_config(tmp_path / name, c)) for name, c in written.items()}
+    check_ensemble(parsed["r"], parsed)
+    assert [t.name for t in parsed["r"].input] == ["TEXT", "QUERY", "TRUNCATE", "MAX_DOC_TOKENS"]
+    assert [t.name for t in parsed["r"].output] == ["SCORE", "TOKEN_COUNT"]
+    assert [t.name for t in parsed["r_encoder"].input] == ["input_ids", "attention_mask", "token_type_ids"]
+    card = EnsembleCard.from_parameters(parameters(as_triton_passes_it(parsed["r"])))
+    assert (card.task, card.dimension, card.controls) == ("rerank", 1, ("TRUNCATE", "MAX_DOC_TOKENS"))
+    if target == "tensorrt":
+        shapes = plan.family.text_tower.tensorrt_shapes(plan, request.tensorrt_profile(plan), request)
+        assert set(shapes) == {"input_ids", "attention_mask", "token_type_ids"}
