@@ -70,7 +70,15 @@ async def rank(
     if instruction is not None:
         if INSTRUCTION not in model.card.controls:
             raise bad_request(f"model {model.name!r} takes no instruction; drop it", "instruction")
+        if not instruction.strip():
+            raise bad_request("instruction cannot be empty", "instruction")
         options = {**options, INSTRUCTION: instruction}
+    if MAX_DOC_TOKENS in options and MAX_DOC_TOKENS not in model.card.controls:
+        raise bad_request(
+            f"model {model.name!r} words each pair as one prompt, so max_tokens_per_doc cannot cut the "
+            "document alone; drop it (the pair is cut to the model's limit)",
+            "max_tokens_per_doc",
+        )
     call = service.calls.embed(
         model.name,
         documents,

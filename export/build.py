@@ -162,7 +162,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     dtype = request.resolved_dtype(p)
     towers = p.family.towers
     output = (
-        "scores (query, document) pairs with its classifier"
+        "scores (query, document) pairs"
         if p.family.task == "rerank"
         else f"{p.pooling} pooling, normalize={p.normalize}"
     )

@@ -40,11 +40,12 @@ class Plan:
     prompts: Prompts
     image: Any = None  # the image tower's settings, as its `read` returns them
     image_token_id: int | None = None
-    pair: PairFrame | None = None  # a reranker's: how its tokenizer frames a (query, document) pair
+    pair: PairFrame | None = None  # a cross-encoder's: how its tokenizer frames a (query, document) pair
+    score_tokens: tuple[int, int] | None = None  # an LLM reranker's (yes, no) token ids
 
     @property
     def graph_settings(self) -> GraphSettings:
-        return GraphSettings(self.pooling, self.normalize, self.image_token_id)
+        return GraphSettings(self.pooling, self.normalize, self.image_token_id, self.score_tokens)
 
     def text_params(self, request: ExportRequest) -> TextParams:
         """The tokenisation parameters of every preprocessor that tokenises (text, and fused image items)."""
@@ -206,5 +207,17 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
         prompts=_prompts(checkpoint, family),
         image=image.read(checkpoint, config, request) if image is not None else None,
         image_token_id=config.get("image_token_id"),
-        pair=pair_frame(hf_tokenizer, tokenizer) if family.task == "rerank" else None,
+        pair=pair_frame(hf_tokenizer, tokenizer) if family.task == "rerank" and not family.score_tokens else None,
+        score_tokens=_score_tokens(tokenizer, family.score_tokens),
     )
+
+
+def _score_tokens(tokenizer: Tokenizer, tokens: tuple[str, ...]) -> tuple[int, int] | None:
+    """The ids of an LLM reranker's (yes, no) tokens, as `tokenizer.convert_tokens_to_ids` finds them."""
+    if not tokens:
+        return None
+    ids = [tokenizer.token_to_id(t) for t in tokens]
+    missing = [t for t, i in zip(tokens, ids, strict=True) if i is None]
+    if missing:
+        raise ExportError(f"the tokenizer has no token {', '.join(map(repr, missing))}, which the score reads")
+    return ids[0], ids[1]

@@ -68,6 +68,7 @@ class GraphSettings:
     pooling: PoolingMode
     normalize: bool
     image_token_id: int | None = None
+    score_tokens: tuple[int, int] | None = None  # an LLM reranker's (yes, no) token ids
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,23 @@ class PairParams(Parameters):
 
 
 @dataclass(frozen=True)
+class PromptPairParams(Parameters):
+    """How an LLM reranker's preprocessor words a pair (Qwen3-Reranker): `template` with `{instruction}`,
+    `{query}` and `{document}` is tokenised as one text, cut to the room the prompt's `prefix` and
+    `suffix` ids leave, and framed by them."""
+
+    tokenizer: str
+    template: str
+    default_instruction: str
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    max_length: int
+    pad_id: int
+    buckets: tuple[int, ...]
+    default_truncate: Truncate
+
+
+@dataclass(frozen=True)
 class EncoderHostParams(Parameters):
     """An engine hosted by the Python backend: in-process ONNX Runtime, or a native engine model via BLS."""
 

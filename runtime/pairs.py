@@ -16,9 +16,9 @@ from itertools import product
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.contract import TRUNCATE_MODES, PairParams
+from runtime.contract import TRUNCATE_MODES, PairParams, PromptPairParams
 from runtime.errors import InputError
-from runtime.text import Partial, bucket_for, encode, encode_bounded
+from runtime.text import Partial, TextLayout, bucket_for, encode, encode_bounded, frame, room_of
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class PairBatch:
     token_count: np.ndarray  # int32 [rows, 1]
 
 
-def pad_pairs(rows: list[tuple[list[int], list[int]]], layout: PairLayout) -> PairBatch:
+def pad_pairs(rows: list[tuple[list[int], list[int]]], layout: PairLayout | TextLayout) -> PairBatch:
     """Right-pad to the bucket of the longest pair."""
     width = bucket_for(max(len(ids) for ids, _ in rows), layout.buckets)
     ids = np.full((len(rows), width), layout.pad_id, dtype=np.int64)
@@ -130,3 +130,26 @@ def pad_pairs(rows: list[tuple[list[int], list[int]]], layout: PairLayout) -> Pa
         types[i, : len(row)] = kinds
     counts = np.array([[len(r)] for r, _ in rows], dtype=np.int32)
     return PairBatch(ids, mask, types, counts)
+
+
+def encode_prompted(
+    tok: Tokenizer,
+    queries: list[str],
+    documents: list[str],
+    params: PromptPairParams,
+    truncate: str,
+    instruction: str | None = None,
+) -> list[tuple[list[int], list[int]]]:
+    """An LLM reranker's pairs (Qwen3-Reranker's README): each worded by the template and tokenised as
+    one text, cut to the room between the prompt's prefix and suffix (END keeps its start, START its
+    end, NONE refuses), and framed by them; no token types."""
+    if truncate not in TRUNCATE_MODES:
+        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
+    task = instruction or params.default_instruction
+    layout = TextLayout(params.prefix_ids, params.suffix_ids, params.max_length, params.pad_id, params.buckets)
+    bodies = [
+        params.template.format(instruction=task, query=q, document=d) for q, d in zip(queries, documents, strict=True)
+    ]
+    contents = encode_bounded(tok, bodies, [truncate] * len(bodies), room_of(layout))
+    rows = [frame(content, layout, truncate, i) for i, content in enumerate(contents)]
+    return [(row, [0] * len(row)) for row in rows]

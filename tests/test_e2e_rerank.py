@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from export.build import Progress, export
+from export.families.qwen3_reranker import PROMPT
 from export.request import ExportRequest
 from tests.tiny.cross_encoder import bert_reranker, xlmr_reranker
+from tests.tiny.qwen3_reranker import qwen3_reranker
 
 QUERY = "how does Triton serve a reranker?"
 DOCUMENTS = [
@@ -46,6 +48,9 @@ def stack(checkpoints, tmp_path_factory) -> Iterator:
     repo = tmp_path_factory.mktemp("rerank-repo")
     for name, path in checkpoints.items():
         export(ExportRequest(path, repo, name, hf_id=MODELS[name][1]), Progress())
+    qwen3 = qwen3_reranker(tmp_path_factory.mktemp("qwen3-reranker") / "qwen3-reranker")
+    export(ExportRequest(qwen3, repo, "qwen3-reranker-tiny", task="rerank", max_length=QWEN3_LENGTH), Progress())
+    checkpoints["qwen3-reranker-tiny"] = qwen3
     with running_stack(repo, tmp_path_factory.mktemp("rerank-stack"), "--max-documents-per-request", "200") as s:
         yield s
 
@@ -63,6 +68,34 @@ def reference(path: Path, query: str, documents: list[str]) -> tuple[np.ndarray,
     with torch.no_grad():
         logits = model(**inputs).logits.view(-1).float().numpy()
     return logits.astype(np.float64), inputs["attention_mask"].sum(dim=1).numpy()
+
+
+QWEN3_LENGTH = 256  # the README's `max_length` (8,192 for the real models), small enough to cut the long document
+
+
+def qwen3_reference(path: Path, query: str, documents: list[str], instruction: str | None = None):
+    """Qwen3-Reranker's README, transformers example: the prompt, `truncation='longest_first'` to the room
+    the prefix and suffix leave, left padding, softmax of the last position's no/yes logits. Returns the
+    probabilities, the yes − no logits, and the token counts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    no, yes = tokenizer.convert_tokens_to_ids("no"), tokenizer.convert_tokens_to_ids("yes")
+    prefix = tokenizer.encode(PROMPT.prefix, add_special_tokens=False)
+    suffix = tokenizer.encode(PROMPT.suffix, add_special_tokens=False)
+    task = instruction or PROMPT.default_instruction
+    pairs = [f"<Instruct>: {task}\n<Query>: {query}\n<Document>: {d}" for d in documents]
+    room = QWEN3_LENGTH - len(prefix) - len(suffix)
+    inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False, max_length=room)
+    inputs["input_ids"] = [prefix + ids + suffix for ids in inputs["input_ids"]]
+    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=QWEN3_LENGTH)
+    with torch.no_grad():
+        last = model(**inputs).logits[:, -1, :]
+    pair = torch.nn.functional.log_softmax(torch.stack([last[:, no], last[:, yes]], dim=1), dim=1)
+    probabilities = pair[:, 1].exp().double().numpy()
+    return probabilities, (last[:, yes] - last[:, no]).double().numpy(), inputs["attention_mask"].sum(dim=1).numpy()
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -96,6 +129,26 @@ def test_sentence_transformers_cross_encoder_agrees(stack, checkpoints, name: st
     body = post(stack, "/v1/rerank", {"model": MODELS[name][1], "query": QUERY, "documents": DOCUMENTS}).json()
     served = sorted(body["results"], key=lambda x: x["index"])
     assert np.abs(np.array([x["relevance_score"] for x in served]) - predicted).max() <= 1e-5
+
+
+@pytest.mark.filterwarnings("ignore:`max_length` is ignored")  # the README's own `tokenizer.pad` call
+@pytest.mark.parametrize("instruction", [None, "Judge whether the document is about serving models"])
+def test_qwen3_reranker_equals_its_readme_recipe(stack, checkpoints, instruction: str | None) -> None:
+    probabilities, logits, counts = qwen3_reference(checkpoints["qwen3-reranker-tiny"], QUERY, DOCUMENTS, instruction)
+    body = {"model": "qwen3-reranker-tiny", "query": QUERY, "documents": DOCUMENTS}
+    if instruction is not None:
+        body["instruction"] = instruction
+    for raw, expected in ((False, probabilities), (True, logits)):
+        r = post(stack, "/v1/rerank", {**body, "raw_scores": raw})
+        assert r.status_code == 200, r.text
+        served = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+        assert max(abs(served[i] - expected[i]) for i in range(len(DOCUMENTS))) <= 1e-5, (served, expected)
+        assert [x["index"] for x in r.json()["results"]] == np.argsort(-logits, kind="stable").tolist()
+        assert r.json()["usage"]["prompt_tokens"] == int(counts.sum())
+    cut = post(stack, "/v1/rerank", {**body, "max_tokens_per_doc": 8})
+    assert cut.status_code == 400 and "max_tokens_per_doc" in cut.json()["error"]["message"]
+    refused = post(stack, "/v1/rerank", {**body, "truncate": "NONE"})
+    assert refused.status_code == 400 and "documents[3]" in refused.json()["error"]["message"]
 
 
 def test_top_n_return_documents_and_object_documents(stack) -> None:
@@ -218,6 +271,6 @@ def test_an_embedding_request_to_a_reranker_is_refused(stack) -> None:
     r = post(stack, "/v1/embeddings", {"model": "ms-marco-tiny", "input": "a cat"})
     assert r.status_code == 400 and "/v1/rerank" in r.json()["error"]["message"]
     listed = httpx.get(f"{stack.adapter_url}/v1/models").json()["data"]
-    assert {m["id"]: m["task"] for m in listed} == {"ms-marco-tiny": "rerank", "bge-reranker-tiny": "rerank"}
+    assert {m["id"]: m["task"] for m in listed} == dict.fromkeys([*MODELS, "qwen3-reranker-tiny"], "rerank")
     metrics = httpx.get(f"{stack.adapter_url}/metrics").text
     assert 'route="rerank"' in metrics

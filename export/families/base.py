@@ -75,6 +75,7 @@ class Family:
     architectures: tuple[Architecture, ...] = field(default=())  # real shapes, for bench.gpu_graphs
     task: Task = "embed"  # rerank: its text tower scores (query, document) pairs
     auto_class: str = "AutoModel"  # the transformers class the export loads the weights with
+    score_tokens: tuple[str, str] = ()  # an LLM reranker's (yes, no) tokens, whose logits make its score
 
     @property
     def text_tower(self) -> Tower:

@@ -14,8 +14,19 @@ from export.configs import Step, Tensor, ensemble, python_model, string, token_c
 from export.errors import ExportError
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
-from runtime.contract import QUERY, RERANK_CONTROLS, SCORE, TEXT, TOKEN_COUNT, PairParams
-from runtime.pairs import PairLayout, encode_pairs, pad_pairs
+from runtime.contract import (
+    INSTRUCTION,
+    QUERY,
+    RERANK_CONTROLS,
+    SCORE,
+    TEXT,
+    TOKEN_COUNT,
+    TRUNCATE,
+    PairParams,
+    Parameters,
+    PromptPairParams,
+)
+from runtime.pairs import PairLayout, encode_pairs, encode_prompted, pad_pairs
 
 if TYPE_CHECKING:
     import torch
@@ -100,11 +111,20 @@ def _frame(p: Plan) -> PairFrame:
 
 
 class PairTower(Tower):
+    """A cross-encoder's: the pair framed as its tokenizer frames it, with token types where it gives them."""
+
     name, role, output, hosted = "text", "encoder", SCORE, False
     controls = RERANK_CONTROLS
+    shell = "pair_preprocess_model"
 
     def __init__(self, graph: GraphBuilder) -> None:
         super().__init__(graph)
+
+    def params(self, p: Plan, request: ExportRequest) -> Parameters:
+        return pair_params(p, request)
+
+    def encode(self, p: Plan, queries: list[str], documents: list[str]) -> list[tuple[list[int], list[int]]]:
+        return encode_pairs(p.tokenizer, queries, documents, pair_layout(p), "END")
 
     def _inputs(self, p: Plan) -> tuple[str, ...]:
         return ("input_ids", "attention_mask", TYPES) if _frame(p).types else ("input_ids", "attention_mask")
@@ -115,15 +135,14 @@ class PairTower(Tower):
         ids = torch.ones((2, min(16, p.layout.max_length)), dtype=torch.int64)
         batch, seq = torch.export.Dim("batch", max=4096), torch.export.Dim("seq", max=p.layout.max_length)
         samples = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if _frame(p).types:
+        if TYPES in self._inputs(p):
             samples[TYPES] = torch.zeros_like(ids)
             samples[TYPES][:, 8:] = 1
         return samples, {name: {0: batch, 1: seq} for name in samples}
 
     def feeds(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
-        layout = pair_layout(p)
         queries, documents = zip(*VALIDATION_PAIRS, strict=True)
-        batch = pad_pairs(encode_pairs(p.tokenizer, list(queries), list(documents), layout, "END"), layout)
+        batch = pad_pairs(self.encode(p, list(queries), list(documents)), p.layout)
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, TYPES: batch.token_type_ids}
         return {name: feeds[name] for name in self._inputs(p)}
 
@@ -140,7 +159,7 @@ class PairTower(Tower):
         inputs = [string(TEXT), string(QUERY), *(string(n, optional=True) for n in self.controls)]
         tokens = [Tensor(n, mc.TYPE_INT64, (-1,)) for n in self._inputs(p)]
         preprocess = python_model(
-            f"{name}_preprocess", inputs, [*tokens, token_count()], [pair_params(p, request)], serving
+            f"{name}_preprocess", inputs, [*tokens, token_count()], [self.params(p, request)], serving
         )
         rows = max(serving.encoder_max_batch_size, serving.max_batch_size)
         outputs = [Tensor(self.output, mc.TYPE_FP32, (1,))]
@@ -151,4 +170,53 @@ class PairTower(Tower):
             Step(self.engine_model(request), token_names, (self.output,)),
         ]
         ens = ensemble(name, inputs, [*outputs, token_count()], steps, serving, p.card(request))
-        return [TritonModel(ens), TritonModel(preprocess, "pair_preprocess_model", tokenizer=True), *engines]
+        return [TritonModel(ens), TritonModel(preprocess, self.shell, tokenizer=True), *engines]
+
+
+@dataclass(frozen=True)
+class RerankPrompt:
+    """An LLM reranker's wording of a pair: `prefix`, then `template` (`{instruction}`, `{query}`,
+    `{document}`) cut to the room left, then `suffix`; tokenised without special tokens."""
+
+    prefix: str
+    template: str
+    suffix: str
+    default_instruction: str
+
+
+class PromptPairTower(PairTower):
+    """An LLM reranker's (Qwen3-Reranker): the pair worded by the prompt and tokenised as one text;
+    its score head reads the last token (`export/families/qwen3_reranker.py`)."""
+
+    controls = (TRUNCATE, INSTRUCTION)
+    shell = "prompt_pair_preprocess_model"
+
+    def __init__(self, graph: GraphBuilder, prompt: RerankPrompt) -> None:
+        super().__init__(graph)
+        self.prompt = prompt
+
+    def _inputs(self, p: Plan) -> tuple[str, ...]:
+        return ("input_ids", "attention_mask")
+
+    def params(self, p: Plan, request: ExportRequest) -> PromptPairParams:
+        def ids(text: str) -> tuple[int, ...]:
+            return tuple(p.tokenizer.encode(text, add_special_tokens=False).ids)
+
+        lay, prompt = p.layout, self.prompt
+        return PromptPairParams(
+            "tokenizer.json",
+            prompt.template,
+            prompt.default_instruction,
+            ids(prompt.prefix) + lay.prefix_ids,  # and whatever the tokenizer's post-processor adds around a text
+            lay.suffix_ids + ids(prompt.suffix),
+            lay.max_length,
+            lay.pad_id,
+            lay.buckets,
+            request.serving.default_truncate,
+        )
+
+    def encode(self, p: Plan, queries: list[str], documents: list[str]) -> list[tuple[list[int], list[int]]]:
+        from export.request import ExportRequest
+
+        params = self.params(p, ExportRequest(p.checkpoint, p.checkpoint, "validation"))
+        return encode_prompted(p.tokenizer, queries, documents, params, "END")
