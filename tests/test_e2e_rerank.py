@@ -274,3 +274,17 @@ def test_an_embedding_request_to_a_reranker_is_refused(stack) -> None:
     assert {m["id"]: m["task"] for m in listed} == dict.fromkeys([*MODELS, "qwen3-reranker-tiny"], "rerank")
     metrics = httpx.get(f"{stack.adapter_url}/metrics").text
     assert 'route="rerank"' in metrics
+
+
+def test_tritonclient_example(stack, checkpoints) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    script = str(root / "client" / "examples" / "tritonclient_rerank.py")
+    args = ["--url", stack.grpc_url, "--model", "ms-marco-tiny", "--query", QUERY, DOCUMENTS[0], DOCUMENTS[1]]
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=60, check=True)
+    raw, _ = reference(checkpoints["ms-marco-tiny"], QUERY, DOCUMENTS[:2])
+    best = int(np.argmax(raw))
+    first = out.stdout.splitlines()[0]
+    assert first.startswith(f"{sigmoid(raw)[best]:.6f}") and repr(DOCUMENTS[best]) in first
