@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32, help="texts per request / in-process batch")
     ap.add_argument("--peers", choices=("infinity", "none"), default="infinity")
     ap.add_argument("--skip-st", action="store_true", help="skip in-process sentence-transformers")
+    ap.add_argument("--skip-rerank", action="store_true", help="skip the reranking table (python -m bench.rerank)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument(
@@ -292,6 +293,12 @@ def main() -> None:
             sweeps[w] += rows
     run = Run(targets, ort, single, sweeps, sweep_baselines)
     report(args, model, run, stats)
+    if not args.skip_rerank:
+        from bench import rerank
+
+        options = rerank.parse_args(["--peers", args.peers, "--workdir", str(args.workdir / "rerank")])
+        print()
+        print(rerank.report(*rerank.measure(options)))
 
 
 def run_infinity(args, model: Model, texts, queries, workloads, b: int, c: int, concurrency: list[int]):

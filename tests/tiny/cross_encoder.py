@@ -18,7 +18,7 @@ KEY, REAL = "bert-reranker", "ms-marco-MiniLM-L6-v2"  # `python -m tests.tiny be
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 
 
-def bert_reranker(path: Path) -> Path:
+def bert_reranker(path: Path, sizes: dict[str, int] = SIZES) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     from launcher import default_model
@@ -27,7 +27,7 @@ def bert_reranker(path: Path) -> Path:
     source = default_model.checkpoint()
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy(source / name, path / name)
-    config = BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=1, **SIZES)
+    config = BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=1, **sizes)
     save_model(BertForSequenceClassification(config), path)
     return path
 
