@@ -19,11 +19,16 @@ PYTEST_ARGS ?=
 # Each command installs what it needs: serving the `serve` extra, tests `test`, benchmarks `bench`
 # (each a superset of the one before); a later, larger install reuses the venv.
 $(BIN)/python:
+	@echo "creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip is quiet, so say what takes the time. PYTHONWARNINGS reaches setuptools in pip's build
+# environment: its editable-install warning box concerns layouts this project does not have.
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[$*]'
+	@echo "installing the '$*' dependencies into $(VENV) (PyTorch, ONNX, Triton: 1-2 minutes the first time, a few seconds after)"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e '.[$*]'
+	@echo "installed"
 	touch $@
 
 serve: $(VENV)/.installed-serve

@@ -13,6 +13,7 @@ from pathlib import Path
 from launcher.processes import free_port, stop, wait_http
 
 INFINITY = ("torch==2.13.0", "infinity-emb[server,torch]==0.0.78")  # pins transformers 4.x: its own venv
+VENVS = Path(__file__).resolve().parent.parent / "build" / "bench" / "peers"  # one per peer, whoever runs it
 
 
 @dataclass
@@ -39,7 +40,7 @@ def ensure_venv(folder: Path, requirements: tuple[str, ...]) -> Path:
 @contextmanager
 def infinity(checkpoint: Path, workdir: Path, batch_size: int = 32) -> Iterator[Peer]:
     """`infinity_emb v2` on the CPU with the torch engine, serving `checkpoint`."""
-    bin_dir = ensure_venv(workdir / "infinity", INFINITY)
+    bin_dir = ensure_venv(VENVS / "infinity", INFINITY)
     port = free_port()
     env = {**os.environ, "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HUB_OFFLINE": "1"}
     log = (workdir / "infinity.log").open("ab")

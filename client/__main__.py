@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import logging.config
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from client.app import create_app
+from client.logs import log_config
 from client.settings import Settings
 
 
@@ -69,12 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     problem = settings.exposure_problem()
     if problem is not None:
         raise SystemExit(f"python -m client: {problem}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(log_config(settings.log_level))  # before the app logs its first line
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
         http=head_deadline(settings.header_timeout_s),
         timeout_keep_alive=int(max(settings.keep_alive_timeout_s, 1)),
         server_header=False,

@@ -29,8 +29,10 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, "invalid_request_error", param, code)
 
 
-def model_not_found(name: str, served: list[str]) -> APIError:
-    listing = ", ".join(served) or "none"
+def model_not_found(name: str, served: list[tuple[str, ...]]) -> APIError:
+    """`served`: each model's names, its id first (`all-MiniLM-L6-v2 (also sentence-transformers/…)`)."""
+    listing = "; ".join(f"{names[0]} (also {', '.join(names[1:])})" if names[1:] else names[0] for names in served)
+    listing = listing or "none"
     return APIError(
         404,
         f"The model {name!r} does not exist; served models: {listing}",

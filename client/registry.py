@@ -64,7 +64,7 @@ class ModelRegistry:
         if name not in self._by_name:
             if name in self._seen:
                 raise not_ready(f"model {name!r} is not ready in Triton (it may be reloading); retry shortly")
-            raise model_not_found(name, sorted(n for m in models for n in m.names))
+            raise model_not_found(name, sorted(m.names for m in models))
         return self._by_name[name]
 
 

@@ -161,11 +161,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
             check_tensorrt()
     dtype = request.resolved_dtype(p)
     towers = p.family.towers
-    output = (
-        "scores (query, document) pairs"
-        if p.family.task == "rerank"
-        else f"{p.pooling} pooling, normalize={p.normalize}"
-    )
+    output = p.family.output or f"{p.pooling} pooling, normalize={p.normalize}"
     progress.console.print(
         f"  {p.family.name}: towers {', '.join(t.name for t in towers)}, {output}, "
         f"{p.attention} attention ({p.attention_signal}), max {p.layout.max_length} tokens, {dtype}"

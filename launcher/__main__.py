@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -50,7 +51,8 @@ def ensure_exported(args: argparse.Namespace) -> str:
     else:
         checkpoint, name, extra = args.model.resolve(), args.name or args.model.resolve().name, []
     if (args.repository / name / "config.pbtxt").exists() and not args.reexport:
-        console.print(f"[green]✓[/] {name} is already in {args.repository} (--reexport to rebuild)")
+        again = "make serve REEXPORT=1" if os.environ.get("MAKELEVEL") else "--reexport"  # make sets MAKELEVEL
+        console.print(f"[green]✓[/] {name} is already in {args.repository} ({again} to export it again)")
         return name
     code = export_main(
         [str(checkpoint), "--name", name, "--repository", str(args.repository), *extra, *args.export_arg]
@@ -74,8 +76,22 @@ def ensembles_of(repository: Path, name: str) -> list[str]:
     return [name, image] if image else [name]
 
 
+# SIGINT too: a job started in the background of a non-interactive shell inherits SIGINT ignored, and
+# Python then installs no handler of its own. SIGHUP: the terminal closed, the SSH link dropped.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(*_: object) -> None:
+    """The first stop signal stops the servers; the ones after it (make forwards SIGTERM to the whole
+    process group, a second Ctrl-C) are ignored, so they cannot interrupt the cleanup."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def handle_stop_signals() -> None:
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _interrupt)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -91,8 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     triton = TritonServer(args.repository, workdir, ports, extra_args=("--model-control-mode=explicit", *load))
     supervisor = Supervisor(triton, restart=True)  # a dead stub's model is reloaded, a dead server restarted
     adapter = None
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed, the SSH link dropped
-        signal.signal(stop_signal, _interrupt)
+    handle_stop_signals()
     try:
         with console.status(f"starting tritonserver (log: {triton.log_path})"):
             triton.start()

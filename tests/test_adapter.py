@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 import pytest
@@ -400,3 +401,43 @@ def test_a_rerank_query_and_document_count_are_bounded_before_any_call() -> None
         many = c.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 4})
         assert (long_query.status_code, many.status_code) == (413, 413)
         assert fake.calls == []
+
+
+def test_a_404_lists_each_served_model_once_with_its_other_names(client) -> None:
+    r = client.post("/v1/embeddings", json={"model": "nope", "input": "a"})
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == "The model 'nope' does not exist; served models: m (also org/m, alias)"
+
+
+def test_every_adapter_log_line_carries_the_time_and_the_request_id(tmp_path) -> None:
+    """The adapter as `make serve` runs it (uvicorn, its access log): `grep <id>` finds every line of a
+    request, the access line included, each with its time."""
+    import httpx
+
+    from launcher.processes import free_port, start_adapter, stop, wait_http
+
+    port, log = free_port(), tmp_path / "adapter.log"
+    adapter = start_adapter(port, f"127.0.0.1:{free_port()}", log, "--connect-timeout-s", "1")  # no Triton there
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", adapter, timeout=60)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "a"}, headers={"x-request-id": "trace-7"}
+        )
+        assert r.status_code == 503
+    finally:
+        stop(adapter)
+    lines = [line for line in log.read_text().splitlines() if "trace-7" in line]
+    assert any("uvicorn.access" in line and "/v1/embeddings" in line for line in lines), lines
+    assert any("client" in line and "503" in line for line in lines), lines
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ trace-7 \S+: ")
+    assert all(stamp.match(line) for line in lines), lines
+
+
+def test_the_rerank_routes_need_the_api_key() -> None:
+    """The cohere SDK sends `Authorization: Bearer <api_key>`, as the openai SDK does."""
+    with TestClient(create_app(Settings(api_key="k"), triton=ScoringTriton([RERANKER]))) as c:
+        body = {"query": "q", "documents": ["a"]}
+        for path in ("/v1/rerank", "/v2/rerank"):
+            assert c.post(path, json=body).status_code == 401
+            assert c.post(path, json=body, headers={"Authorization": "Bearer k"}).status_code == 200
+        assert c.post("/rerank", json={"query": "q", "texts": ["a"]}).status_code == 401

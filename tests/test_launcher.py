@@ -24,12 +24,23 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def serve(repository: Path, ports: list[int], log: Path) -> subprocess.Popen[bytes]:
-    """`python -m launcher serve` in a process group of its own, as make runs in a terminal's."""
+def serve(repository: Path, ports: list[int], log: Path, background: bool = False) -> subprocess.Popen[bytes]:
+    """`python -m launcher serve` in a process group of its own, as make runs in a terminal's; `background`:
+    with SIGINT ignored, as a non-interactive shell starts a job with `&`."""
     adapter, http, grpc, metrics = ports
     command = [sys.executable, "-m", "launcher", "serve", "--repository", str(repository), "--port", str(adapter)]
     command += ["--triton-http-port", str(http), "--triton-grpc-port", str(grpc), "--triton-metrics-port", str(metrics)]
-    return subprocess.Popen(command, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=ignore
+    )
+
+
+def twice(p: subprocess.Popen[bytes]) -> None:
+    """make forwards a SIGTERM to the whole group: the launcher gets it twice, the second during its cleanup."""
+    os.killpg(p.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    os.killpg(p.pid, signal.SIGTERM)
 
 
 def wait_serving(url: str, launcher: subprocess.Popen[bytes], log: Path) -> None:
@@ -55,21 +66,26 @@ def all_free(ports: list[int], within: float = 60) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("how", "kill"),
+    ("how", "kill", "background"),
     [
-        ("SIGHUP to the process group (a closed terminal)", lambda p: os.killpg(p.pid, signal.SIGHUP)),
-        ("SIGKILL to the launcher alone", lambda p: os.kill(p.pid, signal.SIGKILL)),
+        ("SIGHUP to the process group (a closed terminal)", lambda p: os.killpg(p.pid, signal.SIGHUP), False),
+        ("SIGKILL to the launcher alone", lambda p: os.kill(p.pid, signal.SIGKILL), False),
+        ("SIGTERM twice to the process group (make forwards it)", twice, False),
+        ("SIGINT to a background job (started with SIGINT ignored)", lambda p: os.kill(p.pid, signal.SIGINT), True),
     ],
 )
-def test_nothing_outlives_the_launcher(minilm_repository, tmp_path, how, kill) -> None:
+def test_nothing_outlives_the_launcher(minilm_repository, tmp_path, how, kill, background) -> None:
     ports = [free_port() for _ in range(4)]
     log = tmp_path / "serve.log"
-    launcher = serve(minilm_repository[0], ports, log)
+    launcher = serve(minilm_repository[0], ports, log, background)
     try:
         wait_serving(f"http://127.0.0.1:{ports[0]}", launcher, log)
         kill(launcher)
-        launcher.wait(60)
+        code = launcher.wait(60)
         assert all_free(ports), f"{how}: ports still held: {[p for p in ports if port_in_use(p)]}"
+        if code != -signal.SIGKILL:  # a stop signal: a clean stop, quiet however often it came
+            output = log.read_text()
+            assert code == 0 and "Traceback" not in output and output.rstrip().endswith("stopped"), output[-2000:]
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)

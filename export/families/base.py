@@ -76,6 +76,7 @@ class Family:
     task: Task = "embed"  # rerank: its text tower scores (query, document) pairs
     auto_class: str = "AutoModel"  # the transformers class the export loads the weights with
     score_tokens: tuple[str, str] = ()  # an LLM reranker's (yes, no) tokens, whose logits make its score
+    output: str = ""  # what the export's summary says the graphs return ("": the pooling and normalisation)
 
     @property
     def text_tower(self) -> Tower:

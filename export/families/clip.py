@@ -41,6 +41,7 @@ FAMILY = Family(
     model_types=("clip",),
     towers=(TextTower(ClipTextGraph), FixedImageTower(ClipImageGraph)),
     pooling="cls",  # unused: CLIPModel pools itself (EOS position for text, CLS for images)
+    output="text pooled at the EOS position, image at CLS, each projected, L2",
     max_length=77,
     text_config="text_config",
     dimension_key="projection_dim",

@@ -39,6 +39,7 @@ FAMILY = Family(
     towers=(PairTower(scored),),
     pooling="cls",  # the classification head pools; nothing else does
     normalize=False,
+    output="the classifier's logit of each (query, document) pair",
     task="rerank",
     auto_class="AutoModelForSequenceClassification",
 )

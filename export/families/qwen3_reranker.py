@@ -52,6 +52,7 @@ FAMILY = Family(
     towers=(PromptPairTower(yes_no_score, PROMPT),),
     pooling="lasttoken",
     normalize=False,
+    output="(W[yes] − W[no]) · the last token's hidden state, of each prompted pair",
     attention="causal",
     decoder=True,
     max_length=8192,
