@@ -122,3 +122,18 @@ def test_reranker_configs_parse_wire_and_pass_their_backend_rules(
     if target == "tensorrt":
         shapes = plan.family.text_tower.tensorrt_shapes(plan, request.tensorrt_profile(plan), request)
         assert set(shapes) == {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def test_a_checkpoints_task_picks_its_family(bert_reranker_checkpoint: Path, tmp_path: Path) -> None:
+    """A sequence classifier reranks; a plain causal LM embeds unless `--task rerank` says otherwise."""
+    from export.__main__ import parse_args
+    from tests.tiny.qwen3_reranker import qwen3_reranker
+
+    assert ExportRequest(bert_reranker_checkpoint, tmp_path, "r").plan().family.name == "cross-encoder"
+    assert ExportRequest(default_model.checkpoint(), tmp_path, "m").plan().family.name == "encoder"
+    qwen3 = qwen3_reranker(tmp_path / "qwen3-reranker", layers=1, hidden=32)
+    assert ExportRequest(qwen3, tmp_path, "q").plan().family.name == "qwen3-embedder"
+    plan = ExportRequest(qwen3, tmp_path, "q", task="rerank").plan()
+    assert (plan.family.name, plan.dimension, plan.layout.max_length) == ("qwen3-reranker", 1, 8192)
+    assert plan.score_tokens == (plan.tokenizer.token_to_id("yes"), plan.tokenizer.token_to_id("no"))
+    assert parse_args([str(qwen3), "--task", "rerank"]).task == "rerank"

@@ -79,10 +79,11 @@ def test_the_adapter_reads_the_contract_without_heavy_libraries() -> None:
     assert out.strip() == "[]"
 
 
-def test_each_model_type_has_one_family() -> None:
+def test_each_model_type_has_one_family_per_task() -> None:
+    """A `bert` checkpoint embeds or reranks (its architecture says which): one family for each."""
     from export.families import families
 
-    types = [t for f in families() for t in f.model_types]
+    types = [(t, f.task) for f in families() for t in f.model_types]
     assert len(types) == len(set(types)), types
     assert len({f.name for f in families()}) == len(families())
 
