@@ -137,3 +137,27 @@ def test_the_launcher_finds_a_models_ensembles_through_its_card() -> None:
     gme = "gme-Qwen2-VL-2B-Instruct"
     assert ensembles_of(GOLDEN / "gme.local", gme) == [gme, f"{gme}_image"]
     assert ensembles_of(GOLDEN / "all-MiniLM-L6-v2.local", "all-MiniLM-L6-v2") == ["all-MiniLM-L6-v2"]
+
+
+def test_a_tiny_checkpoint_is_announced_without_blank_lines(tmp_path) -> None:
+    """`python -m tests.tiny` as the README shows it: its first line says what it wrote, and where."""
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.tiny", "clip", str(tmp_path / "clip")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == f"wrote a tiny clip-vit-large-patch14-336 to {tmp_path / 'clip'}"
+
+
+def test_the_already_exported_hint_speaks_makes_language(minilm_repository, monkeypatch) -> None:
+    """Under make (MAKELEVEL set) the hint is `REEXPORT=1`, the knob make users have; `--reexport` otherwise."""
+    from launcher.__main__ import console, ensure_exported, parse_args
+
+    args = parse_args(["serve", "--repository", str(minilm_repository[0])])
+    for makelevel, hint in (("1", "make serve REEXPORT=1 to export it again"), (None, "--reexport to export it again")):
+        if makelevel is None:
+            monkeypatch.delenv("MAKELEVEL", raising=False)
+        else:
+            monkeypatch.setenv("MAKELEVEL", makelevel)
+        with console.capture() as captured:
+            ensure_exported(args)
+        assert hint in captured.get()
