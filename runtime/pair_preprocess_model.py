@@ -1,4 +1,4 @@
-"""Triton Python model: (QUERY, TEXT) rows → framed pair token ids (a reranker's `<model>_preprocess` step)."""
+"""Triton Python model: (QUERY, TEXT) rows → framed pair token ids (a cross-encoder's `<model>_preprocess` step)."""
 
 from __future__ import annotations
 
@@ -24,25 +24,33 @@ TYPES = "token_type_ids"
 
 
 class TritonPythonModel:
+    """Shared by every reranker's preprocessor: the rows, the truncation mode, the padded batch; how a
+    pair becomes ids is `_encode` (here the tokenizer's pair frame; Qwen3-Reranker's prompt in
+    `prompt_pair_preprocess_model`)."""
+
+    params_type: type = PairParams
+
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
-        self.params = PairParams.from_parameters(parameters(config))
-        self.layout = PairLayout.of(self.params)
+        self.params = self.params_type.from_parameters(parameters(config))
         self.tokenizer = load_tokenizer(str(version_dir(args) / self.params.tokenizer))
         self.types = any(o["name"] == TYPES for o in config["output"])  # the model takes token types (BERT)
+
+    def _encode(self, request, queries: list[str], documents: list[str], mode: str):
+        cap = strings(request, MAX_DOC_TOKENS)
+        if cap and not cap[0].isdigit():
+            raise InputError(f"max_tokens_per_doc must be a positive integer, got {cap[0][:20]!r}")
+        max_doc = int(cap[0]) if cap and int(cap[0]) > 0 else None
+        return encode_pairs(self.tokenizer, queries, documents, PairLayout.of(self.params), mode, max_doc)
 
     def _response(self, request):
         documents = strings(request, TEXT) or []
         queries = strings(request, QUERY) or []
         if len(queries) != len(documents):
             raise InputError(f"{len(documents)} documents came with {len(queries)} queries")
-        truncate, cap = strings(request, TRUNCATE), strings(request, MAX_DOC_TOKENS)
+        truncate = strings(request, TRUNCATE)
         mode = truncate[0].upper() if truncate and truncate[0] else self.params.default_truncate
-        if cap and not cap[0].isdigit():
-            raise InputError(f"max_tokens_per_doc must be a positive integer, got {cap[0][:20]!r}")
-        max_doc = int(cap[0]) if cap and int(cap[0]) > 0 else None
-        pairs = encode_pairs(self.tokenizer, queries, documents, self.layout, mode, max_doc)
-        batch = pad_pairs(pairs, self.layout)
+        batch = pad_pairs(self._encode(request, queries, documents, mode), self.params)
         tensors = [
             pb_utils.Tensor("input_ids", batch.input_ids),
             pb_utils.Tensor("attention_mask", batch.attention_mask),

@@ -118,8 +118,10 @@ class PairBatch:
     token_count: np.ndarray  # int32 [rows, 1]
 
 
-def pad_pairs(rows: list[tuple[list[int], list[int]]], layout: PairLayout | TextLayout) -> PairBatch:
-    """Right-pad to the bucket of the longest pair."""
+def pad_pairs(
+    rows: list[tuple[list[int], list[int]]], layout: PairLayout | TextLayout | PairParams | PromptPairParams
+) -> PairBatch:
+    """Right-pad to the bucket of the longest pair (`layout`: anything with `pad_id` and `buckets`)."""
     width = bucket_for(max(len(ids) for ids, _ in rows), layout.buckets)
     ids = np.full((len(rows), width), layout.pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)

@@ -244,9 +244,19 @@ def test_concurrent_requests_share_triton_calls_and_keep_their_own_outcomes(adap
 
 
 def test_coalescing_can_be_turned_off(adapter) -> None:
+    """The same call path, never joined: concurrent requests of one lane each make their own calls."""
+    import asyncio
+
     url = adapter("--coalesce", "false")
-    assert httpx.post(f"{url}/v1/embeddings", json={"input": ["a", "b"]}).status_code == 200
-    assert triton_calls(url) == 0  # calls go straight to Triton, past the coalescer and its metric
+    before = triton_calls(url)
+
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            calls = [client.post(f"{url}/v1/embeddings", json={"input": [f"text {i}"]}) for i in range(8)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert asyncio.run(send()) == [200] * 8
+    assert triton_calls(url) - before == 8  # one call each: nothing joined
 
 
 def test_tritons_admin_protocols_need_the_admin_key(minilm_stack) -> None:

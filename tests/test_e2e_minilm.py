@@ -152,6 +152,7 @@ def test_models_and_health(minilm_stack) -> None:
             "max_tokens": 256,
             "modalities": ["text"],
             "query_template": False,
+            "task": "embed",
         }
     ]
     assert httpx.get(f"{minilm_stack.adapter_url}/health").json() == {"status": "ok"}
