@@ -85,7 +85,9 @@ def encode_pairs(
         raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
     room, n = layout.room, len(documents)
     modes = ["START" if truncate == "START" else "END"] * n
-    qs, ds = encode_bounded(tok, queries, modes, room), encode_bounded(tok, documents, modes, room)
+    unique = list(dict.fromkeys(queries))  # a request's query sits beside each of its documents: tokenised once
+    encoded = dict(zip(unique, encode_bounded(tok, unique, modes[: len(unique)], room), strict=True))
+    qs, ds = [encoded[q] for q in queries], encode_bounded(tok, documents, modes, room)
     out = []
     for i, (q, d) in enumerate(zip(qs, ds, strict=True)):
         if max_doc_tokens is not None and len(d) > max_doc_tokens:

@@ -160,3 +160,23 @@ def test_pairs_pad_to_a_bucket_with_their_types() -> None:
     assert batch.input_ids.shape == (2, 16) and batch.token_count.ravel().tolist() == [6, 5]
     assert batch.token_type_ids[0, :7].tolist() == [0, 0, 0, 1, 1, 1, 0]
     assert batch.attention_mask.sum(axis=1).tolist() == [6, 5]
+
+
+def test_a_query_beside_many_documents_is_tokenised_once(tokenizers) -> None:
+    hf, tok = tokenizers
+    layout = layout_of(hf, tok, 512)
+    seen: list[str] = []
+    original = tok.encode_batch
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def encode_batch(self, texts, **kw):
+            seen.extend(texts)
+            return original(texts, **kw)
+
+    documents = [f"document {i}" for i in range(32)]
+    rows = encode_pairs(Spy(), ["the query"] * 32, documents, layout, "END")
+    assert seen.count("the query") == 1
+    assert rows == [reference(hf, "the query", d, 512) for d in documents]
