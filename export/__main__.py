@@ -1,4 +1,4 @@
-"""`python -m export CHECKPOINT --name NAME --target local|onnxruntime|tensorrt`."""
+"""`python -m export CHECKPOINT --name NAME --target local|onnxruntime|tensorrt|torch`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--name", help="Triton model name (default: the folder name)")
     ap.add_argument("--hf-id", default="", help="Hugging Face id the API also answers to")
     ap.add_argument("--alias", action="append", default=[], help="another model name for the API (repeatable)")
-    ap.add_argument("--target", choices=TARGETS, default="local", help="engine target (default: local)")
+    ap.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="local",
+        help="engine target (default: local; torch: the PyTorch graph in Triton's Python backend, no engine build)",
+    )
     ap.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository folder")
     ap.add_argument("--max-length", type=int, help="token limit (default: the checkpoint's)")
     ap.add_argument(
@@ -32,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="store ONNX weights in model.onnx.data (default: only when over 1.5 GB)",
     )
-    ap.add_argument("--gpu", action="store_true", help="run the onnxruntime target on the GPU")
+    ap.add_argument("--gpu", action="store_true", help="run the onnxruntime or torch target on the GPU")
     ap.add_argument(
         "--attention",
         choices=("causal", "bidirectional"),

@@ -4,7 +4,10 @@ Read from Triton r25.10's backends: tensorrt_backend refuses CPU instances ("Ten
 only GPU device", src/instance_state.cc) and a config max_batch_size above the plan's profile
 (src/model_state.cc); each native backend maps only some tensor types. The bundled CPU tritonserver
 has only the Python backend, so these rules are what stands between an export and a model that fails
-to load on the GPU host.
+to load on the GPU host. Python-backend models (preprocessors, and the `local` and `torch` hosts): the
+backend places an instance on the CPU or on a GPU it is told (`model_instance_kind`, `_device_id`), so
+only those kinds; Triton gathers ragged inputs only into a batching model; and a `torch` host's
+parameters must read back as the contract says, or its `initialize` fails on the GPU host.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def violations(config: mc.ModelConfig, profile_max_batch: int | None = None) -> 
         found += [
             f"{config.name}: TensorRT cannot take ragged input {t.name}" for t in config.input if t.allow_ragged_batch
         ]
+    if backend == "python":
+        found += _python_violations(config)
     allowed = TYPES.get(backend)
     if allowed is not None:
         for tensor in [*config.input, *config.output]:
@@ -47,4 +52,23 @@ def violations(config: mc.ModelConfig, profile_max_batch: int | None = None) -> 
                 found.append(
                     f"{config.name}: {backend} has no mapping for {tensor.name}'s {mc.DataType.Name(tensor.data_type)}"
                 )
+    return found
+
+
+def _python_violations(config: mc.ModelConfig) -> list[str]:
+    from runtime.contract import ContractError, TorchGraphParams
+
+    placements = (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU)
+    kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group if g.kind not in placements]
+    found = [f"{config.name}: the Python backend runs instances on the CPU or a GPU, not {kind}" for kind in kinds]
+    if config.max_batch_size == 0:
+        found += [
+            f"{config.name}: ragged input {t.name} needs a batching model" for t in config.input if t.allow_ragged_batch
+        ]
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    if "family" in params:
+        try:
+            TorchGraphParams.from_parameters(params)
+        except ContractError as exc:
+            found.append(f"{config.name}: {exc}")
     return found

@@ -1,4 +1,5 @@
-"""The export pipeline: plan → ONNX per tower → fatal validation → (TensorRT) → model repository.
+"""The export pipeline: plan → ONNX per tower → fatal validation → (TensorRT) → model repository; for the
+`torch` target: plan → weights beside each host → its PyTorch graph validated → model repository.
 
 Generic over the family declarations (`export/families/`): each tower of the plan's family says
 what its graph takes, how it is validated and which Triton models serve it.
@@ -7,6 +8,7 @@ what its graph takes, how it is validated and which Triton models serve it.
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +27,9 @@ from export.errors import ExportError
 from export.graph import Agreement, compare, export_onnx, graph_io, torch_reference
 from export.request import EXTERNAL_DATA_BYTES, Dtype, ExportRequest
 from export.tensorrt import build_engine, check_tensorrt, run_engine
+from export.torch_graphs import load_graphs
 from export.towers.base import Tower, TritonModel
+from export.towers.engines import torch_params
 from export.validation import cuda_onnxruntime, onnx_session, tolerance
 
 
@@ -67,32 +71,25 @@ class Progress:
         self.console.print(f"[green]✓[/] {what} ({time.perf_counter() - start:.1f} s)")
 
 
-def _load_graphs(p: Plan, dtype: Dtype) -> dict[str, torch.nn.Module]:
-    """Each tower's graph in `dtype`, with the plan's attention mode for decoders."""
-    import transformers
-
-    auto = getattr(transformers, p.family.auto_class)
-    model = auto.from_pretrained(str(p.transformer_dir), dtype=getattr(torch, dtype)).eval()
-    if p.family.decoder:
-        # transformers ≥ 5.2 builds a bidirectional mask for decoders when is_causal is False.
-        model.config.is_causal = p.attention == "causal"
-    return {tower.name: tower.graph(model, p.graph_settings) for tower in p.family.towers}
-
-
 Checks = list[tuple[dict[str, np.ndarray], np.ndarray]]  # (validation feeds, PyTorch reference) of one tower
 
 
-def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, Checks]:
-    """Load the weights once (in `dtype`), compute each tower's references, export ONNX.
+def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Checks], dict[str, list[np.ndarray]]]:
+    """Load the weights once (in `dtype`), compute each tower's references, and export ONNX; for the
+    `torch` target, install the weights beside each host and run its served graph instead.
 
-    Returns each tower's validation batches with their PyTorch references."""
+    Returns each tower's validation batches with their PyTorch references, and for the `torch`
+    target the served graph's outputs on them."""
     quiet_libraries()
     progress = Progress()
     p = request.plan()
     with progress.step(f"load {p.model_type} weights in {dtype} and compute the PyTorch reference"):
-        graphs = _load_graphs(p, dtype)
+        graphs = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, dtype)
         sets = {t.name: t.feed_sets(p, graphs) for t in p.family.towers}
         references = {t: [(f, torch_reference(g, *f.values())) for f in sets[t]] for t, g in graphs.items()}
+    if request.target == "torch":
+        del graphs
+        return references, _served_torch_outputs(request, p, references, progress)
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
     for tower in p.family.towers:
@@ -106,7 +103,31 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> dict[str, Checks]:
             path = tower.engine_dir(request) / "model.onnx"
             export_onnx(graph, path, samples, dynamic, external, tower.output)
             check_io(tower, p, path)
-    return references
+    return references, {}
+
+
+def _served_torch_outputs(
+    request: ExportRequest, p: Plan, references: dict[str, Checks], progress: Progress
+) -> dict[str, list[np.ndarray]]:
+    """Install the weights beside each `torch` host and run the graph it will serve, built as the host
+    builds it (from the weights and its config's parameters), on the validation batches."""
+    import gc
+
+    from runtime.torch_session import TorchSession
+
+    gc.collect()
+    device = "cuda" if request.gpu and torch.cuda.is_available() else "cpu"
+    outputs = {}
+    for tower in p.family.towers:
+        version_dir = tower.engine_dir(request)
+        with progress.step(f"install the weights beside the {tower.name} host ({version_dir})"):
+            repo.install_weights(p.transformer_dir, version_dir)
+        with progress.step(f"run the {tower.name} host's PyTorch graph on {device}"):
+            session = TorchSession.load(version_dir, torch_params(tower, p, request), device)
+            outputs[tower.name] = [session.run(None, feeds)[0] for feeds, _ in references[tower.name]]
+            del session
+            gc.collect()
+    return outputs
 
 
 def check_io(tower: Tower, p: Plan, path: Path) -> None:
@@ -176,15 +197,23 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     for tower in towers:
         for stale in ("model.onnx", "model.onnx.data", "model.plan"):
             (tower.engine_dir(request) / stale).unlink(missing_ok=True)
+        if (tower.engine_dir(request) / repo.CHECKPOINT_DIR).is_dir():
+            shutil.rmtree(tower.engine_dir(request) / repo.CHECKPOINT_DIR)
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        checks = pool.submit(_export_graphs, request, dtype).result()
+        checks, served = pool.submit(_export_graphs, request, dtype).result()
     limits = tolerance(p.family.tolerance, dtype)
     agreements = []
     for tower in towers:
         tower_checks = checks[tower.name]
-        if dtype == "bfloat16" and request.target == "tensorrt" and not cuda_onnxruntime():
+        if request.target == "torch":
+            with progress.step(f"validate the {tower.name} host's PyTorch graph against the reference"):
+                agreement = _worst(tower_checks, served[tower.name], limits)
+            progress.console.print(
+                f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
+            )
+        elif dtype == "bfloat16" and request.target == "tensorrt" and not cuda_onnxruntime():
             progress.console.print(
                 f"  {tower.name}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated"
             )
@@ -224,7 +253,7 @@ def write_models(request: ExportRequest, p: Plan) -> tuple[Path, ...]:
         model_dir = request.repository / model.config.name
         repo.write_config(model_dir, model.config)
         if model.shell:
-            repo.install_python_model(model_dir / "1", model.shell)
+            repo.install_python_model(model_dir / "1", model.shell, model.graph_code)
         elif model.config.platform != "ensemble":
             repo.clear_for_native_backend(model_dir / "1", model.config)
         if model.tokenizer:

@@ -78,12 +78,14 @@ def python_model(
     engine: bool = False,
     max_batch: int | None = None,
     ragged: bool = False,
+    gpu: bool = False,
 ) -> mc.ModelConfig:
-    """A Python-backend model on the CPU: a preprocessor, or an engine host (`engine=True`: the encoders'
-    batching delay and instance count)."""
+    """A Python-backend model: a preprocessor, or an engine host (`engine=True`: the encoders' batching
+    delay and instance count), on the CPU unless `gpu` (the torch target's host: KIND_GPU, one
+    instance per GPU Triton sees, each told its device in `initialize`)."""
     c = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch or serving.max_batch_size)
     _bounded_queue(c, serving, serving.queue_delay_us if engine else serving.preprocess_queue_delay_us)
-    _instances(c, serving.encoder_instances if engine else serving.preprocess_instances, gpu=False)
+    _instances(c, serving.encoder_instances if engine else serving.preprocess_instances, gpu=gpu)
     _add(c.input, inputs, ragged)
     _add(c.output, outputs)
     _params(c, *params)
@@ -102,7 +104,7 @@ def _native_backend(c: mc.ModelConfig, target: Target) -> None:
 
 def on_gpu(target: Target, gpu: bool) -> bool:
     """TensorRT runs on GPUs only: its backend refuses KIND_CPU instances ("supports only GPU device")."""
-    return target == "tensorrt" or (target == "onnxruntime" and gpu)
+    return target == "tensorrt" or (target in ("onnxruntime", "torch") and gpu)
 
 
 def native_engine(

@@ -20,8 +20,11 @@ Attention = Literal["causal", "bidirectional"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
 
-Target = Literal["local", "onnxruntime", "tensorrt"]
-TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt")
+Target = Literal["local", "onnxruntime", "tensorrt", "torch"]
+TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt", "torch")
+# Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime, or the PyTorch graph)
+# rather than in a native engine model.
+HOSTED_TARGETS: tuple[str, ...] = ("local", "torch")
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class ExportRequest:
 
     @property
     def on_gpu(self) -> bool:
-        return self.target == "tensorrt" or (self.target == "onnxruntime" and self.gpu)
+        return self.target == "tensorrt" or (self.target in ("onnxruntime", "torch") and self.gpu)
 
     def tensorrt_profile(self, p: Plan) -> Profile:
         """`--profile`, or by default: every length up to the token limit, with as many rows as
@@ -187,7 +190,7 @@ class ExportRequest:
                     f"the TensorRT profile's max sequence {profile.max_seq} is below the token limit "
                     f"{p.layout.max_length}: widen --profile or lower --max-length"
                 )
-        elif dtype == "bfloat16" and not cuda_onnxruntime():
+        elif dtype == "bfloat16" and self.target != "torch" and not cuda_onnxruntime():
             problems.append(
                 f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
                 "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"

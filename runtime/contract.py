@@ -197,6 +197,23 @@ class EncoderHostParams(Parameters):
 
 
 @dataclass(frozen=True)
+class TorchGraphParams(Parameters):
+    """The `torch` target: the host builds its tower's graph from the weights beside it, with the same
+    family code the ONNX export traces (`export/torch_graphs.py`), and runs it in PyTorch."""
+
+    family: str  # the family's name (export/families/)
+    tower: str  # "text" or "image"
+    dtype: str  # the weights' dtype where the graph runs on a GPU; fp32 on the CPU
+    attention: str  # a decoder's attention mode ("causal" or "bidirectional")
+    pooling: str
+    normalize: bool
+    inputs: tuple[str, ...]  # the graph's inputs, in the order it takes them
+    checkpoint: str = "checkpoint"  # the weights' folder, beside model.py
+    image_token_id: int = -1  # -1: none
+    score_tokens: tuple[int, ...] = ()  # an LLM reranker's (yes, no) token ids
+
+
+@dataclass(frozen=True)
 class FixedImageParams(Parameters):
     """CLIP-style image preprocessing: shortest edge, centre crop, normalise; and the decoding cap."""
 

@@ -22,6 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# The engine targets the e2e parity tests run on, each with the module's fixture serving it: the `local`
+# ONNX Runtime host, and the `torch` target's PyTorch graph (both on the CPU here).
+SERVED_TARGETS = {"local": "stack", "torch": "torch_stack"}
+
+
 @pytest.fixture(scope="session")
 def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ExportResult]:
     """The embedded all-MiniLM-L6-v2 exported for the `local` target, once per session."""

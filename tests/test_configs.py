@@ -61,6 +61,7 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
     encoder = parsed["m_encoder"]
     expected = {
         "local": ("python", "", ""),
+        "torch": ("python", "", ""),
         "onnxruntime": ("onnxruntime", "", "model.onnx"),
         "tensorrt": ("", "tensorrt_plan", "model.plan"),
     }[target]

@@ -19,6 +19,7 @@ from PIL import Image
 from export.build import Progress, export
 from export.request import ExportRequest
 from tests import tiny
+from tests.conftest import SERVED_TARGETS
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["a photo of a cat", "a dog", "Ünïcödé 中文 🚀 " * 4, "x"]
@@ -135,23 +136,23 @@ def image_server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoint, tmp_path_factory):
+def serve(checkpoint, tmp_path_factory, target: str):
     from launcher.stack import running_stack
 
-    repo = tmp_path_factory.mktemp("clip-repo")
+    repo = tmp_path_factory.mktemp(f"clip-repo-{target}")
     export(
         ExportRequest(
             checkpoint=checkpoint,
             repository=repo,
             name="clip-vit-large-patch14-336",
             hf_id="openai/clip-vit-large-patch14-336",
+            target=target,
         ),
         Progress(),
     )
     with running_stack(
         repo,
-        tmp_path_factory.mktemp("clip-stack"),
+        tmp_path_factory.mktemp(f"clip-stack-{target}"),
         "--image-allowed-hosts",
         "127.0.0.1",
         "--image-timeout-s",
@@ -160,6 +161,21 @@ def stack(checkpoint, tmp_path_factory):
         "1000000",
     ) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "local")
+
+
+@pytest.fixture(scope="module")
+def torch_stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "torch")
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +243,8 @@ def test_pixels_match_the_hugging_face_processor(reference) -> None:
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
-def test_text_tower_matches_clip_and_rows_do_not_see_each_other(stack, reference) -> None:
+def test_text_tower_matches_clip_and_rows_do_not_see_each_other(served, reference) -> None:
+    stack = served
     text, _, _ = reference
     served = vectors(post(stack, TEXTS))
     assert served.shape == (4, 16)
@@ -236,7 +253,8 @@ def test_text_tower_matches_clip_and_rows_do_not_see_each_other(stack, reference
         assert float(vectors(post(stack, t))[0] @ served[i]) >= 0.999999
 
 
-def test_image_tower_matches_clip_for_every_source_form(stack, reference, image_server) -> None:
+def test_image_tower_matches_clip_for_every_source_form(served, reference, image_server) -> None:
+    stack = served
     _, image, _ = reference
     names = list(IMAGES)
     expected = image([IMAGES[n] for n in names])
@@ -245,7 +263,8 @@ def test_image_tower_matches_clip_for_every_source_form(stack, reference, image_
     assert_close(vectors(post(stack, [{"image": f"{image_server}/{n}"} for n in names])), expected)
 
 
-def test_mixed_list_keeps_input_order_and_cross_modal_similarity(stack, reference) -> None:
+def test_mixed_list_keeps_input_order_and_cross_modal_similarity(served, reference) -> None:
+    stack = served
     text, image, _ = reference
     items = [TEXTS[0], {"image": data_uri("alpha.png")}, {"text": TEXTS[1]}, {"image": data_uri("gray.jpg")}]
     r = post(stack, items)

@@ -14,6 +14,7 @@ from export.checkpoint import plan
 from export.request import ExportRequest
 from runtime.text import encode, frame_all
 from tests import tiny
+from tests.conftest import SERVED_TARGETS
 
 pytestmark = pytest.mark.e2e
 MAX_LEN = 128
@@ -64,11 +65,10 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoints, tmp_path_factory):
+def serve(checkpoints: dict[str, Path], tmp_path_factory, target: str):
     from launcher.stack import running_stack
 
-    repo = tmp_path_factory.mktemp("decoder-repo")
+    repo = tmp_path_factory.mktemp(f"decoder-repo-{target}")
     for key, hf_id, external in (
         ("e5", "intfloat/e5-mistral-7b-instruct", True),
         ("gte", "Alibaba-NLP/gte-Qwen2-7B-instruct", False),
@@ -81,12 +81,29 @@ def stack(checkpoints, tmp_path_factory):
                 name=name,
                 hf_id=hf_id,
                 max_length=MAX_LEN,
-                external_data=external,
+                external_data=external if target == "local" else None,
+                target=target,
             ),
             Progress(),
         )
-    with running_stack(repo, tmp_path_factory.mktemp("decoder-stack")) as s:
+    with running_stack(repo, tmp_path_factory.mktemp(f"decoder-stack-{target}")) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoints, tmp_path_factory):
+    yield from serve(checkpoints, tmp_path_factory, "local")
+
+
+@pytest.fixture(scope="module")
+def torch_stack(checkpoints, tmp_path_factory):
+    yield from serve(checkpoints, tmp_path_factory, "torch")
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    """The local stack, then the same checkpoints on the `torch` target: the same parity is asked of both."""
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 def embed(stack, model: str, texts, **fields) -> httpx.Response:
@@ -108,8 +125,8 @@ MODELS = [("e5", "e5-mistral-7b-instruct", True), ("gte", "gte-Qwen2-7B-instruct
 
 
 @pytest.mark.parametrize(("key", "alias", "causal"), MODELS)
-def test_documents_queries_and_custom_instructions_match_the_card(stack, checkpoints, key, alias, causal) -> None:
-    ckpt = checkpoints[key]
+def test_documents_queries_and_custom_instructions_match_the_card(served, checkpoints, key, alias, causal) -> None:
+    stack, ckpt = served, checkpoints[key]
     docs = embed(stack, alias, DOCS)
     expected, lengths = card_reference(ckpt, DOCS, causal)
     assert_parity(vectors(docs), expected)
@@ -132,7 +149,8 @@ def test_padding_never_changes_a_row(stack, key, alias, causal) -> None:
 
 
 @pytest.mark.parametrize(("key", "alias", "causal"), MODELS)
-def test_truncation_modes_at_the_length_limit(stack, checkpoints, key, alias, causal) -> None:
+def test_truncation_modes_at_the_length_limit(served, checkpoints, key, alias, causal) -> None:
+    stack = served
     long_text = " ".join(f"word{i}" for i in range(400))
     for mode, side in (("END", "right"), ("START", "left")):
         r = embed(stack, alias, [long_text, "short"], truncate=mode)
@@ -147,8 +165,9 @@ def test_truncation_modes_at_the_length_limit(stack, checkpoints, key, alias, ca
     )
 
 
-def test_gte_is_bidirectional_and_e5_causal(stack, checkpoints) -> None:
+def test_gte_is_bidirectional_and_e5_causal(served, checkpoints) -> None:
     """The served gte vectors are the bidirectional ones, not what a causal run (SGLang's) gives."""
+    stack = served
     gte = vectors(embed(stack, "Alibaba-NLP/gte-Qwen2-7B-instruct", DOCS[:2]))
     causal = card_reference(checkpoints["gte"], DOCS[:2], causal=True)[0]
     assert (gte * causal).sum(axis=1).max() < 0.999
@@ -168,6 +187,15 @@ def test_sequences_end_in_eos_even_where_the_tokenizer_drops_it(checkpoints) -> 
         rows = frame_all(encode(p.tokenizer, ["hello", "x " * 1000]), p.layout, "END")
         assert all(r[-1] == hf.eos_token_id for r in rows)
         assert rows[0][0] == (hf.bos_token_id if key == "e5" else rows[0][0])
+
+
+def test_the_torch_target_serves_the_pytorch_graph_from_the_weights(torch_stack) -> None:
+    """No ONNX file: each host builds its graph from the weights beside it (hard links, not copies)."""
+    for name in ("e5-mistral-7b-instruct", "gte-Qwen2-7B-instruct"):
+        version = torch_stack.repository / f"{name}_encoder" / "1"
+        assert not list(version.glob("model.onnx*"))
+        assert (version / "checkpoint" / "config.json").is_file() and (version / "export" / "torch_graphs.py").is_file()
+        assert (version / "checkpoint" / "model.safetensors").stat().st_nlink == 2
 
 
 def test_external_data_and_instruction_errors(stack) -> None:

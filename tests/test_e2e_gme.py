@@ -14,6 +14,7 @@ from PIL import Image
 from export.build import Progress, export
 from export.request import ExportRequest
 from tests import tiny
+from tests.conftest import SERVED_TARGETS
 
 pytestmark = pytest.mark.e2e
 MIN_PIXELS, MAX_PIXELS = 4 * 28 * 28, 16 * 28 * 28  # small bounds keep the tiny model fast; the default is 256…1280·28²
@@ -51,11 +52,10 @@ def checkpoint(tmp_path_factory):
     return tiny.qwen2_vl(tmp_path_factory.mktemp("gme") / "gme-Qwen2-VL-2B-Instruct", MIN_PIXELS, MAX_PIXELS)
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoint, tmp_path_factory):
+def serve(checkpoint, tmp_path_factory, target: str):
     from launcher.stack import running_stack
 
-    repo = tmp_path_factory.mktemp("gme-repo")
+    repo = tmp_path_factory.mktemp(f"gme-repo-{target}")
     export(
         ExportRequest(
             checkpoint=checkpoint,
@@ -65,11 +65,28 @@ def stack(checkpoint, tmp_path_factory):
             aliases=("gme-qwen2-vl",),
             min_pixels=MIN_PIXELS,
             max_pixels=MAX_PIXELS,
+            target=target,
         ),
         Progress(),
     )
-    with running_stack(repo, tmp_path_factory.mktemp("gme-stack"), "--image-allowed-hosts", "127.0.0.1") as s:
+    workdir = tmp_path_factory.mktemp(f"gme-stack-{target}")
+    with running_stack(repo, workdir, "--image-allowed-hosts", "127.0.0.1") as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "local")
+
+
+@pytest.fixture(scope="module")
+def torch_stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "torch")
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +164,8 @@ def assert_close(served: np.ndarray, expected: np.ndarray) -> None:
     assert cos.min() >= 0.9999, cos
 
 
-def test_text_image_and_fused_items_match_the_authors_recipe(stack, reference) -> None:
+def test_text_image_and_fused_items_match_the_authors_recipe(served, reference) -> None:
+    stack = served
     items = [
         ("Represent this image in embedding space.", None),
         (None, IMAGES["photo.png"]),
@@ -167,14 +185,16 @@ def test_text_image_and_fused_items_match_the_authors_recipe(stack, reference) -
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
-def test_image_sizes_modes_and_formats(stack, reference, name) -> None:
+def test_image_sizes_modes_and_formats(served, reference, name) -> None:
+    stack = served
     r = post(stack, [{"image": uri(name)}])
     expected, lengths = reference([(None, IMAGES[name])])
     assert_close(vectors(r), expected)
     assert r.json()["usage"]["prompt_tokens"] == sum(lengths)  # the image-token count of the authors' recipe
 
 
-def test_queries_take_the_instruction(stack, reference) -> None:
+def test_queries_take_the_instruction(served, reference) -> None:
+    stack = served
     task = "Find an image that matches the given text."
     served = vectors(
         post(stack, ["a cat", {"image": uri("photo.png"), "text": "a cat"}], input_type="query", instruction=task)

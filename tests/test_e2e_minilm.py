@@ -13,6 +13,7 @@ import pytest
 from openai import OpenAI
 
 from launcher import default_model
+from tests.conftest import SERVED_TARGETS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,30 @@ def reference():
 
 
 @pytest.fixture(scope="module")
+def stack(minilm_stack):
+    return minilm_stack
+
+
+@pytest.fixture(scope="module")
+def torch_stack(tmp_path_factory):
+    """The embedded model on the `torch` target: its sentence-transformers graph in PyTorch, in Triton."""
+    from export.build import Progress, export
+    from export.request import ExportRequest
+    from launcher.stack import running_stack
+
+    repo = tmp_path_factory.mktemp("minilm-torch-repo")
+    name, checkpoint = default_model.NAME, default_model.checkpoint()
+    export(ExportRequest(checkpoint, repo, name, hf_id=default_model.HF_ID, target="torch"), Progress())
+    with running_stack(repo, tmp_path_factory.mktemp("minilm-torch-stack")) as s:
+        yield s
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
+
+
+@pytest.fixture(scope="module")
 def openai_client(minilm_stack) -> OpenAI:
     return OpenAI(base_url=f"{minilm_stack.adapter_url}/v1", api_key="unused", max_retries=0)
 
@@ -69,10 +94,10 @@ def post(stack, body, **kw) -> httpx.Response:
     return httpx.post(f"{stack.adapter_url}/v1/embeddings", json=body, timeout=60, **kw)
 
 
-def test_parity_with_sentence_transformers(minilm_stack, reference) -> None:
+def test_parity_with_sentence_transformers(served, reference) -> None:
     texts = sentences()
     assert len(texts) >= 50
-    r = post(minilm_stack, {"model": "all-MiniLM-L6-v2", "input": texts})
+    r = post(served, {"model": "all-MiniLM-L6-v2", "input": texts})
     assert r.status_code == 200, r.text
     body = r.json()
     served = np.array([d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])], dtype=np.float32)
@@ -87,11 +112,11 @@ def test_parity_with_sentence_transformers(minilm_stack, reference) -> None:
     assert body["model"] == "all-MiniLM-L6-v2"
 
 
-def test_a_batch_row_equals_the_same_input_alone(minilm_stack) -> None:
+def test_a_batch_row_equals_the_same_input_alone(served) -> None:
     texts = ["short", "a somewhat longer sentence about Triton and batching " * 3, "中文 and emoji 🚀"]
-    batch = post(minilm_stack, {"input": texts}).json()["data"]
+    batch = post(served, {"input": texts}).json()["data"]
     for i, text in enumerate(texts):
-        alone = post(minilm_stack, {"input": text}).json()["data"][0]["embedding"]
+        alone = post(served, {"input": text}).json()["data"][0]["embedding"]
         assert np.dot(alone, batch[i]["embedding"]) >= 0.999999
 
 

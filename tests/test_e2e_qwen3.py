@@ -11,6 +11,7 @@ import pytest
 from export.build import Progress, export
 from export.families.base import WEB_SEARCH_TASK
 from export.request import ExportRequest
+from tests.conftest import SERVED_TARGETS
 from tests.tiny import qwen3
 
 pytestmark = pytest.mark.e2e
@@ -36,15 +37,29 @@ def st(checkpoint):
     return model
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoint, tmp_path_factory):
+def serve(checkpoint: Path, tmp_path_factory, target: str):
     from launcher.stack import running_stack
 
-    repo = tmp_path_factory.mktemp("qwen3-repo")
-    request = ExportRequest(checkpoint, repo, NAME, hf_id="Qwen/Qwen3-Embedding-0.6B", max_length=MAX_LEN)
-    export(request, Progress())
-    with running_stack(repo, tmp_path_factory.mktemp("qwen3-stack")) as s:
+    repo = tmp_path_factory.mktemp(f"qwen3-repo-{target}")
+    hf_id = "Qwen/Qwen3-Embedding-0.6B"
+    export(ExportRequest(checkpoint, repo, NAME, hf_id=hf_id, max_length=MAX_LEN, target=target), Progress())
+    with running_stack(repo, tmp_path_factory.mktemp(f"qwen3-stack-{target}")) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "local")
+
+
+@pytest.fixture(scope="module")
+def torch_stack(checkpoint, tmp_path_factory):
+    yield from serve(checkpoint, tmp_path_factory, "torch")
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 def post(stack, path: str, **body) -> httpx.Response:
@@ -61,7 +76,8 @@ def assert_parity(served: np.ndarray, reference: np.ndarray) -> None:
     assert cos.min() >= 0.99999, cos
 
 
-def test_documents_and_queries_match_sentence_transformers(stack, st) -> None:
+def test_documents_and_queries_match_sentence_transformers(served, st) -> None:
+    stack = served
     docs = post(stack, "/v1/embeddings", input=DOCS)
     assert_parity(vectors(docs), st.encode(DOCS))
     tokens = st.tokenize(DOCS)["attention_mask"].sum()
@@ -73,8 +89,9 @@ def test_documents_and_queries_match_sentence_transformers(stack, st) -> None:
     assert_parity(custom, st.encode(QUERIES, prompt=f"Instruct: {task}\nQuery:"))
 
 
-def test_every_sequence_ends_with_one_endoftext(stack, st) -> None:
+def test_every_sequence_ends_with_one_endoftext(served, st) -> None:
     """The post-processor's <|endoftext|>, not the eos_token <|im_end|>, once; truncation keeps it."""
+    stack = served
     tok = st.tokenizer
     end, im_end = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
     r = post(stack, "/tokenize", input=["hello", LONG], input_type="query")

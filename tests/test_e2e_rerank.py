@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 from export.build import Progress, export
 from export.families.qwen3_reranker import PROMPT
 from export.request import ExportRequest
+from tests.conftest import SERVED_TARGETS
 from tests.tiny.cross_encoder import bert_reranker, xlmr_reranker
 from tests.tiny.qwen3_reranker import qwen3_reranker
 
@@ -38,21 +40,38 @@ MODELS = {
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rerankers")
-    return {name: build(root / name) for name, (build, _) in MODELS.items()}
+    built = {name: build(root / name) for name, (build, _) in MODELS.items()}
+    return {**built, "qwen3-reranker-tiny": qwen3_reranker(root / "qwen3-reranker")}
+
+
+def serve(checkpoints: dict[str, Path], tmp_path_factory, target: str) -> Iterator:
+    from launcher.stack import running_stack
+
+    repo = tmp_path_factory.mktemp(f"rerank-repo-{target}")
+    for name in MODELS:
+        export(ExportRequest(checkpoints[name], repo, name, hf_id=MODELS[name][1], target=target), Progress())
+    qwen3 = ExportRequest(
+        checkpoints["qwen3-reranker-tiny"], repo, "qwen3-reranker-tiny", task="rerank", max_length=QWEN3_LENGTH
+    )
+    export(replace(qwen3, target=target), Progress())
+    workdir = tmp_path_factory.mktemp(f"rerank-stack-{target}")
+    with running_stack(repo, workdir, "--max-documents-per-request", "200") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def stack(checkpoints, tmp_path_factory) -> Iterator:
-    from launcher.stack import running_stack
+    yield from serve(checkpoints, tmp_path_factory, "local")
 
-    repo = tmp_path_factory.mktemp("rerank-repo")
-    for name, path in checkpoints.items():
-        export(ExportRequest(path, repo, name, hf_id=MODELS[name][1]), Progress())
-    qwen3 = qwen3_reranker(tmp_path_factory.mktemp("qwen3-reranker") / "qwen3-reranker")
-    export(ExportRequest(qwen3, repo, "qwen3-reranker-tiny", task="rerank", max_length=QWEN3_LENGTH), Progress())
-    checkpoints["qwen3-reranker-tiny"] = qwen3
-    with running_stack(repo, tmp_path_factory.mktemp("rerank-stack"), "--max-documents-per-request", "200") as s:
-        yield s
+
+@pytest.fixture(scope="module")
+def torch_stack(checkpoints, tmp_path_factory) -> Iterator:
+    yield from serve(checkpoints, tmp_path_factory, "torch")
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request):
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 def reference(path: Path, query: str, documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +126,8 @@ def post(stack, path: str, body: dict) -> httpx.Response:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_scores_order_and_tokens_equal_the_model_cards_recipe(stack, checkpoints, name: str) -> None:
+def test_scores_order_and_tokens_equal_the_model_cards_recipe(served, checkpoints, name: str) -> None:
+    stack = served
     raw, counts = reference(checkpoints[name], QUERY, DOCUMENTS)
     for raw_scores in (False, True):
         r = post(stack, "/v1/rerank", {"model": name, "query": QUERY, "documents": DOCUMENTS, "raw_scores": raw_scores})
@@ -122,9 +142,10 @@ def test_scores_order_and_tokens_equal_the_model_cards_recipe(stack, checkpoints
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_sentence_transformers_cross_encoder_agrees(stack, checkpoints, name: str) -> None:
+def test_sentence_transformers_cross_encoder_agrees(served, checkpoints, name: str) -> None:
     from sentence_transformers import CrossEncoder
 
+    stack = served
     predicted = CrossEncoder(str(checkpoints[name]), max_length=512).predict([[QUERY, d] for d in DOCUMENTS])
     body = post(stack, "/v1/rerank", {"model": MODELS[name][1], "query": QUERY, "documents": DOCUMENTS}).json()
     served = sorted(body["results"], key=lambda x: x["index"])
@@ -133,7 +154,8 @@ def test_sentence_transformers_cross_encoder_agrees(stack, checkpoints, name: st
 
 @pytest.mark.filterwarnings("ignore:`max_length` is ignored")  # the README's own `tokenizer.pad` call
 @pytest.mark.parametrize("instruction", [None, "Judge whether the document is about serving models"])
-def test_qwen3_reranker_equals_its_readme_recipe(stack, checkpoints, instruction: str | None) -> None:
+def test_qwen3_reranker_equals_its_readme_recipe(served, checkpoints, instruction: str | None) -> None:
+    stack = served
     probabilities, logits, counts = qwen3_reference(checkpoints["qwen3-reranker-tiny"], QUERY, DOCUMENTS, instruction)
     body = {"model": "qwen3-reranker-tiny", "query": QUERY, "documents": DOCUMENTS}
     if instruction is not None:

@@ -17,6 +17,7 @@ from export.build import Progress, export
 from export.errors import ExportError
 from export.request import ExportRequest, Profile, Serving
 from launcher import default_model
+from runtime.contract import TorchGraphParams
 
 MINILM_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length
 
@@ -81,7 +82,15 @@ def test_a_missing_tensorrt_fails_before_the_export_starts(monkeypatch, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("target", "gpu"), [("local", False), ("onnxruntime", False), ("onnxruntime", True), ("tensorrt", False)]
+    ("target", "gpu"),
+    [
+        ("local", False),
+        ("onnxruntime", False),
+        ("onnxruntime", True),
+        ("tensorrt", False),
+        ("torch", False),
+        ("torch", True),
+    ],
 )
 @pytest.mark.parametrize("family", ["minilm", "clip"])
 def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_path) -> None:
@@ -102,8 +111,29 @@ def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_
         if target == "tensorrt":
             assert config.platform == "tensorrt_plan"
             assert config.max_batch_size == req.tensorrt_profile(p).max_batch  # within the plan's profile
+        if target == "torch":  # the host of the family's PyTorch graph, on the GPU in the family's dtype
+            params = TorchGraphParams.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+            assert config.backend == "python" and params.family == p.family.name
+            assert params.dtype == (p.family.gpu_dtype if gpu else "float32")
+            assert params.inputs == tuple(
+                t.name for t in (p.family.towers[0 if config.name.endswith("_encoder") else 1]).engine_io(p)[0]
+            )
     profile = req.tensorrt_profile(p).max_batch if target == "tensorrt" else None
     assert [v for c in configs for v in violations(c, profile)] == []
+
+
+def test_the_python_backends_rules() -> None:
+    """KIND_MODEL is not a Python-backend placement; ragged inputs need a batching model; a torch host's
+    parameters must read back."""
+    req = request(target="torch", gpu=True)
+    config = next(m.config for m in build.triton_models(req, req.plan()) if m.config.name == "m_encoder")
+    assert violations(config) == []
+    config.instance_group[0].kind = mc.ModelInstanceGroup.KIND_MODEL
+    config.max_batch_size = 0
+    config.parameters["normalize"].string_value = "yes"
+    found = violations(config)
+    assert any("not KIND_MODEL" in v for v in found) and any("ragged input input_ids" in v for v in found)
+    assert any("'normalize' must be true or false" in v for v in found), found
 
 
 def test_the_rules_catch_what_triton_would_refuse() -> None:

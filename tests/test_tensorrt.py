@@ -110,7 +110,7 @@ def test_gme_text_engine_is_validated_without_image_rows(gme_checkpoint: Path, t
     from export.validation import onnx_session
 
     req = ExportRequest(gme_checkpoint, tmp_path, "g")
-    checks = build._export_graphs(req, "float32")["text"]
+    checks = build._export_graphs(req, "float32")[0]["text"]
     assert [f["image_embeds"].shape[0] > 0 for f, _ in checks] == [True, False]
     (with_image, image_ref), (text_only, text_ref) = checks
     rows = len(text_ref)
@@ -128,7 +128,7 @@ def test_gme_engines_sit_behind_python_hosts(target: str, gme_checkpoint: Path) 
     req = ExportRequest(gme_checkpoint, Path("r"), "g", target=target, gpu=True)
     models = {m.config.name: m for m in build.triton_models(req, req.plan())}
     engine = models["g_vision_engine"].config
-    assert models["g_vision_engine"].shell == "" and models["g_vision"].shell == "onnx_encoder_model"
+    assert models["g_vision_engine"].shell == "" and models["g_vision"].shell == "encoder_host_model"
     assert engine.max_batch_size == 0 and not engine.HasField("dynamic_batching")
     assert engine.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert (engine.backend, engine.platform) == (

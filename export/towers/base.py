@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from export.configs import Tensor
-from export.request import GraphSettings
+from export.request import HOSTED_TARGETS, GraphSettings
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +33,7 @@ class TritonModel:
     config: mc.ModelConfig
     shell: str = ""  # the runtime/ module whose TritonPythonModel a Python model runs ("": a native engine)
     tokenizer: bool = False  # tokenizer.json beside it
+    graph_code: bool = False  # a `torch` host: export/ beside runtime/ (it builds the graph), and the weights
 
 
 class Tower(ABC):
@@ -93,7 +94,7 @@ class Tower(ABC):
         return f"{request.name}_{self.role}"
 
     def behind_host(self, request: ExportRequest) -> bool:
-        return self.hosted and request.target != "local"
+        return self.hosted and request.target not in HOSTED_TARGETS
 
     def engine_dir(self, request: ExportRequest) -> Path:
         """Where the exported engine lives: `<name>_<role>/1`, or `…_engine/1` behind a host."""

@@ -1,6 +1,6 @@
-"""The engine model(s) of a tower on each target: a Python host with ONNX Runtime in-process (`local`),
-Triton's own backend (`onnxruntime`, `tensorrt`), or a Python host packing ragged batches for a native
-engine it calls through BLS."""
+"""The engine model(s) of a tower on each target: a Python host with ONNX Runtime in-process (`local`)
+or the family's PyTorch graph in-process (`torch`), Triton's own backend (`onnxruntime`, `tensorrt`),
+or a Python host packing ragged batches for a native engine it calls through BLS."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from export.configs import Tensor, native_engine, numpy_dtype, on_gpu, python_model, unbatched_engine
 from export.towers.base import Tower, TritonModel
-from runtime.contract import Batching, EncoderHostParams
+from runtime.contract import Batching, EncoderHostParams, TorchGraphParams
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan
     from export.request import ExportRequest
 
-HOST_SHELL = "onnx_encoder_model"
+HOST_SHELL = "encoder_host_model"
 
 
 def engine_models(
@@ -38,6 +38,14 @@ def engine_models(
         host = EncoderHostParams(batching, "model.onnx", threads, max_patches=max_patches)
         config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
         return [TritonModel(config, HOST_SHELL)]
+    if request.target == "torch":
+        host = EncoderHostParams(batching, "", threads, max_patches=max_patches)
+        blocks = [host, torch_params(tower, p, request)]
+        gpu = on_gpu(request.target, request.gpu)
+        config = python_model(
+            name, inputs, outputs, blocks, serving, engine=True, max_batch=max_batch, ragged=ragged, gpu=gpu
+        )
+        return [TritonModel(config, HOST_SHELL, graph_code=True)]
     if not tower.behind_host(request):
         return [TritonModel(native_engine(name, inputs, outputs, request.target, serving, request.gpu))]
     engine_inputs, engine_outputs = tower.engine_io(p)
@@ -47,3 +55,19 @@ def engine_models(
     host = EncoderHostParams(batching, "", threads, engine.name, types, max_rows=call_rows, max_patches=max_patches)
     config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
     return [TritonModel(config, HOST_SHELL), TritonModel(engine)]
+
+
+def torch_params(tower: Tower, p: Plan, request: ExportRequest) -> TorchGraphParams:
+    """What a `torch` host needs to build the tower's graph from the weights beside it."""
+    settings = p.graph_settings
+    return TorchGraphParams(
+        family=p.family.name,
+        tower=tower.name,
+        dtype=request.resolved_dtype(p),
+        attention=p.attention,
+        pooling=settings.pooling,
+        normalize=settings.normalize,
+        inputs=tuple(t.name for t in tower.engine_io(p)[0]),
+        image_token_id=-1 if settings.image_token_id is None else settings.image_token_id,
+        score_tokens=settings.score_tokens or (),
+    )

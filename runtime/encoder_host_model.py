@@ -1,9 +1,11 @@
-"""Triton Python model hosting an encoder engine on ragged batches (the `local` target, and GME's hosts).
+"""Triton Python model hosting an encoder engine on ragged batches (the `local` and `torch` targets,
+and GME's hosts).
 
 Its inputs allow ragged batching, so one `execute` receives every pending request
 whatever its padded length, and `run_packed` regroups their rows by length. The engine
-is ONNX Runtime in this process (`local`), or, for GME on the `onnxruntime` / `tensorrt`
-targets, a native engine model called through BLS with the packed batch.
+is ONNX Runtime in this process (`local`), the family's PyTorch graph in this process on
+the instance's device (`torch`), or, for GME on the `onnxruntime` / `tensorrt` targets, a
+native engine model called through BLS with the packed batch.
 
 The bundled `tritonserver` of `nvidia-pytriton` has only the Python backend; this
 shell gives it the same encoder I/O as the `onnxruntime` and `tensorrt` targets.
@@ -15,7 +17,7 @@ import traceback
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import IMAGE_EMBEDS, EncoderHostParams, model_config, parameters, version_dir
+from runtime.contract import IMAGE_EMBEDS, EncoderHostParams, TorchGraphParams, model_config, parameters, version_dir
 from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
 
 
@@ -32,6 +34,11 @@ class TritonPythonModel:
             from runtime.triton_engine import TritonEngine
 
             self.session = TritonEngine(p.engine_model, p.engine_dtypes())
+        elif "family" in parameters(config):
+            from runtime.torch_session import TorchSession, device_of
+
+            graph = TorchGraphParams.from_parameters(parameters(config))
+            self.session = TorchSession.load(version_dir(args), graph, device_of(args), p.intra_op_threads)
         else:
             self.session = open_session(str(version_dir(args) / p.onnx_file), p.intra_op_threads, spinning=False)
 
