@@ -35,7 +35,7 @@ serve: $(VENV)/.installed-serve
 	$(BIN)/python -m launcher serve $(if $(MODEL),--model $(MODEL)) $(if $(NAME),--name $(NAME)) \
 		--host $(HOST) --port $(PORT) --triton-http-port $(TRITON_HTTP_PORT) \
 		--triton-grpc-port $(TRITON_GRPC_PORT) --triton-metrics-port $(TRITON_METRICS_PORT) \
-		$(if $(REEXPORT),--reexport) $(foreach a,$(EXPORT_ARGS),--export-arg=$(a))
+		$(if $(REEXPORT),--reexport) $(if $(WORKERS),--workers $(WORKERS)) $(foreach a,$(EXPORT_ARGS),--export-arg=$(a))
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ from client.routes import router
 from client.service import EmbeddingService
 from client.settings import Settings
 from client.triton import TritonClient
+from client.workers import WorkerSet
 
 log = logging.getLogger("client")
 OPEN_PATHS = ("/health", "/health/ready", "/metrics")  # everything else, /docs included, needs the key
@@ -199,8 +200,9 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAPI:
-    """The adapter; pass `triton` to use a prepared client (tests), else one is made in the lifespan."""
+def create_app(settings: Settings, triton: TritonClient | None = None, workers: WorkerSet | None = None) -> FastAPI:
+    """The adapter; pass `triton` to use a prepared client (tests), else one is made in the lifespan;
+    `workers`: the set this process serves in (client/workers.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,9 +219,15 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
             log.info("serving models: %s", ", ".join(names) or "none yet")
         except APIError as exc:
             log.warning("Triton not reachable at start (%s); will retry per request", exc.message)
-        yield
-        await images.close()
-        await client.close()
+        if workers is not None:
+            workers.mark_ready()
+        try:
+            yield
+        finally:
+            if workers is not None:
+                workers.mark_gone()
+            await images.close()
+            await client.close()
 
     docs = {} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
@@ -230,6 +238,7 @@ def create_app(settings: Settings, triton: TritonClient | None = None) -> FastAP
         **docs,
     )
     app.state.settings = settings
+    app.state.workers = workers
     app.state.parser = BodyParser()
     budget = MemoryBudget(settings.max_buffered_bytes)
 

@@ -222,7 +222,13 @@ async def health():
 
 @router.get("/health/ready")
 async def ready(request: Request):
-    """Readiness: every served model answered a real inference recently (stale ones are probed now)."""
+    """Readiness: every adapter worker is serving, and every served model answered a real inference
+    recently (stale ones are probed now)."""
+    workers = request.app.state.workers
+    if workers is not None and (ready := workers.ready()) < workers.count:
+        raise APIError(
+            503, f"not ready: {ready} of {workers.count} adapter workers serving", "service_unavailable", exposed=True
+        )
     try:
         names = await _service(request).ready()
     except APIError as exc:

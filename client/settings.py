@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         False, description="accept any `dimensions` (truncate + re-normalise), lossy for models not Matryoshka-trained"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="adapter processes sharing the port, each with its own event loop and coalescer; every "
+        "bound above holds per worker",
+    )
 
     @field_validator("api_key", "triton_admin_key", "published_address", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--triton-http-port", type=int, default=8000)
     ap.add_argument("--triton-grpc-port", type=int, default=8001)
     ap.add_argument("--triton-metrics-port", type=int, default=8002)
+    ap.add_argument("--workers", type=int, help="adapter processes on the port (default: EMBED_WORKERS, else 1)")
     ap.add_argument("--reexport", action="store_true", help="export again even if the model is in the repository")
     ap.add_argument("--export-arg", action="append", default=[], help="extra flag for python -m export (repeatable)")
     return ap.parse_args(argv)
@@ -115,9 +116,9 @@ def serve(args: argparse.Namespace) -> int:
         supervisor.start()
         console.print(f"[green]✓[/] Triton ready: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}")
         with console.status("starting the adapter"):
-            adapter = start_adapter(
-                args.port, triton.grpc_url, workdir / "adapter.log", host=args.host, admin_key=triton.admin_key
-            )
+            workers = ("--workers", str(args.workers)) if args.workers else ()
+            log, key = workdir / "adapter.log", triton.admin_key
+            adapter = start_adapter(args.port, triton.grpc_url, log, *workers, host=args.host, admin_key=key)
             wait_http(f"http://127.0.0.1:{args.port}/health/ready", adapter)
         console.print(f"[green]✓[/] adapter ready on port {args.port} (log: {workdir / 'adapter.log'})\n")
         console.print(

@@ -19,10 +19,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from client.__main__ import head_deadline
 from client.app import create_app
 from client.bodies import BodyParser, check_value_counts
 from client.errors import APIError
+from client.http_protocol import head_deadline
 from client.protocol import EmbeddingRequest
 from client.settings import Settings
 from client.triton import CHANNEL_OPTIONS, ServedModel, TritonClient
