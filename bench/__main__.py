@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import hops, machine, runners
+from bench import cpu, hops, machine, runners
 from bench.memory import tree_peak_mb
 from bench.workloads import WORKLOADS, images
 from export.build import Progress, export
@@ -110,15 +110,23 @@ def triton_stats(stack: Stack, name: str) -> str:
     return "\n".join(lines)
 
 
-def table(title: str, results: list[Result], baseline: Result | None) -> str:
-    head = f"{'path':52} {'items/s':>9} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak MB':>8} {'× ORT':>6}"
+def short_label(model: str):
+    """`stub all-MiniLM-L6-v2_encoder` → `encoder`, `triton core` → `core`."""
+    return lambda label: label.removeprefix("stub ").removeprefix(f"{model}_").removeprefix("triton ")
+
+
+def table(title: str, results: list[Result], baseline: Result | None, model: str = "") -> str:
+    head = (
+        f"{'path':52} {'items/s':>9} {'tokens/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak MB':>8} {'× ORT':>6}"
+        "  CPU ms per request by process"
+    )
     lines = [title, head, "-" * len(head)]
     for r in results:
         ratio = f"{r.items_per_s / baseline.items_per_s:6.2f}" if baseline else "     -"
         peak = f"{r.peak_mb:8.0f}" if r.peak_mb is not None else "       -"
         lines.append(
             f"{r.name:52} {r.items_per_s:9.1f} {r.tokens_per_s:10.0f} {r.percentile(50):8.1f} "
-            f"{r.percentile(99):8.1f} {peak} {ratio}"
+            f"{r.percentile(99):8.1f} {peak} {ratio}  {cpu.summary(r.cpu_ms, short_label(model))}"
         )
     return "\n".join(lines)
 
@@ -134,38 +142,51 @@ class Run:
     sweep_baselines: dict[str, Result]
 
 
+class Metered:
+    """Runs a measurement and attaches the CPU each serving process spent per request."""
+
+    def __init__(self, processes: cpu.Processes) -> None:
+        self.processes = processes
+
+    def __call__(self, runner, *args) -> Result:
+        result, result.cpu_ms = cpu.measure(self.processes, lambda: runner(*args), lambda r: r.requests)
+        return result
+
+
 def served_targets(
-    stack: Stack, uncoalesced: str, model: Model, fused: str, texts: list[str], b: int, c: int
+    m: Metered, stack: Stack, uncoalesced: str, model: Model, fused: str, texts: list[str], b: int, c: int
 ) -> list[Result]:
     """The served path with and without coalescing, and over gRPC the ensemble and the alternatives to it."""
     url, grpc, name = stack.adapter_url, stack.grpc_url, model.name
     rows = [
-        runners.served(url, name, texts, b, c, f"served: {b}/request, concurrency {c}"),
-        runners.served(url, name, texts, 1, c, f"served: 1/request, concurrency {c}"),
-        runners.served(uncoalesced, name, texts, b, c, f"served, coalescing off: {b}/request, c {c}"),
-        runners.served(uncoalesced, name, texts, 1, c, f"served, coalescing off: 1/request, c {c}"),
-        runners.triton_direct(grpc, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"),
-        runners.triton_direct(grpc, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"),
+        m(runners.served, url, name, texts, b, c, f"served: {b}/request, concurrency {c}"),
+        m(runners.served, url, name, texts, 1, c, f"served: 1/request, concurrency {c}"),
+        m(runners.served, uncoalesced, name, texts, b, c, f"served, coalescing off: {b}/request, c {c}"),
+        m(runners.served, uncoalesced, name, texts, 1, c, f"served, coalescing off: 1/request, c {c}"),
+        m(runners.triton_direct, grpc, name, texts, b, c, f"Triton gRPC direct: {b}/request, c {c}"),
+        m(runners.triton_direct, grpc, name, texts, 1, c, f"Triton gRPC direct: 1/request, c {c}"),
     ]
     if fused:
         rows += [
-            hops.encoder_direct(grpc, model.repository, name, texts, 1, c, f"ids tokenised in front: 1/req, c {c}"),
-            runners.triton_direct(grpc, fused, texts, 1, c, f"fused preprocess+encoder model: 1/req, c {c}"),
+            m(hops.encoder_direct, grpc, model.repository, name, texts, 1, c, f"ids tokenised in front: 1/req, c {c}"),
+            m(runners.triton_direct, grpc, fused, texts, 1, c, f"fused preprocess+encoder model: 1/req, c {c}"),
         ]
     return rows
 
 
-def single_queries(stack: Stack, uncoalesced: str, model: Model, fused: str, queries: list[str]) -> list[Result]:
+def single_queries(
+    m: Metered, stack: Stack, uncoalesced: str, model: Model, fused: str, queries: list[str]
+) -> list[Result]:
     url, grpc, name = stack.adapter_url, stack.grpc_url, model.name
     rows = [
-        runners.served(url, name, queries, 1, 1, "served (adapter → Triton)"),
-        runners.served(uncoalesced, name, queries, 1, 1, "served, coalescing off"),
-        runners.triton_direct(grpc, name, queries, 1, 1, "Triton gRPC direct (ensemble)"),
+        m(runners.served, url, name, queries, 1, 1, "served (adapter → Triton)"),
+        m(runners.served, uncoalesced, name, queries, 1, 1, "served, coalescing off"),
+        m(runners.triton_direct, grpc, name, queries, 1, 1, "Triton gRPC direct (ensemble)"),
     ]
     if fused:
         rows += [
-            hops.encoder_direct(grpc, model.repository, name, queries, 1, 1, "ids tokenised in front → encoder"),
-            runners.triton_direct(grpc, fused, queries, 1, 1, "fused preprocess+encoder model"),
+            m(hops.encoder_direct, grpc, model.repository, name, queries, 1, 1, "ids tokenised in front → encoder"),
+            m(runners.triton_direct, grpc, fused, queries, 1, 1, "fused preprocess+encoder model"),
         ]
     return rows
 
@@ -177,8 +198,8 @@ def fusable(model: Model) -> bool:
 
 
 @contextmanager
-def second_adapter(stack: Stack, workdir: Path, *flags: str) -> Iterator[str]:
-    """Another adapter on the same Triton with other settings, for side-by-side figures."""
+def second_adapter(stack: Stack, workdir: Path, *flags: str) -> Iterator[tuple[str, int]]:
+    """Another adapter on the same Triton with other settings, for side-by-side figures: (URL, pid)."""
     port = free_port()
     adapter = start_adapter(
         port,
@@ -191,7 +212,7 @@ def second_adapter(stack: Stack, workdir: Path, *flags: str) -> Iterator[str]:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=120)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", adapter.pid
     finally:
         stop(adapter)
 
@@ -244,17 +265,18 @@ def main() -> None:
     fused = hops.add_fused_model(model.repository, model.name) if fusable(model) else ""
     with (
         running_stack(model.repository, args.workdir / "run", "--log-level", "warning") as stack,
-        second_adapter(stack, args.workdir / "run", "--coalesce", "false") as uncoalesced,
+        second_adapter(stack, args.workdir / "run", "--coalesce", "false") as (uncoalesced, second_pid),
     ):
-        served_rows = served_targets(stack, uncoalesced, model, fused, texts, b, c)
-        single += single_queries(stack, uncoalesced, model, fused, queries[:200])
+        m = Metered(cpu.Processes(stack.triton.process.pid, (stack.adapter.pid, second_pid)))
+        served_rows = served_targets(m, stack, uncoalesced, model, fused, texts, b, c)
+        single += single_queries(m, stack, uncoalesced, model, fused, queries[:200])
         for w, items in workloads.items():
             for label, url in (("served 1/req", stack.adapter_url), ("served 1/req, coalescing off", uncoalesced)):
                 sweeps[w] += sweep(
-                    lambda x, k, n, url=url: runners.served(url, model.name, x, 1, k, n), label, items, concurrency
+                    lambda x, k, n, url=url: m(runners.served, url, model.name, x, 1, k, n), label, items, concurrency
                 )
             sweeps[w] += sweep(
-                lambda x, k, n: runners.triton_direct(stack.grpc_url, model.name, x, 1, k, n),
+                lambda x, k, n: m(runners.triton_direct, stack.grpc_url, model.name, x, 1, k, n),
                 "Triton direct 1/req",
                 items,
                 concurrency,
@@ -262,12 +284,12 @@ def main() -> None:
         if pictures:
             uris = [{"image": "data:image/png;base64," + base64.b64encode(p).decode()} for p in pictures]
             sweeps["images 64–1024 px"] = sweep(
-                lambda x, k, n: runners.served(stack.adapter_url, model.name, x, 1, k, n),
+                lambda x, k, n: m(runners.served, stack.adapter_url, model.name, x, 1, k, n),
                 "served 1/req",
                 uris,
                 concurrency,
             ) + sweep(
-                lambda x, k, n: runners.triton_direct(stack.grpc_url, model.image_ensemble, x, 1, k, n, "IMAGE"),
+                lambda x, k, n: m(runners.triton_direct, stack.grpc_url, model.image_ensemble, x, 1, k, n, "IMAGE"),
                 "Triton direct 1/req",
                 pictures,
                 concurrency,
@@ -361,9 +383,9 @@ def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None
 
     cpu = machine.describe()
     print(f"\n{model.name}; {cpu}\n")
-    print(table(f"Targets: mixed 5–60 words, {args.n} texts", run.targets, run.baseline))
+    print(table(f"Targets: mixed 5–60 words, {args.n} texts", run.targets, run.baseline, model.name))
     print()
-    print(table("Single short query, concurrency 1 (latency)", run.single, None))
+    print(table("Single short query, concurrency 1 (latency)", run.single, None, model.name))
     base = run.single[0].percentile(50)
     for r in run.single[1:]:
         print(f"  {r.name}: p50 {r.percentile(50):.1f} ms = in-process ORT + {r.percentile(50) - base:.1f} ms")
@@ -371,7 +393,7 @@ def report(args: argparse.Namespace, model: Model, run: Run, stats: str) -> None
         if not rows:
             continue
         print()
-        print(table(f"Concurrency sweep: {w}", rows, run.sweep_baselines.get(w)))
+        print(table(f"Concurrency sweep: {w}", rows, run.sweep_baselines.get(w), model.name))
     print()
     print(stats)
     print()

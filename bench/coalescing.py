@@ -54,7 +54,9 @@ def adapters(rounds: int) -> None:
     results: dict[str, list[list[float]]] = {}
     with ExitStack() as stack:
         triton = stack.enter_context(running_stack(repository(0), WORK / "run", "--log-level", "warning"))
-        urls = {k: stack.enter_context(second_adapter(triton, WORK / "run", *flags)) for k, flags in ADAPTERS.items()}
+        urls = {
+            k: stack.enter_context(second_adapter(triton, WORK / "run", *flags))[0] for k, flags in ADAPTERS.items()
+        }
         for _ in range(rounds):
             for name, url in urls.items():
                 row = [

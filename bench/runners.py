@@ -18,6 +18,11 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     tokens: int = 0
     peak_mb: float | None = None  # peak resident memory of the process(es) doing the work
+    cpu_ms: dict[str, float] | None = None  # CPU ms per request by serving process (bench/cpu.py)
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies) + 1  # the warm-up request too
 
     @property
     def items_per_s(self) -> float:
@@ -42,6 +47,7 @@ class Result:
             "p50_ms": round(self.percentile(50), 2),
             "p99_ms": round(self.percentile(99), 2),
             "peak_mb": None if self.peak_mb is None else round(self.peak_mb),
+            "cpu_ms_per_request": None if self.cpu_ms is None else {k: round(v, 3) for k, v in self.cpu_ms.items()},
         }
 
 

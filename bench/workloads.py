@@ -19,6 +19,7 @@ def texts(n: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
 
 
 WORKLOADS = {
+    "short-1-3": lambda n: texts(n, 1, 3, seed=4),
     "mixed-5-60": lambda n: texts(n, 5, 60, seed=0),
     "queries-5-20": lambda n: texts(n, 5, 20, seed=1),
     "documents-20-400": lambda n: texts(n, 20, 400, seed=2),

@@ -21,7 +21,7 @@ from client.images import ImageLoader
 from client.metrics import Metrics
 from client.registry import ModelRegistry
 from client.responses import JSONResponse, error_response
-from client.routes import router
+from client.routes import DIRECT, router
 from client.service import EmbeddingService
 from client.settings import Settings
 from client.triton import TritonClient
@@ -125,7 +125,15 @@ class Gate:
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send)
+            direct = DIRECT.get((scope.get("method", ""), path))
+            if direct is None:
+                await self.app(scope, receive, send)
+                return
+            try:
+                response = await direct(Request(scope, receive))
+            except APIError as exc:
+                response = error_response(exc)
+            await response(scope, receive, send)
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()

@@ -138,6 +138,12 @@ async def create_embeddings(request: Request):
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
 
+# The hot path, dispatched by the gate straight to its function (client/app.py): the same code as
+# through FastAPI's router, without the router's per-request work (route matching, dependency solving,
+# its telemetry hooks), a fifth of the adapter's CPU time for a short query.
+DIRECT: dict[tuple[str, str], Any] = {("POST", "/v1/embeddings"): create_embeddings}
+
+
 @router.post("/v1/rerank", openapi_extra=_body_schema(RerankRequest))
 async def rerank_v1(request: Request):
     """Cohere v1 / Jina rerank: documents scored against the query, best first."""
