@@ -57,7 +57,8 @@ def measure(args: argparse.Namespace) -> list[tuple[int, runners.Result]]:
         for workers in (int(w) for w in args.workers.split(",") if w):
             port = free_port()
             log = args.workdir / "run" / f"adapter-{workers}.log"
-            flags = ("--log-level", "warning", "--workers", str(workers), "--max-in-flight", "1024")
+            flags = ("--log-level", "warning", "--max-in-flight", "1024")
+            flags += ("--workers", str(workers)) if workers > 1 else ()
             adapter = start_adapter(port, stack.grpc_url, log, *flags, admin_key=stack.triton.admin_key)
             try:
                 wait_http(f"http://127.0.0.1:{port}/health/ready", adapter, timeout=180)
@@ -87,11 +88,12 @@ def report_line(r: runners.Result, model: str) -> str:
     )
 
 
-def report(rows: list[tuple[int, runners.Result]], model: str) -> str:
+def report(rows: list[tuple[int, runners.Result]], model: str, workload: str) -> str:
     head = (
         f"{'adapter workers, concurrency':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  CPU ms per request by process"
     )
-    lines = [f"{model}, one 1–3 word query per request; {machine.describe()}", head, "-" * len(head)]
+    words = workload.split("-", 1)[1].replace("-", "–")
+    lines = [f"{model}, one {words} word text per request; {machine.describe()}", head, "-" * len(head)]
     lines += [report_line(r, model) for _, r in rows]
     one = {r.name.split(", ")[1]: r.items_per_s for w, r in rows if w == 1}
     for w, r in rows:

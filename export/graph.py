@@ -92,8 +92,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
 
 
 def torch_reference(graph: torch.nn.Module, *inputs: np.ndarray) -> np.ndarray:
+    """The graph's output on `inputs`, computed where its weights are (the CPU, or a GPU for `torch --gpu`)."""
+    device = next(graph.parameters()).device
     with torch.inference_mode():
-        return graph(*(torch.from_numpy(x) for x in inputs)).float().numpy()
+        return graph(*(torch.from_numpy(x).to(device) for x in inputs)).float().cpu().numpy()
 
 
 ONNX_TO_TRITON = {1: mc.TYPE_FP32, 7: mc.TYPE_INT64, 10: mc.TYPE_FP16, 16: mc.TYPE_BF16}

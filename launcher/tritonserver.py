@@ -24,7 +24,14 @@ from launcher.processes import die_with_parent
 from launcher.shm import SHM, remove_orphan_regions, stubs_of
 
 
+TRITONSERVER_DIR_ENV = "EMBED_TRITONSERVER_DIR"
+
+
 def pytriton_dir() -> Path:
+    """The wheel's `tritonserver` folder, or a copy of it with its `nvidia_pytriton.libs` two folders up
+    (`EMBED_TRITONSERVER_DIR`: the GPU run's bundle, bench/device/, where pytriton's Python side is absent)."""
+    if os.environ.get(TRITONSERVER_DIR_ENV):
+        return Path(os.environ[TRITONSERVER_DIR_ENV]).resolve()
     import pytriton
 
     return Path(pytriton.__file__).resolve().parent / "tritonserver"

