@@ -6,7 +6,7 @@ import functools
 import http.server
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +25,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The engine targets the e2e parity tests run on, each with the module's fixture serving it: the `local`
 # ONNX Runtime host, and the `torch` target's PyTorch graph (both on the CPU here).
 SERVED_TARGETS = {"local": "stack", "torch": "torch_stack"}
+
+
+def target_stack(serve: Callable[..., Iterator[Stack]], source: str, target: str):
+    """A module's stack fixture on `target`: `serve(<the fixture named source>, tmp_path_factory, target)`.
+    `stack = target_stack(serve, "checkpoint", "local")` and `torch_stack = … "torch")` in a module give
+    its `served` fixture both targets."""
+
+    @pytest.fixture(scope="module")
+    def fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        yield from serve(request.getfixturevalue(source), tmp_path_factory, target)
+
+    return fixture
+
+
+@pytest.fixture(params=list(SERVED_TARGETS))
+def served(request: pytest.FixtureRequest) -> Stack:
+    """The module's `stack`, then its `torch_stack`: the same parity is asked of both targets."""
+    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from PIL import Image
 from export.build import Progress, export
 from export.request import ExportRequest
 from tests import tiny
-from tests.conftest import SERVED_TARGETS
+from tests.conftest import target_stack
 
 pytestmark = pytest.mark.e2e
 TEXTS = ["a photo of a cat", "a dog", "Ünïcödé 中文 🚀 " * 4, "x"]
@@ -163,19 +163,8 @@ def serve(checkpoint, tmp_path_factory, target: str):
         yield s
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoint, tmp_path_factory):
-    yield from serve(checkpoint, tmp_path_factory, "local")
-
-
-@pytest.fixture(scope="module")
-def torch_stack(checkpoint, tmp_path_factory):
-    yield from serve(checkpoint, tmp_path_factory, "torch")
-
-
-@pytest.fixture(params=list(SERVED_TARGETS))
-def served(request):
-    return request.getfixturevalue(SERVED_TARGETS[request.param])
+stack = target_stack(serve, "checkpoint", "local")
+torch_stack = target_stack(serve, "checkpoint", "torch")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from export.checkpoint import plan
 from export.request import ExportRequest
 from runtime.text import encode, frame_all
 from tests import tiny
-from tests.conftest import SERVED_TARGETS
+from tests.conftest import target_stack
 
 pytestmark = pytest.mark.e2e
 MAX_LEN = 128
@@ -90,20 +90,8 @@ def serve(checkpoints: dict[str, Path], tmp_path_factory, target: str):
         yield s
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoints, tmp_path_factory):
-    yield from serve(checkpoints, tmp_path_factory, "local")
-
-
-@pytest.fixture(scope="module")
-def torch_stack(checkpoints, tmp_path_factory):
-    yield from serve(checkpoints, tmp_path_factory, "torch")
-
-
-@pytest.fixture(params=list(SERVED_TARGETS))
-def served(request):
-    """The local stack, then the same checkpoints on the `torch` target: the same parity is asked of both."""
-    return request.getfixturevalue(SERVED_TARGETS[request.param])
+stack = target_stack(serve, "checkpoints", "local")
+torch_stack = target_stack(serve, "checkpoints", "torch")
 
 
 def embed(stack, model: str, texts, **fields) -> httpx.Response:

@@ -13,7 +13,6 @@ import pytest
 from openai import OpenAI
 
 from launcher import default_model
-from tests.conftest import SERVED_TARGETS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,11 +77,6 @@ def torch_stack(tmp_path_factory):
     export(ExportRequest(checkpoint, repo, name, hf_id=default_model.HF_ID, target="torch"), Progress())
     with running_stack(repo, tmp_path_factory.mktemp("minilm-torch-stack")) as s:
         yield s
-
-
-@pytest.fixture(params=list(SERVED_TARGETS))
-def served(request):
-    return request.getfixturevalue(SERVED_TARGETS[request.param])
 
 
 @pytest.fixture(scope="module")

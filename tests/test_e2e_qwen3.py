@@ -11,7 +11,7 @@ import pytest
 from export.build import Progress, export
 from export.families.base import WEB_SEARCH_TASK
 from export.request import ExportRequest
-from tests.conftest import SERVED_TARGETS
+from tests.conftest import target_stack
 from tests.tiny import qwen3
 
 pytestmark = pytest.mark.e2e
@@ -47,19 +47,8 @@ def serve(checkpoint: Path, tmp_path_factory, target: str):
         yield s
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoint, tmp_path_factory):
-    yield from serve(checkpoint, tmp_path_factory, "local")
-
-
-@pytest.fixture(scope="module")
-def torch_stack(checkpoint, tmp_path_factory):
-    yield from serve(checkpoint, tmp_path_factory, "torch")
-
-
-@pytest.fixture(params=list(SERVED_TARGETS))
-def served(request):
-    return request.getfixturevalue(SERVED_TARGETS[request.param])
+stack = target_stack(serve, "checkpoint", "local")
+torch_stack = target_stack(serve, "checkpoint", "torch")
 
 
 def post(stack, path: str, **body) -> httpx.Response:

@@ -19,7 +19,7 @@ import pytest
 from export.build import Progress, export
 from export.families.qwen3_reranker import PROMPT
 from export.request import ExportRequest
-from tests.conftest import SERVED_TARGETS
+from tests.conftest import target_stack
 from tests.tiny.cross_encoder import bert_reranker, xlmr_reranker
 from tests.tiny.qwen3_reranker import qwen3_reranker
 
@@ -59,19 +59,8 @@ def serve(checkpoints: dict[str, Path], tmp_path_factory, target: str) -> Iterat
         yield s
 
 
-@pytest.fixture(scope="module")
-def stack(checkpoints, tmp_path_factory) -> Iterator:
-    yield from serve(checkpoints, tmp_path_factory, "local")
-
-
-@pytest.fixture(scope="module")
-def torch_stack(checkpoints, tmp_path_factory) -> Iterator:
-    yield from serve(checkpoints, tmp_path_factory, "torch")
-
-
-@pytest.fixture(params=list(SERVED_TARGETS))
-def served(request):
-    return request.getfixturevalue(SERVED_TARGETS[request.param])
+stack = target_stack(serve, "checkpoints", "local")
+torch_stack = target_stack(serve, "checkpoints", "torch")
 
 
 def reference(path: Path, query: str, documents: list[str]) -> tuple[np.ndarray, np.ndarray]:
