@@ -23,7 +23,6 @@ from pathlib import Path
 from launcher.processes import die_with_parent
 from launcher.shm import SHM, remove_orphan_regions, stubs_of
 
-
 TRITONSERVER_DIR_ENV = "EMBED_TRITONSERVER_DIR"
 
 
