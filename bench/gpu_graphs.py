@@ -216,7 +216,7 @@ def subjects() -> dict[str, Subject]:
 # ---- measuring -------------------------------------------------------------------------------
 
 
-def _seconds(fn: Callable[[], object], device: str, warmup: int, reps: int) -> float:
+def median_seconds(fn: Callable[[], object], device: str, warmup: int, reps: int) -> float:
     """Median wall time of `fn()` (CUDA events on a GPU)."""
     for _ in range(warmup):
         fn()
@@ -236,7 +236,7 @@ def _seconds(fn: Callable[[], object], device: str, warmup: int, reps: int) -> f
     return statistics.median(times)
 
 
-def _flops(graph: torch.nn.Module, feeds: Inputs) -> int:
+def count_flops(graph: torch.nn.Module, feeds: Inputs) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -275,7 +275,7 @@ def measure(subject: Subject, size: str, args: argparse.Namespace, peak: float |
             reference = tower.graph(**ragged).float()
         shape_feeds = [(shape, *tower.full(*shape, args.device)) for shape in tower.shapes]
         # Useful FLOPs: one row (or one image) counted, times the rows.
-        unit_flops = {shape: _flops(tower.graph, tower.full(1, shape[1], args.device)[0]) for shape in tower.shapes}
+        unit_flops = {s: count_flops(tower.graph, tower.full(1, s[1], args.device)[0]) for s in tower.shapes}
         for dtype in args.dtypes:
             graph = copy.deepcopy(tower.graph).to(getattr(torch, dtype))
             with torch.inference_mode():
@@ -288,7 +288,7 @@ def measure(subject: Subject, size: str, args: argparse.Namespace, peak: float |
                     with torch.inference_mode():
                         graph(**feeds)
 
-                seconds = _seconds(run, args.device, args.warmup, args.reps)
+                seconds = median_seconds(run, args.device, args.warmup, args.reps)
                 flops = unit_flops[shape] * shape[0]
                 row = {
                     "family": subject.name,
@@ -336,7 +336,7 @@ def _line(r: dict) -> str:
 def matmul_ceiling(device: str) -> float:
     """Measured bf16 TFLOP/s of one 8192³ product on random data: the card's practical ceiling."""
     a, b = (torch.randn((8192, 8192), device=device, dtype=torch.bfloat16) for _ in range(2))
-    seconds = _seconds(lambda: a @ b, device, 3, 10)
+    seconds = median_seconds(lambda: a @ b, device, 3, 10)
     return 2 * 8192**3 / seconds / 1e12
 
 

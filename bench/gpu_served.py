@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import traceback
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 
 from bench import machine, request_rate, runners
+from bench.mfu import mfu, peak_tflops
 from export.build import Progress, export
 from export.families import families
 from export.request import ExportRequest
@@ -80,7 +80,7 @@ def _merge(base: dict, real: dict) -> dict:
     return merged
 
 
-def real_shaped(key: str, folder: Path, device: str, sizes: str = "real", layers: int | None = None) -> Path:
+def real_shaped(key: str, folder: Path, device: str, sizes: str = "real") -> Path:
     """A checkpoint with a real architecture and random weights: the tiny checkpoint's tokenizer and
     processor files, its config grown to the family's declared real shapes, weights drawn on `device` in
     the family's GPU dtype (`sizes="tiny"`: the tiny checkpoint as it is, to test the run on a CPU)."""
@@ -97,10 +97,6 @@ def real_shaped(key: str, folder: Path, device: str, sizes: str = "real", layers
         return folder
     family, arch = next((f, a) for f in families() for a in f.architectures if a.name == module.REAL)
     config = _merge(json.loads((folder / "config.json").read_text()), arch.config)
-    if layers:
-        for part in (config, config.get("text_config") or {}):
-            if "num_hidden_layers" in part:
-                part["num_hidden_layers"] = layers
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for stale in folder.glob("*.safetensors"):
         stale.unlink()
@@ -162,48 +158,37 @@ def documents(vocab: int, n: int, length: int) -> list[list[int]]:
     return torch.randint(10, vocab, (n, length - 1), generator=gen).tolist()
 
 
-def in_process(checkpoint: Path, device: str, rows: int, length: int, reps: int) -> tuple[float, float]:
+def in_process(checkpoint: Path, device: str, vocab: int, rows: int, length: int, reps: int) -> tuple[float, float]:
     """(tokens/s, FLOPs per row) of the decoder's graph, eager, on full batches, as the host runs it."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from bench.gpu_graphs import count_flops, median_seconds
     from export.checkpoint import plan
     from export.torch_graphs import load_graphs
 
     p = plan(checkpoint)
     dtype = p.family.gpu_dtype if device == "cuda" else "float32"
     graph = load_graphs(checkpoint, p.family, p.graph_settings, p.attention, dtype, ("text",))["text"].to(device)
-    vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
     ids = torch.randint(10, vocab, (rows, length), generator=torch.Generator().manual_seed(1)).to(device)
-    mask = torch.ones_like(ids)
-    with torch.inference_mode():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            graph(ids[:1], mask[:1])
-        flops_per_row = counter.get_total_flops()
-        for _ in range(2):
-            graph(ids, mask)
-        times = []
-        for _ in range(reps):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            graph(ids, mask)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    del graph
+    feeds = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    flops_per_row = count_flops(graph, {name: x[:1] for name, x in feeds.items()})
+
+    def run(graph: torch.nn.Module = graph) -> None:
+        with torch.inference_mode():
+            graph(**feeds)
+
+    seconds = median_seconds(run, device, 2, reps)
+    del graph, run
     if device == "cuda":
         torch.cuda.empty_cache()
-    return rows * length / statistics.median(times), flops_per_row
+    return rows * length / seconds, flops_per_row
 
 
 def decoder(args: argparse.Namespace, peak: float | None) -> dict:
     checkpoint = real_shaped("e5", args.workdir / f"e5-mistral-7b-instruct-{args.sizes}", args.device, args.sizes)
     name = "e5-mistral-7b-instruct"
-    length = min(DOC_TOKENS, 512) if args.sizes == "real" else 64
-    tokens_per_s, flops_per_row = in_process(checkpoint, args.device, DOCS_PER_REQUEST, length, 10)
-    repo = exported(checkpoint, args.workdir / f"repo-e5-{args.sizes}", name, args.device)
+    length = DOC_TOKENS if args.sizes == "real" else 64
     vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
+    tokens_per_s, flops_per_row = in_process(checkpoint, args.device, vocab, DOCS_PER_REQUEST, length, 10)
+    repo = exported(checkpoint, args.workdir / f"repo-e5-{args.sizes}", name, args.device)
     docs = documents(vocab, args.requests * DOCS_PER_REQUEST, length)
     with running_stack(repo, args.workdir / "run-e5", "--log-level", "warning") as s:
         runners.served(s.adapter_url, name, docs[: DOCS_PER_REQUEST * 2], DOCS_PER_REQUEST, 2, "warm-up")
@@ -221,8 +206,8 @@ def decoder(args: argparse.Namespace, peak: float | None) -> dict:
         "flops_per_token": row_flops_per_token,
     }
     if peak:
-        result["in_process_mfu"] = tokens_per_s * row_flops_per_token / (peak * 1e12)
-        result["served_mfu"] = served.tokens_per_s * row_flops_per_token / (peak * 1e12)
+        result["in_process_mfu"] = mfu(tokens_per_s * row_flops_per_token, peak)
+        result["served_mfu"] = mfu(served.tokens_per_s * row_flops_per_token, peak)
     print(json.dumps(result, indent=2), flush=True)
     return result
 
@@ -336,8 +321,6 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     peak = None
     if args.device == "cuda":
-        from bench.mfu import peak_tflops
-
         peak = peak_tflops(args.peak_tflops)[0]
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -7,7 +7,7 @@ aiohttp; no network) lacks Triton and the adapter's packages. This writes `build
   Python backend, the stubs for Python 3.12 and for this interpreter, and the libraries it links
   (its bundled libpython 3.13 left out: the 3.12 stub links the machine's own);
 - `wheels/`: the adapter's packages for CPython 3.12 on manylinux, at the versions this venv pins,
-  and `wheels/requirements.txt` (`import-name distribution==version`), from which `run.sh` installs
+  and `wheels/requirements.txt` (`distribution==version`), from which `run.sh` installs
   only what the machine lacks at that version;
 - `minilm/`: all-MiniLM-L6-v2's tokenizer and configs. Its 87 MB of weights do not fit beside Triton
   in the 64 MiB a run carries; the run uses the machine's copy when its Hugging Face cache has one,
@@ -33,32 +33,32 @@ OUT = ROOT / "build" / "device"
 DEVICE_PYTHON = "3.12"
 LIMIT_MB = 60  # of the 64 MiB a run carries, the working tree's own files included
 
-# distribution → import name: the adapter's packages, and what they need that the machine may lack or
-# hold at another version (typing-extensions and anyio for pydantic and starlette, h11 for httpcore).
-PACKAGES = {
-    "fastapi": "fastapi",
-    "starlette": "starlette",
-    "pydantic": "pydantic",
-    "pydantic-core": "pydantic_core",
-    "pydantic-settings": "pydantic_settings",
-    "python-dotenv": "dotenv",
-    "typing-inspection": "typing_inspection",
-    "annotated-types": "annotated_types",
-    "annotated-doc": "annotated_doc",
-    "typing-extensions": "typing_extensions",
-    "anyio": "anyio",
-    "opentelemetry-api": "opentelemetry",
-    "uvicorn": "uvicorn",
-    "httptools": "httptools",
-    "h11": "h11",
-    "httpcore": "httpcore",
-    "httpx": "httpx",
-    "orjson": "orjson",
-    "tritonclient": "tritonclient",
-    "python-rapidjson": "rapidjson",
-    "prometheus-client": "prometheus_client",
-    "rich": "rich",
-}
+# The adapter's packages, and what they need that the machine may lack or hold at another version
+# (typing-extensions and anyio for pydantic and starlette, h11 for httpcore).
+PACKAGES = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "pydantic-settings",
+    "python-dotenv",
+    "typing-inspection",
+    "annotated-types",
+    "annotated-doc",
+    "typing-extensions",
+    "anyio",
+    "opentelemetry-api",
+    "uvicorn",
+    "httptools",
+    "h11",
+    "httpcore",
+    "httpx",
+    "orjson",
+    "tritonclient",
+    "python-rapidjson",
+    "prometheus-client",
+    "rich",
+)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64")
 
 
@@ -93,16 +93,15 @@ def wheels(out: Path, download: bool = True) -> Path:
     folder = out / "wheels"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    pins = {name: importlib.metadata.version(name) for name in PACKAGES}
-    lines = [f"{module} {name}=={pins[name]}" for name, module in PACKAGES.items()]
-    (folder / "requirements.txt").write_text("\n".join(lines) + "\n")
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in PACKAGES]
+    (folder / "requirements.txt").write_text("\n".join(pins) + "\n")
     if not download:
         return folder
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
     command += ["--python-version", DEVICE_PYTHON, "--implementation", "cp", "-d", str(folder)]
     for platform in PLATFORMS:
         command += ["--platform", platform]
-    subprocess.run([*command, *(f"{n}=={v}" for n, v in pins.items())], check=True)
+    subprocess.run([*command, *pins], check=True)
     return folder
 
 

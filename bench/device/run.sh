@@ -26,8 +26,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 # 1. The adapter's packages this interpreter lacks at the pinned version, from the carried wheels.
 missing=$($PY - "$BUNDLE/wheels/requirements.txt" <<'PYEOF'
 import importlib.metadata, sys
-for line in open(sys.argv[1]):
-    module, pin = line.split()
+for pin in open(sys.argv[1]).read().split():
     name, version = pin.split("==")
     try:
         if importlib.metadata.version(name) == version:
@@ -47,7 +46,6 @@ export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" EMBED_DEVICE_BUNDLE="
 
 # 2. tritonserver, with its libraries where its RPATH looks.
 if [ ! -x "$TRITON/pytriton/tritonserver/bin/tritonserver" ]; then
-    mkdir -p "$TRITON"
     tar -xJf "$BUNDLE/triton.tar.xz" -C "$TRITON"
 fi
 export EMBED_TRITONSERVER_DIR="$TRITON/pytriton/tritonserver"
@@ -67,5 +65,4 @@ usage=$("$EMBED_TRITONSERVER_DIR/bin/tritonserver" --help 2>&1 || true)
 
 # 3. Measure.
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-set -o pipefail
 $PY -m bench.gpu_served --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/run.log"
