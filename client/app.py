@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from client import request_id
 from client.bodies import BodyParser, Held, MemoryBudget
 from client.errors import APIError, body_too_large, internal, invalid_fields
+from client.hosts import HostNames
 from client.images import ImageLoader
 from client.metrics import Metrics
 from client.registry import ModelRegistry
@@ -36,7 +37,8 @@ class ClientGone(Exception):
 
 
 class Gate:
-    """API key, media type, the body and the in-flight bound, before any work; health and metrics stay open.
+    """Host name, API key, media type, the body and the in-flight bound, before any work; health and
+    metrics need no key.
 
     The body is read here, to its cap and no further, within `body_timeout_s` and against the memory
     budget; only then does the request take one of the `max_in_flight` slots, so a client trickling its
@@ -52,6 +54,7 @@ class Gate:
         self.budget = budget
         self.in_flight = 0
         self.key = f"Bearer {settings.api_key}".encode() if settings.api_key is not None else None
+        self.hosts = HostNames.of(settings)
 
     def unauthorised(self, headers: Headers) -> JSONResponse | None:
         if self.key is None or secrets.compare_digest(headers.get("authorization", "").encode(), self.key):
@@ -106,6 +109,18 @@ class Gate:
 
     async def _gated(self, scope: Scope, receive: Receive, send: Send, held: Held) -> None:
         path = scope.get("path", "")
+        host = Headers(scope=scope).get("host")
+        if not self.hosts.allows(host):
+            log.warning("refused a request for Host %.100r (allowed: %s)", host, self.hosts)
+            error = APIError(
+                400,
+                "this server does not answer to that Host name; add it to EMBED_ALLOWED_HOSTS",
+                "invalid_request_error",
+                None,
+                "invalid_host",
+            )
+            await error_response(error, {"Connection": "close"})(scope, receive, send)
+            return
         if path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -140,7 +155,7 @@ class Gate:
 
     async def read_body(self, headers: Headers, receive: Receive, held: Held) -> bytes:
         """The whole body, or an APIError: 415 not JSON, 413 over the cap (a declared length before any
-        byte is read), 408 past the deadline, 503 over the memory budget."""
+        byte is read), 408 past the deadline, 503 over the memory budget (bytes held as they arrive)."""
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != "application/json":
             raise APIError(
@@ -158,11 +173,8 @@ class Gate:
             oversized = body_too_large(declared, cap)
             if oversized is not None:
                 raise oversized
-            held.take(declared)
         try:
-            return await asyncio.wait_for(
-                self._receive_body(receive, cap, held, declared is None), self.settings.body_timeout_s
-            )
+            return await asyncio.wait_for(self._receive_body(receive, cap, held), self.settings.body_timeout_s)
         except TimeoutError:
             raise APIError(
                 408,
@@ -173,7 +185,9 @@ class Gate:
             ) from None
 
     @staticmethod
-    async def _receive_body(receive: Receive, cap: int, held: Held, account: bool) -> bytes:
+    async def _receive_body(receive: Receive, cap: int, held: Held) -> bytes:
+        """The body's bytes, each held against the memory budget as it arrives: a declared length
+        reserves nothing, so idle connections that declare 2 MiB and send nothing hold no budget."""
         body = bytearray()
         try:
             while True:
@@ -184,8 +198,7 @@ class Gate:
                 oversized = body_too_large(len(body) + len(chunk), cap)
                 if oversized is not None:
                     raise oversized
-                if account:
-                    held.take(len(chunk))
+                held.take(len(chunk))
                 body += chunk
                 if not message.get("more_body", False):
                     return bytes(body)
@@ -217,7 +230,7 @@ def create_app(settings: Settings, triton: TritonClient | None = None, workers: 
         client = triton or TritonClient(
             settings.triton_url, settings.triton_timeout_s, settings.connect_timeout_s, settings.triton_admin_key
         )
-        registry = ModelRegistry(client, settings.model_refresh_s)
+        registry = ModelRegistry(client, settings.model_refresh_s, settings.model_refresh_min_s)
         images = ImageLoader(settings, budget)
         app.state.service = EmbeddingService(
             settings, client, registry, images, lambda model, rows: metrics.call_rows.labels(model).observe(rows)

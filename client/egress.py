@@ -24,6 +24,13 @@ URL_MODES: tuple[str, ...] = ("off", "allowlist", "public")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses (::a.b.c.d)
+# Ranges Python's `is_global` calls global that no public image host uses: site-local (deprecated,
+# routed like private space where still configured), IPv4-mapped and IPv4-translated addresses.
+_NEVER_PUBLIC = (
+    ipaddress.IPv6Network("fec0::/10"),
+    ipaddress.IPv6Network("::ffff:0:0/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -42,6 +49,8 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
 def is_public(address: Address) -> bool:
     """A global unicast address; an IPv6 address that embeds an IPv4 one is judged by that one."""
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in net for net in _NEVER_PUBLIC):
+            return False
         inner = embedded_ipv4(address)
         if inner is not None:
             return is_public(inner)

@@ -72,8 +72,16 @@ class ImageLoader:
             async with per_request:
                 return await self.load(source, index, held)
 
+        deadline = self.settings.image_request_timeout_s
         try:
-            yield await all_or_cancel(*(one(s, i) for s, i in zip(sources, positions, strict=True)))
+            fetches = all_or_cancel(*(one(s, i) for s, i in zip(sources, positions, strict=True)))
+            try:
+                images = await asyncio.wait_for(fetches, deadline)  # queueing for a fetch slot included
+            except TimeoutError:
+                raise bad_request(
+                    f"input: the request's images were not all fetched within {deadline:g} s", "input"
+                ) from None
+            yield images
         finally:
             held.release()
 
@@ -102,7 +110,7 @@ class ImageLoader:
             raise bad_request(f"{where}: unsupported URL scheme {scheme!r} (use http, https or data)", "input")
         local = self._local(source)
         if local is not None:
-            return self._inline(local.read_bytes(), where, held)
+            return await self._read_local(local, where, held)
         return self._inline(self._b64(source, where), where, held)
 
     async def _fetch_url(self, source: str, where: str, held: Held) -> bytes:
@@ -112,14 +120,16 @@ class ImageLoader:
             url = httpx.URL(source)
         except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
             raise bad_request(f"{where} is not a valid URL", "input") from exc
+        if not valid_port(url):
+            raise bad_request(f"{where} is not a valid URL (its port is outside 1-65535)", "input")
         try:
             async with self.fetching:
                 return await asyncio.wait_for(self._fetch(url, where, held), self.settings.image_timeout_s)
         except APIError:
             raise
-        except Refused as exc:
+        except Refused as exc:  # the same words as a failed fetch: a refusal must not say what a name resolves to
             self._log(where, source, f"refused: {exc}")
-            raise bad_request(f"{where}: the image URL was refused by this server's URL policy", "input") from exc
+            raise bad_request(f"{where}: the image could not be fetched", "input") from exc
         except (
             TimeoutError,
             Unfetchable,
@@ -143,8 +153,8 @@ class ImageLoader:
     async def _fetch(self, url: httpx.URL, where: str, held: Held) -> bytes:
         cap = self.settings.image_max_bytes
         for _ in range(self.settings.image_max_redirects + 1):
-            if url.scheme not in ("http", "https") or not url.raw_host:
-                raise Unfetchable(f"redirected to a non-http(s) URL {str(url)[:200]!r}")
+            if url.scheme not in ("http", "https") or not url.raw_host or not valid_port(url):
+                raise Unfetchable(f"redirected to a non-http(s) URL or a bad port {str(url)[:200]!r}")
             target = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
             timeout = self.settings.image_timeout_s
             extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
@@ -198,6 +208,24 @@ class ImageLoader:
         self._hold(held, len(data), where)
         return data
 
+    async def _read_local(self, path: Path, where: str, held: Held) -> bytes:
+        """A local file's bytes: its size checked first, at most the cap read, off the event loop, and
+        held against the budget before it is read."""
+        cap = self.settings.image_max_bytes
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise bad_request(f"{where}: the image could not be read", "input") from exc
+        if size > cap:
+            raise image_too_large(where, cap)
+        if not size:
+            raise bad_request(f"{where} is empty", "input")
+        self._hold(held, size, where)
+        data = await asyncio.to_thread(_read_at_most, path, size)
+        if not data:
+            raise bad_request(f"{where} is empty", "input")
+        return data
+
     def _b64(self, payload: str, where: str) -> bytes:
         try:
             return base64.b64decode(payload.strip(), validate=True)
@@ -220,8 +248,17 @@ class ImageLoader:
         return None
 
 
+def valid_port(url: httpx.URL) -> bool:
+    return url.port is None or 0 < url.port <= 65535
+
+
 def image_too_large(where: str, cap: int) -> APIError:
     return bad_request(f"{where} is larger than {cap} bytes", "input")
+
+
+def _read_at_most(path: Path, size: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(size)  # a file that grew since its stat is cut there: never more than was held
 
 
 def _root_cause(exc: BaseException) -> str:

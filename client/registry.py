@@ -12,17 +12,22 @@ from client.triton import ServedModel, TritonClient
 class ModelRegistry:
     """Resolves request model names (ids, Hugging Face ids, aliases) to ensembles."""
 
-    def __init__(self, triton: TritonClient, refresh_s: float) -> None:
+    def __init__(self, triton: TritonClient, refresh_s: float, min_refresh_s: float = 1.0) -> None:
         self.triton = triton
         self.refresh_s = refresh_s
+        self.min_refresh_s = min_refresh_s  # unknown names refresh at most this often, for all requests
         self._models: list[ServedModel] = []
         self._by_name: dict[str, ServedModel] = {}
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
         self._seen: set[str] = set()  # every name ever served: one missing now is reloading, not unknown
 
-    async def refresh(self) -> list[ServedModel]:
+    async def refresh(self, max_age: float = 0.0) -> list[ServedModel]:
+        """Re-read the served models from Triton, one refresh at a time; callers that waited for one in
+        flight share its result when it is at most `max_age` seconds old."""
         async with self._lock:
+            if time.monotonic() - self._loaded_at <= max_age:
+                return self._models
             models = await self.triton.models()
             self._models = models
             self._by_name = {name: m for m in models for name in m.names}
@@ -31,8 +36,9 @@ class ModelRegistry:
             return models
 
     async def models(self) -> list[ServedModel]:
-        if time.monotonic() - self._loaded_at > self.refresh_s or not self._models:
-            await self.refresh()
+        max_age = self.refresh_s if self._models else self.min_refresh_s  # none yet: look again soon
+        if time.monotonic() - self._loaded_at > max_age:
+            await self.refresh(max_age)
         return self._models
 
     def known(self, name: object) -> str | None:
@@ -59,8 +65,8 @@ class ModelRegistry:
         return model
 
     async def _named(self, name: str, models: list[ServedModel]) -> ServedModel:
-        if name not in self._by_name:
-            models = await self.refresh()
+        if name not in self._by_name:  # a new model, or an unknown name: at most one refresh a second for all
+            models = await self.refresh(self.min_refresh_s)
         if name not in self._by_name:
             if name in self._seen:
                 raise not_ready(f"model {name!r} is not ready in Triton (it may be reloading); retry shortly")

@@ -64,6 +64,14 @@ async def rank(
         raise too_large(
             f"documents has {len(documents)} items; the maximum is {settings.max_documents_per_request}", "documents"
         )
+    repeated = len(query.encode("utf-8")) * len(documents)
+    if repeated > settings.max_query_document_bytes:
+        raise too_large(
+            f"the query ({repeated // len(documents)} bytes) beside each of {len(documents)} documents makes "
+            f"{repeated} bytes of pairs; the maximum is {settings.max_query_document_bytes} (shorten the query "
+            "or send fewer documents)",
+            "query",
+        )
     for i, document in enumerate(documents):
         if not document.strip():  # an empty one is no pair to the reference tokenizer
             raise bad_request(f"documents[{i}] cannot be empty or whitespace only", "documents")

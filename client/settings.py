@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(60.0, description="deadline of one Triton inference call")
     connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
     model_refresh_s: float = Field(10.0, description="how often the list of served models is re-read from Triton")
+    model_refresh_min_s: float = Field(
+        1.0,
+        ge=0,
+        description="the shortest time between two re-reads that requests naming an unknown model cause "
+        "(one at a time, shared by every request waiting for it)",
+    )
     max_items_per_request: int = Field(2048, ge=1, description="most inputs in one request (413 beyond)")
     max_body_bytes: int = Field(
         2 * 1024 * 1024,
@@ -67,10 +73,19 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(
         8192, ge=1, description="longest rerank `query` (413 beyond): it travels beside every document"
     )
+    max_query_document_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="a rerank query's UTF-8 bytes times its number of documents (413 beyond): every pair "
+        "repeats the query, so this bounds what a request costs the tokenizer and the model beyond its body",
+    )
     default_truncate: Truncate | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )
     image_timeout_s: float = Field(10.0, description="deadline to fetch one image URL")
+    image_request_timeout_s: float = Field(
+        15.0, gt=0, description="deadline for all of one request's images, waits for a fetch slot included (400 beyond)"
+    )
     image_max_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest image accepted, encoded")
     image_max_per_request: int = Field(64, ge=1, description="most image items in one request (413 beyond)")
     image_max_total_bytes: int = Field(
@@ -101,6 +116,11 @@ class Settings(BaseSettings):
         None,
         description="the address clients reach the API on, when it is not `host` (a container's published "
         "port): the key rule judges this one",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers to besides localhost, any IP address, host and "
+        "published_address (400 otherwise: DNS rebinding); `.example.com` allows its subdomains, `*` any name",
     )
     api_docs: bool = Field(True, description="serve /docs and /openapi.json (behind the API key when one is set)")
     max_in_flight: int = Field(256, ge=1, description="requests processed at once; more are refused with 429")
@@ -144,7 +164,7 @@ class Settings(BaseSettings):
             "EMBED_ALLOW_UNAUTHENTICATED=true if that is what you want"
         )
 
-    @field_validator("image_allowed_hosts", mode="before")
+    @field_validator("image_allowed_hosts", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """`EMBED_IMAGE_ALLOWED_HOSTS=a,b` and `--image-allowed-hosts a,b` alike."""

@@ -19,7 +19,18 @@ from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
 from launcher.tritonserver import GRPC_ADMIN_HEADER
-from runtime.contract import EMBEDDING, QUERY, SCORE, TEXT, TOKEN_COUNT, ContractError, EnsembleCard, parameters
+from runtime.contract import (
+    EMBEDDING,
+    QUERY,
+    REPEATED_ROWS,
+    SCORE,
+    TEXT,
+    TOKEN_COUNT,
+    ContractError,
+    EnsembleCard,
+    collapse_repeats,
+    parameters,
+)
 
 log = logging.getLogger("client.triton")
 
@@ -106,6 +117,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.lb_policy_name", "round_robin"),
+    # Never through a proxy named in the environment (http_proxy, grpc_proxy): the calls carry Triton's
+    # admin key, and Triton is the stack's own.
+    ("grpc.enable_http_proxy", 0),
 ]
 
 
@@ -132,6 +146,22 @@ def address_target(addresses: list[str], port: int) -> str:
     if all(":" not in a for a in addresses):
         return "ipv4:" + ",".join(f"{a}:{port}" for a in addresses)
     return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses)
+
+
+def request_inputs(rows: dict[str, list], options: dict[str, str]) -> list[grpcclient.InferInput]:
+    """One call's BYTES inputs: `rows` per row, `options` per request. A per-request control is read from
+    the first row (runtime/contract.py) and the others travel empty, so an instruction is not copied once
+    per row; a repeated row input (a rerank query) travels once per run of equal rows."""
+    inputs = []
+    n = len(next(iter(rows.values())))
+    controls = ((k, [v] + [b""] * (n - 1)) for k, v in options.items())
+    for input_name, column in (*rows.items(), *controls):
+        if input_name in REPEATED_ROWS:
+            column = collapse_repeats(column)
+        data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
+        inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
+        inputs[-1].set_data_from_numpy(data)
+    return inputs
 
 
 class TritonClient:
@@ -270,15 +300,7 @@ class TritonClient:
         Raises Triton's own error (after the one retry of a call lost with its replica), untranslated:
         the coalescer reads which row an INVALID_ARGUMENT names.
         """
-        inputs = []
-        n = len(next(iter(rows.values())))
-        # A per-request control is read from the first row (runtime/contract.py): the others travel
-        # empty, so an instruction is not copied once per row.
-        controls = ((k, [v] + [b""] * (n - 1)) for k, v in options.items())
-        for input_name, column in (*rows.items(), *controls):
-            data = np.array([[v if isinstance(v, bytes) else v.encode("utf-8")] for v in column], dtype=np.object_)
-            inputs.append(grpcclient.InferInput(input_name, list(data.shape), "BYTES"))
-            inputs[-1].set_data_from_numpy(data)
+        inputs = request_inputs(rows, options)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
         deadline = {"client_timeout": self.timeout_s, "timeout": int(self.timeout_s * 1_000_000)}
         try:

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from launcher.direct import DIRECT
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -94,7 +96,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with DIRECT.open(url, timeout=5) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from launcher.direct import DIRECT
 from launcher.shm import SHM, Stub, remove_orphan_regions, stubs_of
 from launcher.tritonserver import ADMIN_HEADER, TritonServer
 
@@ -110,12 +111,12 @@ class Supervisor:
 
     def _post(self, url: str, timeout: float = 30.0) -> None:
         try:
-            with urllib.request.urlopen(self._request(url), timeout=timeout):
+            with DIRECT.open(self._request(url), timeout=timeout):
                 pass
         except urllib.error.HTTPError as exc:
             log.warning("%s answered %d: %s", url, exc.code, exc.read()[:300])
 
     def _state(self, base: str, model: str) -> str:
-        with urllib.request.urlopen(self._request(f"{base}/index"), timeout=10) as r:
+        with DIRECT.open(self._request(f"{base}/index"), timeout=10) as r:
             index = json.loads(r.read())
         return next((m.get("state", "") for m in index if m["name"] == model), "")

@@ -34,6 +34,25 @@ MAX_DOC_TOKENS = "MAX_DOC_TOKENS"  # a reranker's per-request control: each docu
 TEXT_CONTROLS: tuple[str, ...] = (TRUNCATE, INPUT_TYPE, INSTRUCTION, TOKEN_IDS)  # TOKEN_IDS: instead of TEXT
 FUSED_IMAGE_CONTROLS: tuple[str, ...] = (TEXT, INPUT_TYPE, INSTRUCTION)  # each image item's text, and the prompt's
 RERANK_CONTROLS: tuple[str, ...] = (TRUNCATE, MAX_DOC_TOKENS)
+# Row inputs whose value repeats down a call (a request's query beside each of its documents): a row
+# equal to the one above it travels empty, so a query crosses gRPC once per call, not once per document.
+REPEATED_ROWS: tuple[str, ...] = (QUERY,)
+
+
+def collapse_repeats(column: list) -> list:
+    """`[q, q, q, r]` → `[q, "", "", r]`: each value equal to the row above it sent empty."""
+    return [v if j == 0 or v != column[j - 1] else "" for j, v in enumerate(column)]
+
+
+def expand_repeats(column: list[str], name: str) -> list[str]:
+    """The inverse of `collapse_repeats`; the first row must carry a value (ValueError otherwise)."""
+    if column and not column[0]:
+        raise ValueError(f"the first row's {name} is empty (an empty row repeats the row above it)")
+    out: list[str] = []
+    for value in column:
+        out.append(value or out[-1])
+    return out
+
 
 Task = Literal["embed", "rerank"]
 TASKS: tuple[str, ...] = typing.get_args(Task)

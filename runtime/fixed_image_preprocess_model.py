@@ -22,7 +22,7 @@ class TritonPythonModel:
             raise InputError("the request holds no image")
         pixels = np.empty((len(blobs), 3, self.spec.crop_height, self.spec.crop_width), dtype=np.float32)
         for i, blob in enumerate(blobs):  # one decoded image alive at a time, not a whole call's
-            pixels[i] = clip_pixels(decode_image(bytes(blob), self.params.max_decoded_pixels, i), self.spec)
+            pixels[i] = clip_pixels(decode_image(bytes(blob), self.params.max_decoded_pixels, i), self.spec, i)
         return pixels
 
     def execute(self, requests):

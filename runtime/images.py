@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image
 
 from runtime.contract import FixedImageParams
+from runtime.decode_work import check_decode_work
 from runtime.errors import InputError
+from runtime.resample import resized_window
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,22 @@ class ClipImageSpec:
         )
 
 
+MAX_ENLARGED_RATIO = 16  # long ÷ short side of an image enlarged by a filter other than bicubic
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")  # what clients send; Pillow's other plugins are not opened
 
 
 def decode_image(data: bytes, max_pixels: int, index: int = 0) -> Image.Image:
     """Encoded bytes → RGB image; refuses empty data, other formats and more than `max_pixels` pixels.
 
-    The size is read from the header before any pixel is decoded. A JPEG above the cap is decoded at
+    The decode work is bounded first (`runtime/decode_work.py`: JPEG scans, PNG chunks), then the size
+    is read from the header before any pixel is decoded. A JPEG above the cap is decoded at
     a reduced scale (1/2, 1/4 or 1/8, Pillow's draft) when that brings it under the cap, since it would
     be refused otherwise; any other image above the cap is refused. Any failure of any decoder is this
     item's own error: a crafted file must not fail the other requests of a batch.
     """
     if not data:
         raise InputError(f"input[{index}]: the image is empty")
+    check_decode_work(data, max_pixels, index)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,12 +90,34 @@ def _draft_under(image: Image.Image, max_pixels: int) -> None:
             return
 
 
-def _resize_shortest_edge(image: Image.Image, size: int, resample: int) -> Image.Image:
-    width, height = image.size
+def shortest_edge_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """Hugging Face's `get_resize_output_image_size(..., default_to_square=False)`: the short side
+    becomes `size`, the long one keeps the aspect ratio (truncated)."""
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    return image.resize((new_w, new_h), resample=resample)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def resized_crop(image: Image.Image, spec: ClipImageSpec, index: int = 0) -> np.ndarray:
+    """`[H, W, 3]` uint8: the part of the shortest-edge resize that the centre crop keeps, exactly.
+
+    A resize that shrinks (or keeps) both sides costs no more than the decode and runs in Pillow. One
+    that enlarges grows with the aspect ratio (a 65,536×1 image would become 14.7 M × 224 pixels), so only
+    the crop's window of it is computed (`runtime/resample.py`, bicubic; other filters are refused
+    beyond an aspect ratio of `MAX_ENLARGED_RATIO`).
+    """
+    width, height = image.size
+    new_w, new_h = shortest_edge_size(width, height, spec.shortest_edge)
+    left, top = max(0, (new_w - spec.crop_width) // 2), max(0, (new_h - spec.crop_height) // 2)
+    box = (left, top, min(new_w, left + spec.crop_width), min(new_h, top + spec.crop_height))
+    if min(width, height) >= spec.shortest_edge:
+        resized = np.asarray(image.resize((new_w, new_h), resample=spec.resample))
+        return resized[box[1] : box[3], box[0] : box[2]]
+    if spec.resample == Image.Resampling.BICUBIC:
+        return resized_window(np.asarray(image), (new_w, new_h), box)
+    if max(width, height) > MAX_ENLARGED_RATIO * min(width, height):
+        raise InputError(f"input[{index}]: the image's aspect ratio exceeds {MAX_ENLARGED_RATIO}")
+    return np.asarray(image.resize((new_w, new_h), resample=spec.resample))[box[1] : box[3], box[0] : box[2]]
 
 
 def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -105,10 +132,9 @@ def _center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return array[:, top : top + height, left : left + width]
 
 
-def clip_pixels(image: Image.Image, spec: ClipImageSpec) -> np.ndarray:
+def clip_pixels(image: Image.Image, spec: ClipImageSpec, index: int = 0) -> np.ndarray:
     """RGB image → normalised `pixel_values [3, crop_height, crop_width]` float32."""
-    resized = np.asarray(_resize_shortest_edge(image, spec.shortest_edge, spec.resample)).transpose(2, 0, 1)
-    cropped = _center_crop(resized, spec.crop_height, spec.crop_width)
+    cropped = _center_crop(resized_crop(image, spec, index).transpose(2, 0, 1), spec.crop_height, spec.crop_width)
     scaled = (cropped.astype(np.float64) * (1 / 255)).astype(np.float32)
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]

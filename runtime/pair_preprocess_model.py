@@ -11,6 +11,7 @@ from runtime.contract import (
     TOKEN_COUNT,
     TRUNCATE,
     PairParams,
+    expand_repeats,
     model_config,
     parameters,
     version_dir,
@@ -45,7 +46,10 @@ class TritonPythonModel:
 
     def _response(self, request):
         documents = strings(request, TEXT) or []
-        queries = strings(request, QUERY) or []
+        try:
+            queries = expand_repeats(strings(request, QUERY) or [], "query")
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
         if len(queries) != len(documents):
             raise InputError(f"{len(documents)} documents came with {len(queries)} queries")
         truncate = strings(request, TRUNCATE)

@@ -88,6 +88,7 @@ def encode_pairs(
     unique = list(dict.fromkeys(queries))  # a request's query sits beside each of its documents: tokenised once
     encoded = dict(zip(unique, encode_bounded(tok, unique, modes[: len(unique)], room), strict=True))
     qs, ds = [encoded[q] for q in queries], encode_bounded(tok, documents, modes, room)
+    whole: dict[str, list[int]] = {}  # a query's every token, for the rows whose cut it decides
     out = []
     for i, (q, d) in enumerate(zip(qs, ds, strict=True)):
         if max_doc_tokens is not None and len(d) > max_doc_tokens:
@@ -102,7 +103,9 @@ def encode_pairs(
                     "(allow truncation to cut it)"
                 )
             if not _settled(q, d, room):  # both long and an odd room: which is longer decides the odd token
-                q = encode(tok, [queries[i]])[0]  # queries are short (the adapter caps them)
+                if queries[i] not in whole:  # queries are short (the adapter caps them): once per query
+                    whole[queries[i]] = encode(tok, [queries[i]])[0]
+                q = whole[queries[i]]
                 d = encode_bounded(tok, [documents[i]], modes[:1], max(room, len(q)))[0]
             k1, k2 = kept_lengths(len(q), len(d), room)
             q, d = (q[:k1], d[:k2]) if truncate == "END" else (q[len(q) - k1 :], d[len(d) - k2 :])

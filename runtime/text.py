@@ -154,6 +154,7 @@ class Partial(list):
 
 
 CUT_CHARS_PER_TOKEN = 12  # a cut keeps this many characters per token of room (English: 4-5 per token)
+SPARSE_CHARS_PER_TOKEN = 32  # the second, last cut: beyond it a text is cut by characters
 CUT_MARGIN_CHARS = 256  # tokens this close to a cut are dropped: the cut may have split their word
 
 
@@ -162,24 +163,35 @@ def cut_length(room: int) -> int:
     return CUT_CHARS_PER_TOKEN * room + 2 * CUT_MARGIN_CHARS
 
 
+def sparse_limit(room: int) -> int:
+    """The most characters of a text ever tokenised for `room` tokens: a text longer than this whose
+    first (END) or last (START) this many characters hold no more than `room` tokens is cut there."""
+    return SPARSE_CHARS_PER_TOKEN * room + 2 * CUT_MARGIN_CHARS
+
+
 def encode_bounded(tok: Tokenizer, texts: list[str], truncates: list[str], room: int) -> list[list[int]]:
-    """`encode`, with the work of a long text bounded by what truncation keeps of it.
+    """`encode`, with the work of a long text bounded by what truncation keeps of it: O(room), never
+    O(text).
 
     A text longer than `cut_length(room)` characters is first tokenised as a cut: its start for END
     (and NONE), its end for START. The cut's tokens away from the cut (by `CUT_MARGIN_CHARS`) are the
     text's own; when they are more than `room`, they decide the result exactly as the whole text
     would: END keeps the first `room + 1` of them (still over the room, so framing truncates or, for
-    NONE, refuses), START the last `room + 1`. Otherwise (a text of long tokens, or mostly whitespace)
-    the whole text is tokenised. A 1 MiB text no longer costs the preprocessor its full tokenisation.
+    NONE, refuses), START the last `room + 1`. A cut that holds fewer tokens (long words, whitespace)
+    grows once, to `sparse_limit(room)` characters; a text that is longer still and as sparse is cut
+    by characters there (its tokens are those of the cut) or, with NONE, refused. A 2 MiB text of
+    spaces costs the tokenisation of 16 KiB, not of 2 MiB.
     """
-    limit = cut_length(room)
     out: list[list[int] | None] = [None] * len(texts)
-    cuts = [
-        (i, t[:limit] if m != "START" else t[-limit:], m)
-        for i, (t, m) in enumerate(zip(texts, truncates, strict=True))
-        if len(t) > limit
-    ]
-    if cuts:
+    final = sparse_limit(room)
+    for limit in (cut_length(room), final):
+        cuts = [
+            (i, t[:limit] if m != "START" else t[-limit:], m)
+            for i, (t, m) in enumerate(zip(texts, truncates, strict=True))
+            if out[i] is None and len(t) > limit
+        ]
+        if not cuts:
+            break
         for (i, cut, mode), enc in zip(
             cuts, tok.encode_batch([c for _, c, _ in cuts], add_special_tokens=False), strict=True
         ):
@@ -190,6 +202,14 @@ def encode_bounded(tok: Tokenizer, texts: list[str], truncates: list[str], room:
                 edge = len(cut) - CUT_MARGIN_CHARS
                 kept = [t for t, (_, end) in zip(enc.ids, enc.offsets, strict=True) if end <= edge]
                 out[i] = Partial(kept[: room + 1]) if len(kept) > room else None
+            if out[i] is None and limit == final:
+                if mode == "NONE":
+                    raise InputError(
+                        f"input[{i}] has {len(texts[i])} characters and only {len(kept)} tokens in its first "
+                        f"{final}; a text that sparse may have at most {final} characters (set truncate to "
+                        "START or END to cut it)"
+                    )
+                out[i] = kept
     whole = [i for i, ids in enumerate(out) if ids is None]
     for i, ids in zip(whole, encode(tok, [texts[i] for i in whole]), strict=True):
         out[i] = ids

@@ -20,6 +20,9 @@ from launcher.stack import Stack, running_stack
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Starlette's TestClient sends `Host: testserver`; the adapter answers only to names it is known by
+# (client/hosts.py), and tests of that set the list themselves.
+os.environ.setdefault("EMBED_ALLOWED_HOSTS", "testserver")
 
 
 # The engine targets the e2e parity tests run on, each with the module's fixture serving it: the `local`

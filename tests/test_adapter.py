@@ -264,7 +264,7 @@ def test_a_refused_input_is_never_retried() -> None:
 
 def test_a_model_missing_while_it_reloads_is_503_not_404() -> None:
     fake = FakeTriton([MODEL])
-    with TestClient(create_app(Settings(model_refresh_s=0), triton=fake)) as c:
+    with TestClient(create_app(Settings(model_refresh_s=0, model_refresh_min_s=0), triton=fake)) as c:
         assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 200
         fake._models = []  # the ensemble is unloaded while its stub's model reloads
         for body in ({"input": "x"}, {"input": "x", "model": "alias"}):

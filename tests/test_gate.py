@@ -92,7 +92,7 @@ def test_slow_bodies_hold_connections_not_slots() -> None:
         trickles = []
         for _ in range(4):
             conn = raw(url)
-            conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+            conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
             conn.sendall(b"Content-Length: 200\r\n\r\n{")
             trickles.append(conn)
         start = time.monotonic()
@@ -111,7 +111,7 @@ def test_slow_bodies_hold_connections_not_slots() -> None:
 def test_unfinished_headers_are_cut(caplog) -> None:
     with served(Settings(header_timeout_s=0.5)) as url:
         conn = raw(url)
-        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
         start = time.monotonic()
         assert conn.recv(1024) == b""  # closed by the server
         assert time.monotonic() - start < 3
@@ -122,7 +122,7 @@ def test_unfinished_headers_are_cut(caplog) -> None:
 def test_a_client_that_goes_away_is_one_log_line(caplog) -> None:
     with caplog.at_level(logging.INFO), served(Settings()) as url:
         conn = raw(url)
-        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
         conn.sendall(b'Content-Length: 100\r\n\r\n{"input": ')
         time.sleep(0.2)
         conn.close()
@@ -136,7 +136,7 @@ def test_a_chunked_body_is_not_read_past_the_cap() -> None:
     """32 MiB were read before a 413; now the reading stops at the cap and the answer comes at once."""
     with served(Settings(max_body_bytes=1024 * 1024)) as url:
         conn = raw(url)
-        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
         conn.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
         chunk = b"x" * 65536
         sent = 0

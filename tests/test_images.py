@@ -314,7 +314,7 @@ def test_every_redirect_hop_passes_the_gate(monkeypatch) -> None:
         with raw_server(redirect) as (outer, outer_server):
             guarded(monkeypatch, {"inside.test": ["127.0.0.1"]})
             settings = Settings(image_allowed_hosts=[f"127.0.0.1:{outer}"])
-            with pytest.raises(APIError, match="was refused"):
+            with pytest.raises(APIError, match="could not be fetched"):
                 load(settings, f"http://127.0.0.1:{outer}/cat.png")
     assert outer_server.connections == 1 and inner_server.connections == 0
 
@@ -324,7 +324,7 @@ def test_idna_names_are_checked_as_they_are_connected_to(monkeypatch) -> None:
     HTTP client (IDNA 2008); the check must judge the name that is connected to."""
     with raw_server(_http("200 OK", "", PNG)) as (port, server):
         guard = guarded(monkeypatch, {"strasse.test": [PUBLIC], "xn--strae-oqa.test": ["127.0.0.1"]})
-        with pytest.raises(APIError, match="was refused"):
+        with pytest.raises(APIError, match="could not be fetched"):
             load(Settings(), f"http://straße.test:{port}/cat.png")
     assert server.connections == 0 and guard.lookups == ["xn--strae-oqa.test"]
 
@@ -349,7 +349,7 @@ def test_environment_proxies_are_ignored(monkeypatch) -> None:
 )
 def test_ipv6_forms_that_embed_a_private_ipv4_are_refused(monkeypatch, address: str) -> None:
     guard = guarded(monkeypatch, {"v6.test": [address]})
-    with pytest.raises(APIError, match="was refused"):
+    with pytest.raises(APIError, match="could not be fetched"):
         load(Settings(), "http://v6.test/cat.png")
     assert guard.refused_connects == []  # refused before any connect
 
@@ -368,8 +368,12 @@ def test_refusals_do_not_say_what_a_name_resolves_to(monkeypatch, caplog) -> Non
     request_id.current.set("rid-refused")
     with caplog.at_level(logging.WARNING, "client.images"), pytest.raises(APIError) as caught:
         load(Settings(), "http://internal.test/cat.png")
-    assert caught.value.message == "input[3].image: the image URL was refused by this server's URL policy"
+    assert caught.value.message == "input[3].image: the image could not be fetched"
     assert "10.0.0.7" in caplog.text and "rid-refused" in caplog.text
+    # A name that resolves nowhere reads the same (issue 32, item 7): no enumerating *.svc.cluster.local
+    with pytest.raises(APIError) as unresolved:
+        load(Settings(), "http://nowhere.test/cat.png")
+    assert unresolved.value.message == caught.value.message
 
 
 def test_url_modes(monkeypatch) -> None:
@@ -380,12 +384,12 @@ def test_url_modes(monkeypatch) -> None:
         allowlist = Settings(image_url_mode="allowlist", image_allowed_hosts=[f"PICS.test.:{port}"])
         assert load(allowlist, f"http://pics.test:{port}/cat.png") == PNG  # case and trailing dot normalised
         for refused in (f"http://pics.test:{other}/cat.png", "http://images.test/cat.png"):  # other port, unlisted
-            with pytest.raises(APIError, match="was refused"):
+            with pytest.raises(APIError, match="could not be fetched"):
                 load(allowlist, refused)
         assert guard.refused_connects == []  # an unlisted public host is not even connected to
         public = Settings(image_allowed_hosts=[f"127.0.0.1:{port}"])
         assert load(public, f"http://127.0.0.1:{port}/cat.png") == PNG
-        with pytest.raises(APIError, match="was refused"):
+        with pytest.raises(APIError, match="could not be fetched"):
             load(public, f"http://127.0.0.1:{other}/cat.png")
     assert server.connections == 2
 

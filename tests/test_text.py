@@ -221,8 +221,11 @@ LONG_TEXTS = [
 @pytest.mark.parametrize("mode", ["END", "START", "NONE"])
 def test_bounded_encoding_truncates_exactly_as_the_whole_text(tokenizer: str, mode: str) -> None:
     """A long text is tokenised as a cut when truncation keeps only part of it (issue 22, item 14): the
-    framed result is the whole text's, token for token, for every tokenizer kind the families use."""
-    from runtime.text import Partial, cut_length, encode_bounded
+    framed result is the whole text's, token for token, for every tokenizer kind the families use. A
+    text that stays sparse (fewer tokens than the room) beyond `sparse_limit` characters is cut there by
+    characters (issue 32, item 4): its tokens are then the whole text's first (END) or last (START) ones,
+    and NONE refuses it."""
+    from runtime.text import Partial, cut_length, encode_bounded, sparse_limit
 
     tok = {
         "minilm-wordpiece": lambda: load_tokenizer(str(default_model.checkpoint() / "tokenizer.json")),
@@ -232,18 +235,50 @@ def test_bounded_encoding_truncates_exactly_as_the_whole_text(tokenizer: str, mo
     layout = TextLayout(prefix_ids=(1,), suffix_ids=(2,), max_length=40, pad_id=0, buckets=(16, 40))
     room = 38
     assert all(len(t) > cut_length(room) for t in LONG_TEXTS)
-    bounded = encode_bounded(tok, LONG_TEXTS, [mode] * len(LONG_TEXTS), room)
     whole = encode(tok, LONG_TEXTS)
-    cut = [isinstance(ids, Partial) for ids in bounded]
-    assert sum(cut) >= 3, cut  # most were decided from their cut
-    if tokenizer == "minilm-wordpiece":
-        assert not cut[3]  # whitespace makes no WordPiece token: the cut held too few, the text went whole
-    for i, (ids, full) in enumerate(zip(bounded, whole, strict=True)):
+    decided = 0
+    for i, (text, full) in enumerate(zip(LONG_TEXTS, whole, strict=True)):
+        (probe,) = encode_bounded(tok, [text], ["END" if mode == "NONE" else mode], room)
+        sparse = len(text) > sparse_limit(room) and not isinstance(probe, Partial)
+        if sparse and mode == "NONE":
+            with pytest.raises(InputError, match=rf"input\[0\] has {len(text)} characters and only \d+ tokens"):
+                encode_bounded(tok, [text], [mode], room)
+            continue
+        (ids,) = encode_bounded(tok, [text], [mode], room)
+        decided += isinstance(ids, Partial)
+        if sparse:
+            assert len(ids) <= room and len(ids) < len(full), (tokenizer, mode, i)
+            assert ids == (full[: len(ids)] if mode == "END" else full[len(full) - len(ids) :]), (tokenizer, mode, i)
+            continue
         if mode == "NONE" and len(full) > room:
             with pytest.raises(InputError, match=rf"input\[{i}\] has (more than )?\d+ tokens; the maximum is 40"):
                 frame(ids, layout, mode, i)
             continue
         assert frame(ids, layout, mode, i) == frame(full, layout, mode, i), (tokenizer, mode, i)
+    assert decided >= 2 or mode == "NONE"  # some were decided from their cut
+
+
+def test_a_sparse_text_costs_its_cut_not_its_length() -> None:
+    """3,560 spaces or 101-character words kept the cut under the room and the whole text was tokenised:
+    a 2 MiB text cost 2.25 s and 671-788 MiB with MiniLM's tokenizer (issue 32, item 4). Now at most
+    `sparse_limit(room)` characters are ever tokenised, whatever the text's length."""
+    from runtime.text import encode_bounded, sparse_limit
+
+    tok = load_tokenizer(str(default_model.checkpoint() / "tokenizer.json"))
+    seen: list[int] = []
+    real = tok.encode_batch
+
+    class Counting:
+        def encode_batch(self, texts, add_special_tokens=False):
+            seen.extend(len(t) for t in texts)
+            return real(texts, add_special_tokens=add_special_tokens)
+
+    room = 510
+    for text in (" " * (2 << 20) + "end", ("x" * 101 + " ") * 20_000, "é " * (1 << 20)):
+        for mode in ("END", "START"):
+            seen.clear()
+            encode_bounded(Counting(), [text], [mode], room)  # type: ignore[arg-type]
+            assert max(seen) <= sparse_limit(room), (mode, seen)
 
 
 def test_short_texts_are_tokenised_whole() -> None:
