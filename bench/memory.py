@@ -30,16 +30,29 @@ def _peak_kb(pid: int) -> int:
     return 0
 
 
-def tree_peak_mb(*roots: int) -> float:
-    """Sum of each process's own peak RSS over `roots` and their descendants (an upper bound of the
-    tree's peak, since the processes need not peak together); read it before the processes exit."""
+def _tree(*roots: int) -> set[int]:
     tree, seen, stack = _children(), set(), list(roots)
     while stack:
         pid = stack.pop()
         if pid not in seen:
             seen.add(pid)
             stack += tree.get(pid, [])
-    return sum(_peak_kb(pid) for pid in seen) / 1024
+    return seen
+
+
+def reset_peaks(*roots: int) -> None:
+    """Start each process's peak RSS over from its current RSS (`echo 5 > /proc/<pid>/clear_refs`)."""
+    for pid in _tree(*roots):
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def tree_peak_mb(*roots: int) -> float:
+    """Sum of each process's own peak RSS over `roots` and their descendants (an upper bound of the
+    tree's peak, since the processes need not peak together); read it before the processes exit."""
+    return sum(_peak_kb(pid) for pid in _tree(*roots)) / 1024
 
 
 def own_peak_mb() -> float:

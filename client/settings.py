@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from client.egress import UrlMode, normalise_entry
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         None,
         description="the key Triton's admin protocols are restricted to (its model listing is one); "
         "the header is triton-admin-key",
+    )
+    triton_admin_key_file: Path | None = Field(
+        None,
+        description="a file holding triton_admin_key, read at start when that is unset (compose's generated key)",
     )
     triton_timeout_s: float = Field(60.0, description="deadline of one Triton inference call")
     connect_timeout_s: float = Field(2.0, description="deadline of Triton health and metadata calls")
@@ -153,6 +157,15 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """`EMBED_API_KEY=` (compose passes an unset variable as empty) means no key, not the empty key."""
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        if self.triton_admin_key is None and self.triton_admin_key_file is not None:
+            try:
+                self.triton_admin_key = self.triton_admin_key_file.read_text().strip() or None
+            except OSError as exc:
+                raise ValueError(f"cannot read triton_admin_key_file {self.triton_admin_key_file}: {exc}") from exc
+        return self
 
     def exposure_problem(self) -> str | None:
         """Why the adapter must not start: reachable beyond loopback with no API key, not said on purpose."""

@@ -7,7 +7,8 @@ COPY client ./client
 COPY export ./export
 COPY runtime ./runtime
 COPY launcher ./launcher
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 adapter
+# /keys: where compose's admin-key service writes Triton's admin key (a volume takes this folder's owner)
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 adapter && install -d -o 10001 -m 755 /keys
 USER 10001
 ENV EMBED_HOST=0.0.0.0 EMBED_PORT=30000
 EXPOSE 30000

@@ -23,6 +23,18 @@ def flag(args: list[str], name: str, default: str) -> str:
     return next((a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")), default)
 
 
+def admin_key() -> str:
+    """TRITON_ADMIN_KEY, else the key in the file TRITON_ADMIN_KEY_FILE names (compose's generated one)."""
+    key = os.environ.get("TRITON_ADMIN_KEY", "")
+    path = os.environ.get("TRITON_ADMIN_KEY_FILE", "")
+    if not key and path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            print(f"cannot read TRITON_ADMIN_KEY_FILE {path}: {exc}", file=sys.stderr)
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     repository = Path(flag(args, "model-repository", "/models"))
@@ -31,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     own = ("model-repository", "http-port", "grpc-port", "metrics-port")
     extra = tuple(a for a in args if not a.startswith(tuple(f"--{name}=" for name in own)))
-    key = os.environ.get("TRITON_ADMIN_KEY", "")
+    key = admin_key()
     if not key:
-        print("TRITON_ADMIN_KEY is required: Triton's admin protocols answer only to it", file=sys.stderr)
+        print(
+            "TRITON_ADMIN_KEY or TRITON_ADMIN_KEY_FILE is required: Triton's admin protocols answer only to it",
+            file=sys.stderr,
+        )
         return 2
     server = TritonServer(
         repository,

@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.hidden_key import hide_when_parsed
 from launcher.processes import die_with_parent
 from launcher.shm import SHM, remove_orphan_regions, stubs_of
 
@@ -113,6 +115,7 @@ class TritonServer:
         self.log_path = log_path or workdir / "tritonserver.log"
         self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
+        self.key_hidden: threading.Thread | None = None  # erases the admin key from its command line
 
     @property
     def http_url(self) -> str:
@@ -145,13 +148,15 @@ class TritonServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         backends = prepare_backends(self.workdir)
         log = self.log_path.open("ab")
+        command = self.command(backends)
         self.process = subprocess.Popen(
-            die_with_parent(self.command(backends)),
+            die_with_parent(command),
             env=server_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.key_hidden = hide_when_parsed(self.process.pid, command[0], self.admin_key)
 
     def ready(self) -> bool:
         try:

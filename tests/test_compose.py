@@ -28,7 +28,6 @@ from tests.deploy_tools import ROOT, compose_binary
 pytestmark = pytest.mark.compose
 FILES = ["-f", "docker-compose.yml", "-f", "deploy/compose.cpu.yaml"]
 TEXTS = ["a cat sits on the mat", "Triton serves embeddings", "Ünïcödé and 中文"]
-ADMIN_KEY = f"compose-test-{os.getpid()}"
 
 
 def report(line: str) -> None:
@@ -88,11 +87,10 @@ class Compose:
 def stack(engine, repository) -> Iterator[tuple[Compose, str]]:
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"},  # a newcomer's shell: no key typed
         "PYTHON_IMAGE": engine,
         "MODEL_REPOSITORY": str(repository),
         "ADAPTER_PORT": str(port),
-        "TRITON_ADMIN_KEY": ADMIN_KEY,
     }
     compose = Compose(f"embedtest{os.getpid()}", env)
     start = time.monotonic()
@@ -162,13 +160,38 @@ print(json.dumps([status("/v2/repository/index"), status("/v2/repository/models/
 """
 
 
-def test_tritons_admin_api_answers_only_to_the_key(stack) -> None:
-    """From another container on the compose network (the adapter's) and from the host: the repository
-    API, which could load new code, is refused without the key; the adapter and supervisor hold it."""
-    compose, url = stack
+def admin_key(compose: Compose) -> str:
+    """The key the admin-key service made on the first `up` (no TRITON_ADMIN_KEY was set)."""
     (adapter,) = compose.containers("adapter")
     run = subprocess.run(
-        ["docker", "exec", adapter["Name"], "python", "-c", PROBE, ADMIN_KEY],
+        ["docker", "exec", adapter["Name"], "cat", "/keys/triton-admin-key"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0 and len(run.stdout.strip()) >= 24, run
+    return run.stdout.strip()
+
+
+CMDLINES = """
+import pathlib
+for proc in pathlib.Path("/proc").iterdir():
+    try:
+        line = (proc / "cmdline").read_bytes()
+    except OSError:
+        continue
+    if b"tritonserver" in line:
+        print(line.replace(b"\0", b" ").decode(errors="replace"))
+"""
+
+
+def test_tritons_admin_api_answers_only_to_the_key(stack) -> None:
+    """`docker compose up` with no TRITON_ADMIN_KEY set serves (the fixture), with a key of its own
+    making: from another container on the compose network (the adapter's) and from the host, the
+    repository API, which could load new code, is refused without the key; the adapter and supervisor
+    hold it, and it is not on tritonserver's command line (issue 32, items 12 and 15)."""
+    compose, url = stack
+    key = admin_key(compose)
+    (adapter,) = compose.containers("adapter")
+    run = subprocess.run(
+        ["docker", "exec", adapter["Name"], "python", "-c", PROBE, key],
         capture_output=True,
         text=True,
         timeout=60,
@@ -180,13 +203,22 @@ def test_tritons_admin_api_answers_only_to_the_key(stack) -> None:
     assert httpx.post(f"http://127.0.0.1:{port}/v2/repository/index", timeout=10).status_code == 403
     user = subprocess.run(["docker", "exec", triton["Name"], "id", "-u"], capture_output=True, text=True, timeout=60)
     assert user.stdout.strip() not in ("", "0"), user  # not root
-    report(f"admin API from another container: 403 without the key, 200 with; Triton runs as uid {user.stdout.strip()}")
+    lines = subprocess.run(
+        ["docker", "exec", triton["Name"], "python", "-c", CMDLINES], capture_output=True, text=True, timeout=60
+    )
+    assert "--http-restricted-api=" in lines.stdout and key not in lines.stdout, lines
+    report(
+        "admin API from another container: 403 without the key, 200 with the key compose made; "
+        f"not on tritonserver's command line; Triton runs as uid {user.stdout.strip()}"
+    )
 
 
 def successes(compose: Compose, container: dict) -> int:
     port = next(p["PublishedPort"] for p in container["Publishers"] if p["TargetPort"] == 8000)
     stats = httpx.get(
-        f"http://127.0.0.1:{port}/v2/models/all-MiniLM-L6-v2/stats", headers={"triton-admin-key": ADMIN_KEY}, timeout=10
+        f"http://127.0.0.1:{port}/v2/models/all-MiniLM-L6-v2/stats",
+        headers={"triton-admin-key": admin_key(compose)},
+        timeout=10,
     ).json()
     return stats["model_stats"][0]["inference_stats"]["success"]["count"]
 

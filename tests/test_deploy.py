@@ -34,13 +34,11 @@ def compose() -> dict:
 COMBINATIONS = {"gpu": ["docker-compose.yml"], "cpu": ["docker-compose.yml", "deploy/compose.cpu.yaml"]}
 
 
-ADMIN_KEY = {"TRITON_ADMIN_KEY": "test-admin-key"}
-
-
 def compose_config(files: list[str], env: dict[str, str] | None = None) -> dict:
-    """What `docker compose config` makes of the files (Compose's own validation and merging)."""
+    """What `docker compose config` makes of the files (Compose's own validation and merging), with
+    no TRITON_ADMIN_KEY set unless `env` sets it (as on a newcomer's shell)."""
     args = [str(compose_binary()), *(a for f in files for a in ("-f", f)), "config", "--format", "json"]
-    env = {**os.environ, **ADMIN_KEY, **(env or {})}
+    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"}, **(env or {})}
     run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     import json
@@ -54,7 +52,9 @@ def interpolate(value: str) -> str:
 
 
 def flag(command: list[str], name: str) -> str:
-    return next(a.split("=", 1)[1] for a in command if a.startswith(f"--{name}="))
+    """A `--name=value` flag of a command list, or of the shell line it runs (`sh -c '… exec tritonserver …'`)."""
+    words = [w for a in command for w in a.split()]
+    return next(w.split("=", 1)[1] for w in words if w.startswith(f"--{name}="))
 
 
 # docker compose
@@ -91,6 +91,8 @@ def test_compose_builds_and_mounts_exist() -> None:
             assert (context / service["build"]["dockerfile"]).is_file(), name
         for volume in service.get("volumes", []):
             host = interpolate(volume).split(":")[0]
+            if host in compose().get("volumes", {}):  # a named volume (the admin key's)
+                continue
             assert (ROOT / host).exists(), f"{name} mounts {host}, which is not in the repository"
 
 
@@ -243,6 +245,13 @@ def test_chart_renders_valid_manifests(tmp_path: Path, chart_tool: Path) -> None
     env = {e["name"]: e.get("value") for e in adapter["env"]}
     assert env["EMBED_TRITON_URL"] == "dns:///demo-triton-embeddings-triton-grpc.embed.svc.cluster.local:8001"
     assert set(env) <= {f"EMBED_{name.upper()}" for name in Settings.model_fields}
+    from client.hosts import HostNames  # the Service's names pass the adapter's Host check (DNS rebinding)
+
+    hosts = HostNames.of(Settings(allowed_hosts=env["EMBED_ALLOWED_HOSTS"]))
+    service = kinds[("Service", "demo-triton-embeddings")]["metadata"]["name"]
+    for name in (service, f"{service}.embed", f"{service}.embed.svc", f"{service}.embed.svc.cluster.local:30000"):
+        assert hosts.allows(name), name
+    assert not hosts.allows("rebind.evil.example")
     rule = yaml.safe_load((ROOT / "deploy" / "helm" / "prometheus-adapter-values.yaml").read_text())
     assert rule["rules"]["custom"][0]["name"]["as"] == "triton_queue_time_us"
 
@@ -363,24 +372,33 @@ def test_compose_spreads_triton_over_the_gpus_it_is_given() -> None:
 
 
 def test_compose_restricts_tritons_admin_api_and_passes_the_keys() -> None:
+    """No variable needs typing (issue 32, item 15): the admin-key service writes the key to a volume that
+    only Triton and the adapter mount, read-only; TRITON_ADMIN_KEY, when set, is what it writes."""
     for which, files in COMBINATIONS.items():
         services = compose_config(files, {"EMBED_API_KEY": "api"})["services"]
-        adapter, triton = services["adapter"], services["triton"]
-        assert adapter["environment"]["EMBED_TRITON_ADMIN_KEY"] == "test-admin-key", which
+        adapter, triton, writer = services["adapter"], services["triton"], services["admin-key"]
+        assert adapter["environment"]["EMBED_TRITON_ADMIN_KEY_FILE"] == "/keys/triton-admin-key", which
+        assert "EMBED_TRITON_ADMIN_KEY" not in adapter["environment"], which
         assert adapter["environment"]["EMBED_API_KEY"] == "api", which
         assert adapter["environment"]["EMBED_PUBLISHED_ADDRESS"] == "127.0.0.1", which
+        for service in (adapter, triton):
+            (mount,) = [v for v in service["volumes"] if v["source"] == "admin-key"]
+            assert mount["target"] == "/keys" and mount["read_only"], which
+        assert triton["depends_on"]["admin-key"]["condition"] == "service_completed_successfully"
+        assert writer["environment"]["TRITON_ADMIN_KEY"] == "", which  # unset: a new key, kept in the volume
+        assert "secrets.token_urlsafe" in " ".join(writer["entrypoint"])
+        holders = {n for n, s in services.items() for v in s.get("volumes", []) if v.get("source") == "admin-key"}
+        assert holders == {"admin-key", "triton", "adapter"}, which
         if which == "gpu":
-            restricted = [a for a in triton["command"] if "restricted" in a]
-            assert restricted == [
-                f"--{flag}=model-repository,shared-memory,statistics,trace,logging:triton-admin-key=test-admin-key"
-                for flag in ("http-restricted-api", "grpc-restricted-protocol")
-            ]
-        else:  # the entrypoint restricts them itself, with the key from its environment
-            assert triton["environment"]["TRITON_ADMIN_KEY"] == "test-admin-key"
-    args = [str(compose_binary()), "-f", "docker-compose.yml", "config"]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"}
-    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
-    assert run.returncode != 0 and "set TRITON_ADMIN_KEY" in run.stderr
+            line = " ".join(triton["command"])
+            protocols = "model-repository,shared-memory,statistics,trace,logging"
+            for restricted in ("http-restricted-api", "grpc-restricted-protocol"):
+                assert f"--{restricted}={protocols}:triton-admin-key=$$key" in line  # $$: a literal $ for sh
+            assert "key=$$(cat /keys/triton-admin-key)" in line
+        else:  # the entrypoint restricts them itself, with the key from the file
+            assert triton["environment"]["TRITON_ADMIN_KEY_FILE"] == "/keys/triton-admin-key"
+    override = compose_config(COMBINATIONS["cpu"], {"TRITON_ADMIN_KEY": "chosen"})["services"]["admin-key"]
+    assert override["environment"]["TRITON_ADMIN_KEY"] == "chosen"
 
 
 def test_compose_publishes_nothing_beyond_loopback() -> None:

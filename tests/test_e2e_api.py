@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -291,3 +292,8 @@ def test_tritons_admin_protocols_need_the_admin_key(minilm_stack) -> None:
     index = client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: minilm_stack.triton.admin_key})
     assert any(m.name == default_model.NAME for m in index.models)
     assert client.is_model_ready(default_model.NAME)  # inference and metadata stay open to the adapter
+    # ... and the key is not on the server's command line, which any user of the host can read (issue 32,
+    # item 12): the launcher erases it once the server has parsed its flags.
+    minilm_stack.triton.key_hidden.join(10)
+    cmdline = Path(f"/proc/{minilm_stack.triton.process.pid}/cmdline").read_bytes()
+    assert b"--http-restricted-api=" in cmdline and minilm_stack.triton.admin_key.encode() not in cmdline
