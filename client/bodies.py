@@ -9,16 +9,11 @@ of Python), and the bytes every request holds at once (bodies and fetched images
 from __future__ import annotations
 
 import asyncio
-import re
 
 import orjson
 
 from client.errors import APIError, bad_request, too_large
 
-# A string, or an unterminated one to the end of the body: what the container count must not see ("["
-# inside a text). Every quote it starts at is consumed, so a match never fails and the scan is one pass
-# (a pattern that could fail rescanned the body from every escaped quote: quadratic, 4.2 s for 34 KB).
-_STRING = re.compile(rb'"(?:[^"\\]++|\\[\s\S]?+)*+(?:"|\Z)')
 PARSE_OFF_LOOP_BYTES = 256 * 1024  # larger bodies are parsed and validated in a thread, one at a time
 
 
@@ -79,9 +74,18 @@ def check_value_counts(raw: bytes, max_items: int) -> None:
         raise too_many_values(max_items)
     if raw.count(b"[") + raw.count(b"{") <= max_items + slack:
         return
-    outside = _STRING.sub(b"", raw)
-    if outside.count(b"[") + outside.count(b"{") > max_items + slack:
+    if _containers_outside_strings(raw) > max_items + slack:
         raise too_many_values(max_items)
+
+
+def _containers_outside_strings(raw: bytes) -> int:
+    """`[` and `{` outside JSON strings, in a few linear passes of C: escaped backslashes go, then escaped
+    quotes, so the quotes left delimit the strings (an unterminated one runs to the end). A regular
+    expression over the strings was quadratic once (it rescanned from every escaped quote: 4.2 s for
+    34 KB) and held the interpreter 38 ms for 2 MiB when linear; this takes about 7 ms."""
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[0::2])
+    return outside.count(b"[") + outside.count(b"{")
 
 
 class BodyParser:

@@ -178,7 +178,7 @@ for proc in pathlib.Path("/proc").iterdir():
     except OSError:
         continue
     if b"tritonserver" in line:
-        print(line.replace(b"\0", b" ").decode(errors="replace"))
+        print(line.replace(bytes(1), b" ").decode(errors="replace"))
 """
 
 
