@@ -16,14 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from client import request_id
 from client.bodies import BodyParser, Held, MemoryBudget
+from client.embed import EmbedTask
 from client.errors import APIError, body_too_large, internal, invalid_fields
 from client.hosts import HostNames
 from client.images import ImageLoader
+from client.inference import Inference
 from client.metrics import Metrics
 from client.registry import ModelRegistry
 from client.responses import JSONResponse, error_response
 from client.routes import DIRECT, router
-from client.service import EmbeddingService
 from client.settings import Settings
 from client.triton import TritonClient
 from client.workers import WorkerSet
@@ -232,9 +233,9 @@ def create_app(settings: Settings, triton: TritonClient | None = None, workers: 
         )
         registry = ModelRegistry(client, settings.model_refresh_s, settings.model_refresh_min_s)
         images = ImageLoader(settings, budget)
-        app.state.service = EmbeddingService(
-            settings, client, registry, images, lambda model, rows: metrics.call_rows.labels(model).observe(rows)
-        )
+        on_call = lambda model, rows: metrics.call_rows.labels(model).observe(rows)  # noqa: E731
+        app.state.inference = Inference(settings, client, registry, on_call)
+        app.state.embed = EmbedTask(settings, app.state.inference, images)
         try:
             names = [m.name for m in await registry.refresh()]
             log.info("serving models: %s", ", ".join(names) or "none yet")

@@ -19,8 +19,10 @@ TEI's router, requests are batched in front of the model instead:
   others are sent again without it. Any other refusal of a joined call sends each request again
   on its own, so no request fails for another's input; an unavailable server fails them all.
 
-It is the adapter's one path for embedding calls: with `coalesce=false` (`join=False`) nothing is
-joined, and each request's pieces go out at once, chunked, translated and settled the same way.
+It is the adapter's one path for inference calls, whatever the task: a call's outputs come back by name
+(`client/triton.py`), and each piece gets its rows of every output. With `coalesce=false`
+(`join=False`) nothing is joined, and each request's pieces go out at once, chunked, translated and
+settled the same way.
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.triton import OUTPUTS, TritonClient, refused_row, translate
+from client.triton import Outputs, TritonClient, refused_row, translate
 from runtime.contract import TEXT
 
-Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, str]]  # … and the outputs
+Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  # … and the outputs
 
 
 @dataclass(eq=False)
 class Piece:
-    """Up to one max batch of one request's rows, and the future its vectors and counts go to."""
+    """Up to one max batch of one request's rows, and the future its rows of each output go to."""
 
     rows: dict[str, list]
     positions: list[int]  # the request's item indices of these rows, for error messages
@@ -64,7 +66,8 @@ class Queue:
 
 
 class Coalescer:
-    """`embed()` as TritonClient's, with concurrent calls of one lane joined (see the module docstring)."""
+    """`infer()`: TritonClient's call for a request's rows, chunked, with concurrent calls of one lane
+    joined (see the module docstring)."""
 
     def __init__(
         self,
@@ -80,20 +83,20 @@ class Coalescer:
         self.queues: dict[Lane, Queue] = {}
         self.tasks: set[asyncio.Task] = set()
 
-    async def embed(
+    async def infer(
         self,
         ensemble: str,
         values: list[str] | list[bytes],
         max_batch: int,
+        outputs: tuple[str, ...],
         options: dict[str, str] | None = None,
         positions: list[int] | None = None,
         tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
-        outputs: tuple[str, str] = OUTPUTS,
         field: str = "input",
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings `[n, dim]` (or a reranker's scores `[n, 1]`: `outputs`) and token counts `[n]` of
-        `values`, chunked by `max_batch`, in order.
+    ) -> Outputs:
+        """The `outputs` of `values` by name, each with one row per value in order (the task table's:
+        embeddings `[n, dim]` and token counts, a reranker's scores `[n, 1]`…), chunked by `max_batch`.
 
         `values` feed `tensor` (TEXT strings or IMAGE bytes); `columns` feed other inputs row by row
         (the text fused with each image item); `options` fills the ensemble's optional per-request
@@ -130,7 +133,7 @@ class Coalescer:
         self._dispatch(lane, queue)
         return await self._outcome(pieces)
 
-    async def _apart(self, lane: Lane, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+    async def _apart(self, lane: Lane, pieces: list[Piece]) -> Outputs:
         """Without joining: each piece its own call, all at once."""
         if len(pieces) == 1:
             await self._settle(lane, pieces)
@@ -139,8 +142,8 @@ class Coalescer:
             self._spawn(self._settle(lane, [p]))
         return await self._outcome(pieces)
 
-    async def _outcome(self, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
-        """The request's vectors and counts in order, or its first failure."""
+    async def _outcome(self, pieces: list[Piece]) -> Outputs:
+        """The request's rows of each output in order, or its first failure."""
         try:
             parts = await asyncio.gather(*(p.future for p in pieces))
         finally:
@@ -149,9 +152,9 @@ class Coalescer:
                     p.future.cancel()
                 elif not p.future.cancelled():
                     p.future.exception()  # retrieved: the first failure was raised; no warning for the rest
-        return np.concatenate([v for v, _ in parts]), np.concatenate([c for _, c in parts])
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    async def _alone(self, lane: Lane, queue: Queue, piece: Piece, counted: bool) -> tuple[np.ndarray, np.ndarray]:
+    async def _alone(self, lane: Lane, queue: Queue, piece: Piece, counted: bool) -> Outputs:
         """A request that goes out at once by itself, called from its own task: no task or future hop
         (measured: they added 0.5 ms to a lone query's p50). Others arriving meanwhile still wait for
         this call when it is `counted` against the lane's bound."""
@@ -204,7 +207,7 @@ class Coalescer:
         if self.on_call is not None:
             self.on_call(ensemble, sum(p.size for p in batch))
         try:
-            vectors, counts = await self.triton.call(ensemble, rows, dict(options), outputs)
+            result = await self.triton.call(ensemble, rows, dict(options), outputs)
         except InferenceServerException as exc:
             await self._refused(lane, batch, exc)
             return
@@ -214,7 +217,7 @@ class Coalescer:
             return
         start = 0
         for p in batch:
-            _settle_future(p, result=(vectors[start : start + p.size], counts[start : start + p.size]))
+            _settle_future(p, result={name: rows[start : start + p.size] for name, rows in result.items()})
             start += p.size
 
     async def _refused(self, lane: Lane, batch: list[Piece], exc: InferenceServerException) -> None:

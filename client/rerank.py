@@ -1,4 +1,4 @@
-"""The rerank use case: score (query, document) pairs on a reranker's ensemble, best first.
+"""The rerank task: score (query, document) pairs on a reranker's ensemble, best first.
 
 One request's documents go through the coalescer like embedding items: each row carries its own
 query (the QUERY column), so pairs of concurrent requests share Triton calls, and a large request is
@@ -10,17 +10,16 @@ TEI, infinity and vLLM do the same for one label).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from client.errors import APIError, bad_request, too_large
+from client.inference import Inference, Timings
 from client.protocol import RerankRequest, TeiRerankRequest
-from client.service import EmbeddingService, Timings
-from client.triton import RERANK_OUTPUTS
+from client.settings import Settings
 from client.validation import field_names
-from runtime.contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, TRUNCATE
+from runtime.contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TRUNCATE
 
 log = logging.getLogger("client.rerank")
 
@@ -42,7 +41,7 @@ class Ranking:
 
 
 async def rank(
-    service: EmbeddingService,
+    inference: Inference,
     model_name: str | None,
     query: str,
     documents: list[str],
@@ -51,8 +50,8 @@ async def rank(
     instruction: str | None = None,
 ) -> Ranking:
     """Score `documents` against `query` on the named (or only) reranker."""
-    settings = service.settings
-    model = await service.registry.resolve(model_name, "rerank")
+    settings = inference.settings
+    model = await inference.registry.resolve(model_name, "rerank")
     timings.model = model.name
     if not query.strip():
         raise bad_request("query cannot be empty or whitespace only", "query")
@@ -87,33 +86,25 @@ async def rank(
             "document alone; drop it (the pair is cut to the model's limit)",
             "max_tokens_per_doc",
         )
-    call = service.calls.embed(
-        model.name,
+    outputs = await inference.run(
+        model,
         documents,
-        model.max_batch_size,
-        {k: v for k, v in options.items() if k in model.card.controls},
+        timings,
+        options={k: v for k, v in options.items() if k in model.card.controls},
         columns={QUERY: [query] * len(documents)},
-        outputs=RERANK_OUTPUTS,
         field="documents",
     )
-    try:
-        start = time.perf_counter()
-        scores, counts = await call
-        timings.triton += time.perf_counter() - start
-    except APIError as exc:
-        if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL
-            service.last_success.pop(model.name, None)
-        raise
+    scores = outputs[SCORE]
     if scores.shape != (len(documents), 1):
         raise APIError(500, f"Triton returned {scores.shape} scores for {len(documents)} documents", "internal_error")
-    service.last_success[model.name] = time.monotonic()
-    timings.tokens = int(counts.sum())
+    inference.succeeded(model)
+    timings.tokens = int(outputs[TOKEN_COUNT].sum())
     return Ranking(model.name, scores[:, 0].astype(np.float64), timings.tokens)
 
 
-def _options(service: EmbeddingService, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
+def _options(settings: Settings, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
     options = {}
-    truncate = truncate or service.settings.default_truncate
+    truncate = truncate or settings.default_truncate
     if truncate is not None:
         options[TRUNCATE] = truncate
     if max_tokens_per_doc is not None:
@@ -122,20 +113,20 @@ def _options(service: EmbeddingService, truncate: str | None, max_tokens_per_doc
 
 
 async def cohere_rerank(
-    service: EmbeddingService, request: RerankRequest, timings: Timings, version: str, request_id: str
+    inference: Inference, request: RerankRequest, timings: Timings, version: str, request_id: str
 ) -> dict:
     """`/v1/rerank`, `/v2/rerank`: Cohere's response (`id`, `results`, `meta`) with Jina's `model` and `usage`."""
     if request.model_extra:
         log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
-    if request.instruction is not None and len(request.instruction) > service.settings.max_instruction_chars:
+    settings = inference.settings
+    if request.instruction is not None and len(request.instruction) > settings.max_instruction_chars:
         raise too_large(
-            f"instruction has {len(request.instruction)} characters; the maximum is "
-            f"{service.settings.max_instruction_chars}",
+            f"instruction has {len(request.instruction)} characters; the maximum is {settings.max_instruction_chars}",
             "instruction",
         )
     texts = request.texts()
-    options = _options(service, request.truncate, request.max_tokens_per_doc)
-    ranking = await rank(service, request.model, request.query, texts, options, timings, request.instruction)
+    options = _options(settings, request.truncate, request.max_tokens_per_doc)
+    ranking = await rank(inference, request.model, request.query, texts, options, timings, request.instruction)
     scores = ranking.scores(request.raw_scores)
     results = []
     for i in ranking.order[: request.top_n]:
@@ -155,7 +146,7 @@ async def cohere_rerank(
     }
 
 
-async def tei_rerank(service: EmbeddingService, request: TeiRerankRequest, timings: Timings) -> list[dict]:
+async def tei_rerank(inference: Inference, request: TeiRerankRequest, timings: Timings) -> list[dict]:
     """`/rerank`: TEI's bare array of `{index, score, text?}`, best first."""
     if request.model_extra:
         log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
@@ -164,9 +155,8 @@ async def tei_rerank(service: EmbeddingService, request: TeiRerankRequest, timin
         truncate = "NONE"
     elif request.truncate is True or request.truncation_direction.lower() == "left":
         truncate = "START" if request.truncation_direction.lower() == "left" else "END"
-    ranking = await rank(
-        service, request.model, request.query, request.texts, _options(service, truncate, None), timings
-    )
+    options = _options(inference.settings, truncate, None)
+    ranking = await rank(inference, request.model, request.query, request.texts, options, timings)
     scores = ranking.scores(request.raw_scores)
     out = []
     for i in ranking.order:

@@ -1,4 +1,4 @@
-"""HTTP routes: no logic here, only the mapping to the service, timing headers and metrics."""
+"""HTTP routes: no logic here, only the mapping to the task modules, timing headers and metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from client import request_id
+from client.embed import EmbedTask
 from client.errors import APIError, body_too_large, invalid_fields, too_large
+from client.inference import UNRESOLVED, Inference, Timings
 from client.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -23,7 +25,6 @@ from client.protocol import (
 )
 from client.rerank import cohere_rerank, tei_rerank
 from client.responses import JSONResponse
-from client.service import UNRESOLVED, EmbeddingService, Timings
 from client.triton import ServedModel
 
 router = APIRouter()
@@ -85,8 +86,12 @@ def check_id_lengths(items: list, one_id_list: bool, limit: int) -> None:
             raise too_large(f"{where} has {len(ids)} token ids; the maximum is {limit}", param="input")
 
 
-def _service(request: Request) -> EmbeddingService:
-    return request.app.state.service
+def _inference(request: Request) -> Inference:
+    return request.app.state.inference
+
+
+def _embed(request: Request) -> EmbedTask:
+    return request.app.state.embed
 
 
 def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
@@ -104,7 +109,7 @@ def _timing_headers(start: float, timings: Timings) -> dict[str, str]:
 def _named_model(request: Request) -> str:
     """For a body that failed validation: the served model it names, if any (a bounded label set)."""
     named = getattr(request.state, "named_model", None)
-    return _service(request).registry.known(named) or UNRESOLVED
+    return _inference(request).registry.known(named) or UNRESOLVED
 
 
 @asynccontextmanager
@@ -133,7 +138,7 @@ async def _measured(request: Request, route: str, timings: Timings):
 async def create_embeddings(request: Request):
     start, timings = time.perf_counter(), Timings()
     async with _measured(request, "embeddings", timings):
-        result = await _service(request).embed(await parse_body(request, EmbeddingRequest), timings)
+        result = await _embed(request).embed(await parse_body(request, EmbeddingRequest), timings)
     _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
@@ -160,7 +165,7 @@ async def _cohere(request: Request, version: str):
     start, timings = time.perf_counter(), Timings()
     async with _measured(request, "rerank", timings):
         body = await parse_body(request, RerankRequest)
-        result = await cohere_rerank(_service(request), body, timings, version, request_id.current.get())
+        result = await cohere_rerank(_inference(request), body, timings, version, request_id.current.get())
     _count(request, timings, len(body.documents), result["usage"]["prompt_tokens"])
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
@@ -171,7 +176,7 @@ async def rerank_tei(request: Request):
     start, timings = time.perf_counter(), Timings()
     async with _measured(request, "rerank", timings):
         body = await parse_body(request, TeiRerankRequest)
-        result = await tei_rerank(_service(request), body, timings)
+        result = await tei_rerank(_inference(request), body, timings)
     _count(request, timings, len(body.texts), timings.tokens)
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
@@ -187,7 +192,7 @@ def _count(request: Request, timings: Timings, items: int, tokens: int) -> None:
 async def tokenize(request: Request):
     timings = Timings()
     async with _measured(request, "tokenize", timings):
-        return await _service(request).tokenize(await parse_body(request, TokenizeRequest), timings)
+        return await _embed(request).tokenize(await parse_body(request, TokenizeRequest), timings)
 
 
 def _card(m: ServedModel) -> dict:
@@ -211,13 +216,13 @@ def _card(m: ServedModel) -> dict:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request):
-    return {"object": "list", "data": [_card(m) for m in await _service(request).registry.models()]}
+    return {"object": "list", "data": [_card(m) for m in await _inference(request).registry.models()]}
 
 
 @router.get("/v1/models/{name:path}", response_model=ModelCard)
 async def retrieve_model(name: str, request: Request):
     """Any accepted name: the served name, the Hugging Face id or an alias."""
-    return _card(await _service(request).registry.resolve(name))
+    return _card(await _inference(request).registry.resolve(name))
 
 
 @router.get("/health")
@@ -236,7 +241,7 @@ async def ready(request: Request):
             503, f"not ready: {ready} of {workers.count} adapter workers serving", "service_unavailable", exposed=True
         )
     try:
-        names = await _service(request).ready()
+        names = await _inference(request).ready()
     except APIError as exc:
         raise APIError(503, f"not ready: {exc.message}", "service_unavailable", None, exc.code, exc.exposed) from exc
     return {"status": "ready", "models": names}

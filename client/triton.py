@@ -1,4 +1,5 @@
-"""The async gRPC connection to Triton: model discovery and embedding calls.
+"""The async gRPC connection to Triton: model discovery and inference calls, whose outputs come back
+by name (the task table, runtime/contract.py, says which a task's ensembles return).
 
 Triton errors are translated here, once: INVALID_ARGUMENT from a preprocessor
 becomes a 400, an unreachable server a 503, anything else a 500.
@@ -20,10 +21,9 @@ from tritonclient.utils import InferenceServerException
 from client.errors import APIError, bad_request, internal, unavailable
 from launcher.tritonserver import GRPC_ADMIN_HEADER
 from runtime.contract import (
-    EMBEDDING,
     QUERY,
     REPEATED_ROWS,
-    SCORE,
+    TASK_TABLE,
     TEXT,
     TOKEN_COUNT,
     ContractError,
@@ -44,8 +44,7 @@ _DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 _RELOADING = re.compile(r"Request for unknown model: '[^']*' (has no available versions|is not found)|is not ready")
 _INPUT_INDEX = re.compile(r"input\[(\d+)\]")
 _ENSEMBLE_PREFIX = re.compile(r"^(in ensemble '[^']*', )+")
-OUTPUTS = (EMBEDDING, TOKEN_COUNT)
-RERANK_OUTPUTS = (SCORE, TOKEN_COUNT)
+Outputs = dict[str, np.ndarray]  # a call's outputs by name, each with one row per input row
 
 
 @dataclass(frozen=True)
@@ -260,10 +259,8 @@ class TritonClient:
     async def probe(self, model: ServedModel) -> None:
         """One short text (a reranker: one pair) through the model's ensemble, its error translated (the
         readiness check)."""
-        if model.card.task == "rerank":
-            await self._infer(model.name, {TEXT: ["readiness probe"], QUERY: ["probe"]}, {}, [0], RERANK_OUTPUTS)
-        else:
-            await self._infer(model.name, {TEXT: ["readiness probe"]}, {}, [0])
+        rows = {TEXT: ["readiness probe"], **({QUERY: ["probe"]} if model.card.task == "rerank" else {})}
+        await self._infer(model.name, rows, {}, [0], TASK_TABLE[model.card.task].output_names)
 
     async def tokenize(
         self, preprocess: str, texts: list[str], max_batch: int, options: dict[str, str]
@@ -274,9 +271,9 @@ class TritonClient:
         parts = await asyncio.gather(
             *(self._infer(preprocess, {TEXT: texts[a:b]}, options, list(range(a, b)), outputs) for a, b in spans)
         )
-        width = max(p[0].shape[1] for p in parts)
-        ids = np.concatenate([np.pad(p[0], ((0, 0), (0, width - p[0].shape[1]))) for p in parts])
-        return ids, np.concatenate([p[1] for p in parts])
+        width = max(p["input_ids"].shape[1] for p in parts)
+        ids = np.concatenate([np.pad(p["input_ids"], ((0, 0), (0, width - p["input_ids"].shape[1]))) for p in parts])
+        return ids, np.concatenate([p[TOKEN_COUNT] for p in parts]).reshape(-1)
 
     async def _infer(
         self,
@@ -284,8 +281,8 @@ class TritonClient:
         rows: dict[str, list],
         options: dict[str, str],
         positions: list[int],
-        outputs: tuple[str, str] = OUTPUTS,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        outputs: tuple[str, ...],
+    ) -> Outputs:
         """One call, its Triton error translated; `positions` name the rows in error messages."""
         try:
             return await self.call(name, rows, options, outputs)
@@ -293,9 +290,10 @@ class TritonClient:
             raise translate(exc, positions) from exc
 
     async def call(
-        self, name: str, rows: dict[str, list], options: dict[str, str], outputs: tuple[str, str] = OUTPUTS
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row.
+        self, name: str, rows: dict[str, list], options: dict[str, str], outputs: tuple[str, ...]
+    ) -> Outputs:
+        """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row;
+        the `outputs` asked for, by name, as Triton returns them (one row per input row).
 
         Raises Triton's own error (after the one retry of a call lost with its replica), untranslated:
         the coalescer reads which row an INVALID_ARGUMENT names.
@@ -314,4 +312,4 @@ class TritonClient:
             # sends the retry to another one (without it, 1 of 1,800 calls at concurrency 64 was lost).
             await asyncio.sleep(RETRY_DELAY_S)
             result = await uncancelled(self.client.infer(name, inputs, outputs=requested, **deadline))
-        return result.as_numpy(outputs[0]), result.as_numpy(outputs[1]).reshape(-1)
+        return {name: result.as_numpy(name) for name in outputs}

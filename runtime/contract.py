@@ -57,6 +57,47 @@ def expand_repeats(column: list[str], name: str) -> list[str]:
 Task = Literal["embed", "rerank"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 
+
+@dataclass(frozen=True)
+class TaskOutput:
+    """One tensor a task's ensemble returns, per row: its name, numpy dtype and shape after the row
+    axis (a name stands for a card field: `dimension`)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is at every boundary: the outputs its ensembles return (by name, the adapter reads
+    them so), the per-request controls its ensembles may accept, and the adapter routes that serve it."""
+
+    outputs: tuple[TaskOutput, ...]
+    controls: tuple[str, ...]
+    routes: tuple[str, ...]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+
+_TOKENS = TaskOutput(TOKEN_COUNT, "int32", (1,))  # every task counts each row's tokens, for usage
+# The task table: a task is its outputs, controls and routes; a new task is an entry here, a head in
+# the export and a task module in the adapter.
+TASK_TABLE: dict[str, TaskSpec] = {
+    "embed": TaskSpec(
+        (TaskOutput(EMBEDDING, "float32", ("dimension",)), _TOKENS),
+        TEXT_CONTROLS,
+        ("/v1/embeddings", "/tokenize", "/v1/tokenize"),
+    ),
+    "rerank": TaskSpec(
+        (TaskOutput(SCORE, "float32", (1,)), _TOKENS),
+        RERANK_CONTROLS,
+        ("/v1/rerank", "/v2/rerank", "/rerank"),
+    ),
+}
+
 Truncate = Literal["NONE", "START", "END"]
 TRUNCATE_MODES: tuple[str, ...] = typing.get_args(Truncate)
 InputType = Literal["query", "document"]

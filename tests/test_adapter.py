@@ -15,7 +15,8 @@ from client.coalescer import Coalescer
 from client.errors import APIError
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient, translate
-from runtime.contract import EnsembleCard
+from runtime.contract import EMBEDDING, SCORE, TOKEN_COUNT, EnsembleCard
+from tests.test_coalescer import embed
 
 MODEL = ServedModel("m", 3, EnsembleCard(4, 16, "org/m", ("alias",)))
 
@@ -40,7 +41,9 @@ class FakeTriton(TritonClient):
             if t == "bad":
                 raise InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT")
         vectors = np.array([[len(t), 0, 0, 0] for t in texts], dtype=np.float32)
-        return vectors, np.array([len(t) for t in texts], dtype=np.int32)
+        counts = np.array([[len(t)] for t in texts], dtype=np.int32)
+        every = {EMBEDDING: vectors, "input_ids": vectors.astype(np.int64), TOKEN_COUNT: counts}
+        return {name: every[name] for name in outputs or (EMBEDDING, TOKEN_COUNT)}
 
 
 @pytest.fixture
@@ -245,11 +248,11 @@ def test_a_call_lost_with_its_replica_is_retried_once(error) -> None:
     import asyncio
 
     triton = flaky_client([error])
-    vectors, counts = asyncio.run(apart(triton).embed("m", ["a", "b"], 8))
+    vectors, counts = asyncio.run(embed(apart(triton), "m", ["a", "b"], 8))
     assert vectors.shape == (2, 4) and triton.client.calls == 2
     twice = flaky_client([error, error])
     with pytest.raises(APIError) as caught:
-        asyncio.run(apart(twice).embed("m", ["a"], 8))
+        asyncio.run(embed(apart(twice), "m", ["a"], 8))
     assert caught.value.status == 503 and twice.client.calls == 2  # once more, not forever
 
 
@@ -258,7 +261,7 @@ def test_a_refused_input_is_never_retried() -> None:
 
     triton = flaky_client([InferenceServerException("input[0] has 600 tokens", "StatusCode.INVALID_ARGUMENT")])
     with pytest.raises(APIError) as caught:
-        asyncio.run(apart(triton).embed("m", ["a"], 8))
+        asyncio.run(embed(apart(triton), "m", ["a"], 8))
     assert caught.value.status == 400 and triton.client.calls == 1
 
 
@@ -350,7 +353,7 @@ def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
     async def run() -> int:
         triton = flaky_client([])
         triton.client = SlowGrpc()
-        task = asyncio.ensure_future(apart(triton).embed("m", ["a"], 8))
+        task = asyncio.ensure_future(embed(apart(triton), "m", ["a"], 8))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -368,7 +371,7 @@ class ScoringTriton(FakeTriton):
         if name != "r":
             return await super().call(name, rows, options, outputs)
         scores = [[len(d) - len(q)] for d, q in zip(rows["TEXT"], rows["QUERY"], strict=True)]
-        return np.array(scores, dtype=np.float32), np.ones(len(scores), dtype=np.int32)
+        return {SCORE: np.array(scores, dtype=np.float32), TOKEN_COUNT: np.ones((len(scores), 1), dtype=np.int32)}
 
 
 RERANKER = ServedModel("r", 4, EnsembleCard(1, 512, controls=("TRUNCATE", "MAX_DOC_TOKENS"), task="rerank"))

@@ -11,6 +11,7 @@ from tritonclient.utils import InferenceServerException
 from client.coalescer import Coalescer
 from client.errors import APIError
 from client.triton import TritonClient
+from runtime.contract import EMBEDDING, TOKEN_COUNT
 
 
 class GatedTriton(TritonClient):
@@ -40,7 +41,13 @@ class GatedTriton(TritonClient):
             if t.startswith("opaque"):
                 raise InferenceServerException("the batch holds something odd", "StatusCode.INVALID_ARGUMENT")
         vectors = np.array([[len(t), 0] for t in texts], dtype=np.float32)
-        return vectors, np.array([len(t) for t in texts], dtype=np.int32)
+        return {EMBEDDING: vectors, TOKEN_COUNT: np.array([[len(t)] for t in texts], dtype=np.int32)}
+
+
+async def embed(coalescer: Coalescer, ensemble: str, texts: list[str], max_batch: int, options=None, **kw):
+    """`infer` for an embedding lane: (vectors, token counts)."""
+    out = await coalescer.infer(ensemble, texts, max_batch, (EMBEDDING, TOKEN_COUNT), options, **kw)
+    return out[EMBEDDING], out[TOKEN_COUNT].reshape(-1)
 
 
 async def settle() -> None:
@@ -55,7 +62,7 @@ def run(test):
 async def held(coalescer: Coalescer, triton: GatedTriton, max_batch: int = 8, **kw) -> asyncio.Task:
     """Close the gate and start one call ("first") that holds the lane's slot until the gate opens."""
     triton.gate.clear()
-    blocker = asyncio.create_task(coalescer.embed("m", ["first"], max_batch, **kw))
+    blocker = asyncio.create_task(embed(coalescer, "m", ["first"], max_batch, **kw))
     await settle()
     return blocker
 
@@ -64,7 +71,7 @@ def test_a_lone_request_goes_out_at_once_alone() -> None:
     async def test():
         triton = GatedTriton()
         triton.gate.clear()
-        job = asyncio.create_task(Coalescer(triton, 1).embed("m", ["abc"], 8))
+        job = asyncio.create_task(embed(Coalescer(triton, 1), "m", ["abc"], 8))
         await settle()
         assert [texts for _, texts, _ in triton.calls] == [["abc"]]  # sent before any other arrives
         triton.gate.set()
@@ -79,9 +86,9 @@ def test_requests_arriving_while_the_calls_are_out_join_the_next_call() -> None:
         triton = GatedTriton()
         coalescer = Coalescer(triton, 2)
         triton.gate.clear()
-        first = [asyncio.create_task(coalescer.embed("m", ["x" * n], 8)) for n in (1, 2)]
+        first = [asyncio.create_task(embed(coalescer, "m", ["x" * n], 8)) for n in (1, 2)]
         await settle()
-        later = [asyncio.create_task(coalescer.embed("m", ["y" * n, "z"], 8)) for n in range(3, 8)]
+        later = [asyncio.create_task(embed(coalescer, "m", ["y" * n, "z"], 8)) for n in range(3, 8)]
         await settle()
         assert [len(texts) for _, texts, _ in triton.calls] == [1, 1]  # two calls out, the rest waits
         triton.gate.set()
@@ -99,7 +106,7 @@ def test_a_request_over_the_max_batch_goes_in_chunks_in_order() -> None:
     async def test():
         triton = GatedTriton()
         texts = ["a" * n for n in range(1, 8)]
-        vectors, counts = await Coalescer(triton, 2).embed("m", texts, 3)
+        vectors, counts = await embed(Coalescer(triton, 2), "m", texts, 3)
         assert [len(t) for _, t, _ in triton.calls] == [3, 3, 1]
         assert vectors[:, 0].tolist() == list(range(1, 8)) and counts.sum() == sum(range(1, 8))
 
@@ -112,11 +119,11 @@ def test_only_requests_with_the_same_model_and_options_share_a_call() -> None:
         coalescer = Coalescer(triton, 1)
         blocker = await held(coalescer, triton)
         jobs = [
-            asyncio.create_task(coalescer.embed("m", ["q1"], 8, {"INPUT_TYPE": "query"})),
-            asyncio.create_task(coalescer.embed("m", ["d1"], 8)),
-            asyncio.create_task(coalescer.embed("m", ["q2"], 8, {"INPUT_TYPE": "query"})),
-            asyncio.create_task(coalescer.embed("other", ["o1"], 8)),
-            asyncio.create_task(coalescer.embed("m", ["d2"], 8)),
+            asyncio.create_task(embed(coalescer, "m", ["q1"], 8, {"INPUT_TYPE": "query"})),
+            asyncio.create_task(embed(coalescer, "m", ["d1"], 8)),
+            asyncio.create_task(embed(coalescer, "m", ["q2"], 8, {"INPUT_TYPE": "query"})),
+            asyncio.create_task(embed(coalescer, "other", ["o1"], 8)),
+            asyncio.create_task(embed(coalescer, "m", ["d2"], 8)),
         ]
         await settle()
         triton.gate.set()
@@ -137,7 +144,7 @@ def test_only_requests_with_the_same_model_and_options_share_a_call() -> None:
 async def joined(coalescer: Coalescer, triton: GatedTriton, requests: list[list[str]], **kw) -> list:
     """Hold one call out, queue `requests` behind it so they join, then release; each outcome or error."""
     blocker = await held(coalescer, triton, 64, **kw)
-    jobs = [asyncio.create_task(coalescer.embed("m", texts, 64, **kw)) for texts in requests]
+    jobs = [asyncio.create_task(embed(coalescer, "m", texts, 64, **kw)) for texts in requests]
     await settle()
     triton.gate.set()
     return (await asyncio.gather(blocker, *jobs, return_exceptions=True))[1:]
@@ -185,8 +192,8 @@ def test_a_cancelled_request_leaves_the_queue_and_the_others_still_join() -> Non
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
         blocker = await held(coalescer, triton)
-        gone = asyncio.create_task(coalescer.embed("m", ["gone"], 8))
-        kept = asyncio.create_task(coalescer.embed("m", ["kept"], 8))
+        gone = asyncio.create_task(embed(coalescer, "m", ["gone"], 8))
+        kept = asyncio.create_task(embed(coalescer, "m", ["kept"], 8))
         await settle()
         gone.cancel()
         await settle()
@@ -205,7 +212,7 @@ def test_a_failed_chunk_withdraws_the_rest_of_its_request() -> None:
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
         with pytest.raises(APIError, match=r"input\[0\] has 999 tokens"):
-            await coalescer.embed("m", ["bad", "c"], 1)  # two chunks of one row; the bound holds the second
+            await embed(coalescer, "m", ["bad", "c"], 1)  # two chunks of one row; the bound holds the second
         await settle()
         assert [texts for _, texts, _ in triton.calls] == [["bad"]]  # the second chunk never went
         assert not coalescer.queues
@@ -218,8 +225,8 @@ def test_a_request_of_half_a_max_batch_or_more_goes_at_once_outside_the_bound() 
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1)
         small = await held(coalescer, triton)
-        large = asyncio.create_task(coalescer.embed("m", ["l"] * 4, 8))
-        waits = asyncio.create_task(coalescer.embed("m", ["w"] * 3, 8))
+        large = asyncio.create_task(embed(coalescer, "m", ["l"] * 4, 8))
+        waits = asyncio.create_task(embed(coalescer, "m", ["w"] * 3, 8))
         await settle()
         assert [len(texts) for _, texts, _ in triton.calls] == [1, 4]  # 4 of 8 rows: not held back
         triton.gate.set()
@@ -236,8 +243,8 @@ def test_without_joining_every_request_is_its_own_call_and_keeps_its_outcome() -
         triton = GatedTriton()
         coalescer = Coalescer(triton, 1, join=False)
         triton.gate.clear()
-        jobs = [asyncio.create_task(coalescer.embed("m", [t], 8)) for t in ("one", "two", "bad", "four")]
-        chunked = asyncio.create_task(coalescer.embed("m", ["a" * n for n in range(1, 6)], 2))
+        jobs = [asyncio.create_task(embed(coalescer, "m", [t], 8)) for t in ("one", "two", "bad", "four")]
+        chunked = asyncio.create_task(embed(coalescer, "m", ["a" * n for n in range(1, 6)], 2))
         await settle()
         triton.gate.set()
         results = await asyncio.gather(*jobs, chunked, return_exceptions=True)

@@ -279,7 +279,7 @@ def test_instruction_is_capped_and_sent_once_per_call() -> None:
         assert "instruction has 101 characters; the maximum is 100" in r.json()["error"]["message"]
         assert seen == []
     triton = flaky_client([])
-    asyncio.run(triton.call("m", {"TEXT": ["a"] * 64}, {"INSTRUCTION": "i" * 1000, "TRUNCATE": "END"}))
+    asyncio.run(triton.call("m", {"TEXT": ["a"] * 64}, {"INSTRUCTION": "i" * 1000, "TRUNCATE": "END"}, ("EMBEDDING",)))
     sent = {i.name(): i for i in triton.client.sent}
     assert sent["INSTRUCTION"].shape() == [64, 1]
     assert sent["INSTRUCTION"]._get_content().count(b"i" * 1000) == 1  # one copy, not 64

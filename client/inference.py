@@ -1,0 +1,121 @@
+"""The inference core: every task's calls to Triton, and what they say about readiness.
+
+A task module (`client/embed.py`, `client/rerank.py`) checks its request and asks `Inference.run` for
+the rows of a model's ensemble; `run` asks for the outputs the task table names for the model's task
+(`runtime/contract.py`), goes through the coalescer (joined with concurrent requests of the same lane,
+when `coalesce` is on), times the Triton stage, and keeps readiness in step: a 503 makes the next
+`/health/ready` probe the model at once, and `succeeded` records a request that got its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client.coalescer import Coalescer
+from client.errors import APIError
+from client.registry import ModelRegistry
+from client.settings import Settings
+from client.triton import Outputs, ServedModel, TritonClient
+from runtime.contract import TASK_TABLE, TEXT
+
+UNRESOLVED = "unknown"  # the metric label of requests that name no served model or fail before resolution
+
+
+@dataclass
+class Timings:
+    """What the route reports of one request: the served model it resolved to, and seconds per stage."""
+
+    model: str = UNRESOLVED
+    image_fetch: float = 0.0
+    triton: float = 0.0
+    tokens: int = 0  # what the request counted, for the metrics
+
+
+class Inference:
+    def __init__(
+        self,
+        settings: Settings,
+        triton: TritonClient,
+        registry: ModelRegistry,
+        on_call: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.triton = triton
+        self.registry = registry
+        # Inference calls go through the coalescer (which joins them only with `coalesce`); tokenize and
+        # readiness probes straight to Triton.
+        self.calls = Coalescer(triton, settings.calls_in_flight, on_call, join=settings.coalesce)
+        self.last_success: dict[str, float] = {}
+        self._ready_probe: asyncio.Future | None = None
+        self._ready_at = float("-inf")
+
+    async def run(
+        self,
+        model: ServedModel,
+        values: list[str] | list[bytes],
+        timings: Timings,
+        *,
+        ensemble: str | None = None,
+        max_batch: int | None = None,
+        options: dict[str, str] | None = None,
+        positions: list[int] | None = None,
+        tensor: str = TEXT,
+        columns: dict[str, list[str]] | None = None,
+        field: str = "input",
+    ) -> Outputs:
+        """The outputs of the model's task for `values` (the items of `tensor`), by name, in order;
+        `ensemble` and `max_batch` default to the model's own (its image ensemble has others)."""
+        start = time.perf_counter()
+        try:
+            return await self.calls.infer(
+                ensemble or model.name,
+                values,
+                max_batch or model.max_batch_size,
+                TASK_TABLE[model.card.task].output_names,
+                options,
+                positions,
+                tensor,
+                columns,
+                field,
+            )
+        except APIError as exc:
+            if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL
+                self.last_success.pop(model.name, None)
+            raise
+        finally:
+            timings.triton += time.perf_counter() - start
+
+    def succeeded(self, model: ServedModel) -> None:
+        """A request for `model` got its answer: readiness trusts it for `ready_ttl_s`."""
+        self.last_success[model.name] = time.monotonic()
+
+    async def ready(self) -> list[str]:
+        """Names of served models that answered an inference within `ready_ttl_s` (probing stale ones now).
+
+        Open to anyone and outside the in-flight bound, so it is cheap to call: one probe at a time, its
+        answer (or its error) reused for `ready_cache_s`, and concurrent callers share it.
+        """
+        probe = self._ready_probe
+        if probe is None or (probe.done() and time.monotonic() - self._ready_at > self.settings.ready_cache_s):
+            probe = self._ready_probe = asyncio.ensure_future(self._probe_ready())
+            probe.add_done_callback(self._ready_done)
+        return await asyncio.shield(probe)
+
+    def _ready_done(self, probe: asyncio.Future) -> None:
+        self._ready_at = time.monotonic()
+        if not probe.cancelled():
+            probe.exception()  # retrieved: each caller raises it for itself
+
+    async def _probe_ready(self) -> list[str]:
+        models = await self.registry.refresh()
+        if not models:
+            raise APIError(503, "no embedding model is ready in Triton", "service_unavailable", None, "no_model", True)
+        now = time.monotonic()
+        for model in models:
+            if now - self.last_success.get(model.name, float("-inf")) > self.settings.ready_ttl_s:
+                await self.triton.probe(model)
+                self.last_success[model.name] = time.monotonic()
+        return [m.name for m in models]
