@@ -24,7 +24,6 @@ from client.validation import (
     check_token_ids,
     check_token_options,
     controls_of,
-    field_names,
     items_of,
     texts_of,
 )
@@ -66,11 +65,9 @@ class EmbedTask:
 
     async def embed(self, request: EmbeddingRequest, timings: Timings | None = None) -> dict:
         timings = timings or Timings()
-        if request.model_extra:
-            log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
         model = await self.inference.registry.resolve(request.model, "embed")
         timings.model = model.name
-        items = items_of(request, self.settings.max_items_per_request)
+        items = items_of(request)
         self.images.check_count(sum(item.image is not None for item in items))  # before any text is sent
         check_token_options(request, items)
         check_modalities(model, items)
@@ -151,7 +148,7 @@ class EmbedTask:
         model = await self.inference.registry.resolve(request.model, "embed")
         timings.model = model.name
         check_instruction(model, request.instruction)
-        texts = texts_of(request, self.settings.max_items_per_request)
+        texts = texts_of(request)
         start = time.perf_counter()
         try:
             ids, counts = await self.inference.triton.tokenize(

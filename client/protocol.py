@@ -1,19 +1,50 @@
-"""Request and response bodies of the OpenAI embeddings API."""
+"""Request and response bodies of the adapter's APIs: OpenAI embeddings, the rerank shapes, /tokenize."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime.contract import InputType, Truncate
 
 TOKEN_ID_LIMIT = 2**63  # ids travel as int64; the model's vocabulary bound is checked once the model is known
+log = logging.getLogger("client.protocol")
 
 
 def _is_number(x: Any) -> bool:
     """A JSON number: integers beyond 64 bits arrive as floats (orjson), and must still read as token ids."""
     return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def one_id_list(value: Any) -> bool:
+    """An `input` that is one token-id list (one item), not a list of items: the one place that rule
+    lives. Before validation it reads only the first element (a mixed list is refused by validation)."""
+    return isinstance(value, list) and bool(value) and _is_number(value[0])
+
+
+def field_names(extra: dict, shown: int = 8, width: int = 40) -> str:
+    """Client-chosen field names for the log: escaped, each cut to `width`, at most `shown` of them."""
+    names = [ascii(name[:width]) for name in list(extra)[:shown]]
+    more = len(extra) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+class Request(BaseModel):
+    """Every request body: unknown fields are accepted (OpenAI's and the peers' clients send their own),
+    logged once, and ignored. `items` names the list counted before validation, `max_items` the setting
+    that bounds it (both read by the route's body parser, the one place items are counted)."""
+
+    model_config = ConfigDict(extra="allow")
+    items: ClassVar[str] = "input"
+    max_items: ClassVar[str] = "max_items_per_request"
+
+    @model_validator(mode="after")
+    def _log_unknown(self) -> Request:
+        if self.model_extra:
+            log.info("ignoring unknown request fields: %s", field_names(self.model_extra))
+        return self
 
 
 def _check_token_ids(ids: list[int | float], where: str) -> None:
@@ -34,10 +65,8 @@ class MultimodalItem(BaseModel):
     image: str | None = Field(None, description="http(s) URL, data: URI or base64 of an encoded image")
 
 
-class EmbeddingRequest(BaseModel):
-    """`POST /v1/embeddings`; unknown fields are accepted, logged and ignored."""
-
-    model_config = ConfigDict(extra="allow")
+class EmbeddingRequest(Request):
+    """`POST /v1/embeddings`."""
 
     input: str | list[int] | list[list[int]] | list[str | MultimodalItem] = Field(
         description="a text, a list of texts and {text, image} items, token ids, or a list of token-id lists"
@@ -62,7 +91,7 @@ class EmbeddingRequest(BaseModel):
             return value
         if not isinstance(value, list):
             raise ValueError(f"input must be a string or a list, got {type(value).__name__}")
-        if value and all(_is_number(x) for x in value):
+        if one_id_list(value) and all(_is_number(x) for x in value):
             _check_token_ids(value, "input")
             return value
         if value and all(isinstance(x, list) for x in value):
@@ -88,10 +117,8 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(Request):
     """`POST /tokenize`: the token ids a text becomes after the model's template and special tokens."""
-
-    model_config = ConfigDict(extra="allow")
 
     input: str | list[str] = Field(description="one text or a list of texts")
     model: str | None = None
@@ -115,11 +142,11 @@ class RerankDocument(BaseModel):
     text: str
 
 
-class RerankRequest(BaseModel):
-    """`POST /v1/rerank`, `/v2/rerank` (Cohere v1/v2 and Jina's shape); unknown fields are logged and ignored."""
+class RerankRequest(Request):
+    """`POST /v1/rerank`, `/v2/rerank` (Cohere v1/v2 and Jina's shape)."""
 
-    model_config = ConfigDict(extra="allow")
-    items: ClassVar[str] = "documents"  # the list counted before validation
+    items: ClassVar[str] = "documents"
+    max_items: ClassVar[str] = "max_documents_per_request"
 
     model: str | None = Field(None, description="served reranker id or alias; optional when one reranker is served")
     query: str
@@ -140,11 +167,11 @@ class RerankRequest(BaseModel):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
-class TeiRerankRequest(BaseModel):
+class TeiRerankRequest(Request):
     """`POST /rerank` in text-embeddings-inference's shape (LlamaIndex, Haystack, Milvus call it)."""
 
-    model_config = ConfigDict(extra="allow")
     items: ClassVar[str] = "texts"
+    max_items: ClassVar[str] = "max_documents_per_request"
 
     model: str | None = None
     query: str

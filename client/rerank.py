@@ -18,7 +18,6 @@ from client.errors import APIError, bad_request, too_large
 from client.inference import Inference, Timings
 from client.protocol import RerankRequest, TeiRerankRequest
 from client.settings import Settings
-from client.validation import field_names
 from runtime.contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TRUNCATE
 
 log = logging.getLogger("client.rerank")
@@ -59,10 +58,6 @@ async def rank(
         raise too_large(f"query has {len(query)} characters; the maximum is {settings.max_query_chars}", "query")
     if not documents:
         raise bad_request("documents cannot be an empty list", "documents")
-    if len(documents) > settings.max_documents_per_request:
-        raise too_large(
-            f"documents has {len(documents)} items; the maximum is {settings.max_documents_per_request}", "documents"
-        )
     repeated = len(query.encode("utf-8")) * len(documents)
     if repeated > settings.max_query_document_bytes:
         raise too_large(
@@ -116,8 +111,6 @@ async def cohere_rerank(
     inference: Inference, request: RerankRequest, timings: Timings, version: str, request_id: str
 ) -> dict:
     """`/v1/rerank`, `/v2/rerank`: Cohere's response (`id`, `results`, `meta`) with Jina's `model` and `usage`."""
-    if request.model_extra:
-        log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
     settings = inference.settings
     if request.instruction is not None and len(request.instruction) > settings.max_instruction_chars:
         raise too_large(
@@ -148,8 +141,6 @@ async def cohere_rerank(
 
 async def tei_rerank(inference: Inference, request: TeiRerankRequest, timings: Timings) -> list[dict]:
     """`/rerank`: TEI's bare array of `{index, score, text?}`, best first."""
-    if request.model_extra:
-        log.info("ignoring unknown request fields: %s", field_names(request.model_extra))
     truncate = None
     if request.truncate is False:
         truncate = "NONE"

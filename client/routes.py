@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from client import request_id
 from client.embed import EmbedTask
-from client.errors import APIError, body_too_large, invalid_fields, too_large
+from client.errors import APIError, invalid_fields, too_large
 from client.inference import UNRESOLVED, Inference, Timings
 from client.protocol import (
     EmbeddingRequest,
@@ -22,13 +22,15 @@ from client.protocol import (
     RerankRequest,
     TeiRerankRequest,
     TokenizeRequest,
+    one_id_list,
 )
+from client.protocol import Request as RequestBody
 from client.rerank import cohere_rerank, tei_rerank
 from client.responses import JSONResponse
 from client.triton import ServedModel
 
 router = APIRouter()
-Body = TypeVar("Body", bound=BaseModel)
+Body = TypeVar("Body", bound=RequestBody)
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -50,24 +52,20 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The JSON body (the gate has read it within its caps), its values counted before it is parsed and
-    its items counted before they are validated; large bodies are parsed off the event loop."""
+    """The JSON body (the gate has read it within the size cap), its values counted before it is parsed
+    and its items counted before they are validated, here only; large bodies are parsed off the event loop."""
     raw = await request.body()
     settings = request.app.state.settings
-    oversized = body_too_large(len(raw), settings.max_body_bytes)
-    if oversized is not None:
-        raise oversized
-    max_items = settings.max_items_per_request
+    field, max_items = model.items, getattr(settings, model.max_items)
 
     def validate(data: Any) -> Body:
         request.state.named_model = data.get("model") if isinstance(data, dict) else None  # for the metrics label
-        field = getattr(model, "items", "input")
         items = data.get(field) if isinstance(data, dict) else None
-        one_id_list = isinstance(items, list) and bool(items) and isinstance(items[0], int | float)
-        if isinstance(items, list) and len(items) > max_items and not one_id_list:
+        ids = field == "input" and one_id_list(items)
+        if isinstance(items, list) and len(items) > max_items and not ids:
             raise too_large(f"{field} has {len(items)} items; the maximum is {max_items}", param=field)
         if isinstance(items, list) and field == "input":
-            check_id_lengths(items, one_id_list, settings.max_token_ids_per_item)
+            check_id_lengths(items, ids, settings.max_token_ids_per_item)
         try:
             return model.model_validate(data)
         except ValidationError as exc:

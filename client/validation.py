@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from client.errors import bad_request, too_large
-from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest
+from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest, one_id_list
 from client.settings import Settings
 from client.triton import ServedModel
 from runtime.contract import INPUT_TYPE, INSTRUCTION, TRUNCATE, input_type_of
@@ -22,25 +22,18 @@ class Item:
     where: str = "input"  # how error messages name it: `input` or `input[3]`
 
 
-def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
-    """The request's items, each non-empty, within the item cap."""
+def items_of(request: EmbeddingRequest) -> list[Item]:
+    """The request's items, each non-empty (the body parser has counted them against the cap)."""
     raw = request.input
-    if isinstance(raw, str):
-        raw_items: list = [raw]
-    elif raw and all(isinstance(x, int) for x in raw):
-        raw_items = [raw]  # one token-id list: its ids are named input[j]
-    else:
-        raw_items = list(raw)
-    one_id_list = len(raw_items) == 1 and raw_items[0] is raw
+    ids = one_id_list(raw)  # one token-id list: its ids are named input[j]
+    raw_items: list = [raw] if isinstance(raw, str) or ids else list(raw)
     if not raw_items:
         raise bad_request("input cannot be an empty list", param="input")
-    if len(raw_items) > max_items:
-        raise too_large(f"input has {len(raw_items)} items; the maximum is {max_items}", param="input")
     items = []
     for i, x in enumerate(raw_items):
         where = "input" if isinstance(raw, str) else f"input[{i}]"
         if isinstance(x, list):
-            items.append(Item(tokens=tuple(x), where="input" if one_id_list else where))
+            items.append(Item(tokens=tuple(x), where="input" if ids else where))
             continue
         item = MultimodalItem(text=x) if isinstance(x, str) else x
         if item.text is not None and not item.text.strip():
@@ -51,21 +44,12 @@ def items_of(request: EmbeddingRequest, max_items: int) -> list[Item]:
     return items
 
 
-def texts_of(request: TokenizeRequest, max_items: int) -> list[str]:
-    """The texts to tokenize, within the item cap."""
+def texts_of(request: TokenizeRequest) -> list[str]:
+    """The texts to tokenize (the body parser has counted them against the cap)."""
     texts = [request.input] if isinstance(request.input, str) else list(request.input)
     if not texts:
         raise bad_request("input cannot be an empty list", param="input")
-    if len(texts) > max_items:
-        raise too_large(f"input has {len(texts)} items; the maximum is {max_items}", "input")
     return texts
-
-
-def field_names(extra: dict, shown: int = 8, width: int = 40) -> str:
-    """Client-chosen field names for the log: escaped, each cut to `width`, at most `shown` of them."""
-    names = [ascii(name[:width]) for name in list(extra)[:shown]]
-    more = len(extra) - len(names)
-    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def check_token_ids(model: ServedModel, items: list[Item]) -> None:

@@ -17,9 +17,9 @@ from runtime.contract import (
     version_dir,
 )
 from runtime.errors import InputError
-from runtime.pairs import PairLayout, encode_pairs, pad_pairs
+from runtime.pairs import PairLayout, encode_pairs
 from runtime.preprocess_model import strings
-from runtime.text import load_tokenizer
+from runtime.text import load_tokenizer, pad, truncate_mode
 
 TYPES = "token_type_ids"
 
@@ -52,9 +52,9 @@ class TritonPythonModel:
             raise InputError(str(exc)) from exc
         if len(queries) != len(documents):
             raise InputError(f"{len(documents)} documents came with {len(queries)} queries")
-        truncate = strings(request, TRUNCATE)
-        mode = truncate[0].upper() if truncate and truncate[0] else self.params.default_truncate
-        batch = pad_pairs(self._encode(request, queries, documents, mode), self.params)
+        mode = truncate_mode(strings(request, TRUNCATE), self.params.default_truncate)
+        pairs = self._encode(request, queries, documents, mode)
+        batch = pad([ids for ids, _ in pairs], self.params, [types for _, types in pairs])
         tensors = [
             pb_utils.Tensor("input_ids", batch.input_ids),
             pb_utils.Tensor("attention_mask", batch.attention_mask),

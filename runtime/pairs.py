@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.contract import TRUNCATE_MODES, PairParams, PromptPairParams
+from runtime.contract import PairParams, PromptPairParams
 from runtime.errors import InputError
-from runtime.text import Partial, TextLayout, bucket_for, encode, encode_bounded, frame, room_of
+from runtime.text import Partial, TextLayout, encode, encode_bounded, frame, room_of
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,6 @@ def encode_pairs(
     """(ids, token types) of each framed pair; `truncate` NONE refuses a pair over the limit (naming
     its row as `input[i]`), END keeps the start of each sequence, START the end. `max_doc_tokens`
     first cuts each document to that many tokens (Cohere's `max_tokens_per_doc`), whatever `truncate`."""
-    if truncate not in TRUNCATE_MODES:
-        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
     room, n = layout.room, len(documents)
     modes = ["START" if truncate == "START" else "END"] * n
     unique = list(dict.fromkeys(queries))  # a request's query sits beside each of its documents: tokenised once
@@ -115,30 +112,6 @@ def encode_pairs(
     return out
 
 
-@dataclass(frozen=True)
-class PairBatch:
-    input_ids: np.ndarray  # int64 [rows, bucket]
-    attention_mask: np.ndarray
-    token_type_ids: np.ndarray
-    token_count: np.ndarray  # int32 [rows, 1]
-
-
-def pad_pairs(
-    rows: list[tuple[list[int], list[int]]], layout: PairLayout | TextLayout | PairParams | PromptPairParams
-) -> PairBatch:
-    """Right-pad to the bucket of the longest pair (`layout`: anything with `pad_id` and `buckets`)."""
-    width = bucket_for(max(len(ids) for ids, _ in rows), layout.buckets)
-    ids = np.full((len(rows), width), layout.pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    types = np.zeros((len(rows), width), dtype=np.int64)
-    for i, (row, kinds) in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-        types[i, : len(row)] = kinds
-    counts = np.array([[len(r)] for r, _ in rows], dtype=np.int32)
-    return PairBatch(ids, mask, types, counts)
-
-
 def encode_prompted(
     tok: Tokenizer,
     queries: list[str],
@@ -150,8 +123,6 @@ def encode_prompted(
     """An LLM reranker's pairs (Qwen3-Reranker's README): each worded by the template and tokenised as
     one text, cut to the room between the prompt's prefix and suffix (END keeps its start, START its
     end, NONE refuses), and framed by them; no token types."""
-    if truncate not in TRUNCATE_MODES:
-        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
     task = instruction or params.default_instruction
     layout = TextLayout(params.prefix_ids, params.suffix_ids, params.max_length, params.pad_id, params.buckets)
     bodies = [

@@ -12,7 +12,6 @@ from runtime.contract import (
     TOKEN_COUNT,
     TOKEN_IDS,
     TRUNCATE,
-    TRUNCATE_MODES,
     TextParams,
     model_config,
     parameters,
@@ -30,6 +29,7 @@ from runtime.text import (
     pad,
     room_of,
     token_content,
+    truncate_mode,
 )
 
 
@@ -72,14 +72,15 @@ class TritonPythonModel:
         tokens: list[list[list[int]] | None] = []
         modes: list[str] = []
         for request in requests:
+            mode = self.params.default_truncate
             try:
+                mode = truncate_mode(strings(request, TRUNCATE), mode)
                 tokens.append(self._token_ids(request))
                 texts.append([] if tokens[-1] is not None else self._texts(request))
             except InputError as exc:
                 tokens.append(None)
                 texts.append(exc)
-            truncate = strings(request, TRUNCATE)
-            modes.append(truncate[0].upper() if truncate else self.params.default_truncate)
+            modes.append(mode)
         rows_of = [rows if isinstance(rows, list) else [] for rows in texts]
         row_modes = [mode for rows, mode in zip(rows_of, modes, strict=True) for _ in rows]
         # one call for the whole batch; a long text costs what truncation keeps of it
@@ -92,8 +93,6 @@ class TritonPythonModel:
                     raise rows
                 part, start = contents[start : start + len(rows)], start + len(rows)
                 if ids is not None:
-                    if mode not in TRUNCATE_MODES:
-                        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {mode!r}")
                     framed = [fit_given(row, self.layout, mode, i) for i, row in enumerate(ids)]
                 else:
                     framed = frame_all(part, self.layout, mode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -129,18 +130,37 @@ class Batch:
     input_ids: np.ndarray  # int64 [rows, bucket]
     attention_mask: np.ndarray  # int64 [rows, bucket]
     token_count: np.ndarray  # int32 [rows, 1]
+    token_type_ids: np.ndarray | None = None  # int64 [rows, bucket], for pairs of a model that takes them
 
 
-def pad(rows: list[list[int]], layout: TextLayout) -> Batch:
-    """Pad `rows` on the right to the bucket of the longest one."""
+class Padding(Protocol):
+    pad_id: int
+    buckets: tuple[int, ...]
+
+
+def pad(rows: list[list[int]], layout: Padding, types: list[list[int]] | None = None) -> Batch:
+    """Pad `rows` (texts, or pairs with their token `types`) on the right to the bucket of the longest
+    one; `layout`: anything with `pad_id` and `buckets`."""
     width = bucket_for(max(len(r) for r in rows), layout.buckets)
     ids = np.full((len(rows), width), layout.pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
+    kinds = np.zeros((len(rows), width), dtype=np.int64) if types is not None else None
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
+        if kinds is not None and types is not None:
+            kinds[i, : len(row)] = types[i]
     counts = np.array([[len(r)] for r in rows], dtype=np.int32)
-    return Batch(ids, mask, counts)
+    return Batch(ids, mask, counts, kinds)
+
+
+def truncate_mode(values: list[str] | None, default: str) -> str:
+    """A request's TRUNCATE (its first value, any case), or the model's default; the one place a mode
+    is checked (the functions below take a checked one)."""
+    mode = values[0].upper() if values and values[0] else default
+    if mode not in TRUNCATE_MODES:
+        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {mode!r}")
+    return mode
 
 
 def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -250,8 +270,6 @@ def fit_given(ids: list[int], layout: TextLayout, truncate: str, index: int) -> 
 
 def frame_all(contents: list[list[int]], layout: TextLayout, truncate: str) -> list[list[int]]:
     """Frame every row of one request; the first bad row fails the request."""
-    if truncate not in TRUNCATE_MODES:
-        raise InputError(f"truncate must be one of {', '.join(TRUNCATE_MODES)}, got {truncate!r}")
     if not contents:
         raise InputError("the request holds no text")
     return [frame(ids, layout, truncate, i) for i, ids in enumerate(contents)]

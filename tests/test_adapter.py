@@ -444,3 +444,22 @@ def test_the_rerank_routes_need_the_api_key() -> None:
             assert c.post(path, json=body).status_code == 401
             assert c.post(path, json=body, headers={"Authorization": "Bearer k"}).status_code == 200
         assert c.post("/rerank", json={"query": "q", "texts": ["a"]}).status_code == 401
+
+
+def test_unknown_fields_are_logged_once_by_every_route(caplog) -> None:
+    """One base model logs a request's unknown fields, whatever its route (issue 33: check once)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, "client.protocol"), TestClient(
+        create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))
+    ) as c:
+        for path, body in (
+            ("/v1/embeddings", {"model": "m", "input": "a", "extra_one": 1}),
+            ("/v1/rerank", {"model": "r", "query": "q", "documents": ["a"], "extra_one": 1}),
+            ("/rerank", {"model": "r", "query": "q", "texts": ["a"], "extra_one": 1}),
+            ("/tokenize", {"model": "m", "input": "a", "extra_one": 1}),
+        ):
+            caplog.clear()
+            assert c.post(path, json=body).status_code == 200, path
+            lines = [r.getMessage() for r in caplog.records if "unknown request fields" in r.getMessage()]
+            assert lines == ["ignoring unknown request fields: 'extra_one'"], (path, lines)

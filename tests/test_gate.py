@@ -23,10 +23,9 @@ from client.app import create_app
 from client.bodies import BodyParser, check_value_counts
 from client.errors import APIError
 from client.http_protocol import head_deadline
-from client.protocol import EmbeddingRequest
+from client.protocol import EmbeddingRequest, field_names
 from client.settings import Settings
 from client.triton import CHANNEL_OPTIONS, ServedModel, TritonClient
-from client.validation import field_names
 from launcher.processes import free_port
 from runtime.contract import EnsembleCard
 from tests.test_adapter import MODEL, FakeTriton, flaky_client

@@ -12,8 +12,8 @@ import pytest
 from export.towers.pair import pair_frame
 from launcher import default_model
 from runtime.errors import InputError
-from runtime.pairs import PairLayout, encode_pairs, kept_lengths, pad_pairs
-from runtime.text import cut_length, load_tokenizer, make_buckets
+from runtime.pairs import PairLayout, encode_pairs, kept_lengths
+from runtime.text import cut_length, load_tokenizer, make_buckets, pad
 
 LONG = "Triton serves embeddings; ONNX Runtime runs them on the CPU. "
 CASES = [
@@ -135,8 +135,6 @@ def test_truncate_none_refuses_naming_the_row(tokenizers) -> None:
     )
     with pytest.raises(InputError, match=rf"input\[0\] has {exact + 64 - layout.room} tokens with the query"):
         encode_pairs(tok, ["q"], ["word " * 62], layout, "NONE")
-    with pytest.raises(InputError, match="truncate must be one of"):
-        encode_pairs(tok, ["q"], ["d"], layout, "MIDDLE")
     assert len(encode_pairs(tok, ["q"], ["word " * 5], layout, "NONE")[0][0]) < 64
 
 
@@ -154,9 +152,7 @@ def test_max_tokens_per_doc_cuts_the_document_first(tokenizers) -> None:
 
 def test_pairs_pad_to_a_bucket_with_their_types() -> None:
     layout = PairLayout((101,), (102,), (102,), 1, 64, 0, make_buckets(64))
-    batch = pad_pairs(
-        [([101, 5, 102, 6, 7, 102], [0, 0, 0, 1, 1, 1]), ([101, 5, 102, 6, 102], [0, 0, 0, 1, 1])], layout
-    )
+    batch = pad([[101, 5, 102, 6, 7, 102], [101, 5, 102, 6, 102]], layout, [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
     assert batch.input_ids.shape == (2, 16) and batch.token_count.ravel().tolist() == [6, 5]
     assert batch.token_type_ids[0, :7].tolist() == [0, 0, 0, 1, 1, 1, 0]
     assert batch.attention_mask.sum(axis=1).tolist() == [6, 5]

@@ -49,8 +49,11 @@ def test_truncate_none_rejects_with_count_and_limit() -> None:
 
 
 def test_unknown_truncate_mode_and_empty_request_are_input_errors() -> None:
-    with pytest.raises(InputError, match="truncate must be one of"):
-        frame_all([[1]], LAYOUT, "MIDDLE")
+    from runtime.text import truncate_mode
+
+    with pytest.raises(InputError, match="truncate must be one of NONE, START, END, got 'MIDDLE'"):
+        truncate_mode(["middle"], "END")
+    assert truncate_mode(["start"], "END") == "START" and truncate_mode(None, "END") == truncate_mode([""], "END")
     with pytest.raises(InputError, match="no text"):
         frame_all([], LAYOUT, "END")
 

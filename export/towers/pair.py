@@ -26,7 +26,8 @@ from runtime.contract import (
     Parameters,
     PromptPairParams,
 )
-from runtime.pairs import PairLayout, encode_pairs, encode_prompted, pad_pairs
+from runtime.pairs import PairLayout, encode_pairs, encode_prompted
+from runtime.text import pad
 
 if TYPE_CHECKING:
     import torch
@@ -142,7 +143,8 @@ class PairTower(Tower):
 
     def feeds(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> dict[str, np.ndarray]:
         queries, documents = zip(*VALIDATION_PAIRS, strict=True)
-        batch = pad_pairs(self.encode(p, list(queries), list(documents)), p.layout)
+        pairs = self.encode(p, list(queries), list(documents))
+        batch = pad([ids for ids, _ in pairs], p.layout, [types for _, types in pairs])
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, TYPES: batch.token_type_ids}
         return {name: feeds[name] for name in self._inputs(p)}
 
