@@ -450,9 +450,10 @@ def test_unknown_fields_are_logged_once_by_every_route(caplog) -> None:
     """One base model logs a request's unknown fields, whatever its route (issue 33: check once)."""
     import logging
 
-    with caplog.at_level(logging.INFO, "client.protocol"), TestClient(
-        create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))
-    ) as c:
+    with (
+        caplog.at_level(logging.INFO, "client.protocol"),
+        TestClient(create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))) as c,
+    ):
         for path, body in (
             ("/v1/embeddings", {"model": "m", "input": "a", "extra_one": 1}),
             ("/v1/rerank", {"model": "r", "query": "q", "documents": ["a"], "extra_one": 1}),
