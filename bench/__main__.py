@@ -26,12 +26,12 @@ from pathlib import Path
 from bench import cpu, hops, machine, runners
 from bench.memory import tree_peak_mb
 from bench.workloads import WORKLOADS, images
+from contract import ADMIN_HEADER
 from export.build import Progress, export
 from export.request import ExportRequest
 from launcher import default_model
 from launcher.processes import free_port, start_adapter, stop, wait_http
 from launcher.stack import Stack, running_stack
-from launcher.tritonserver import ADMIN_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = runners.Result

@@ -178,7 +178,7 @@ def documents_for(size: int) -> list[str]:
 def families(tokenizer_path: str) -> list[Family]:
     from client.bodies import _parse
     from client.triton import request_inputs
-    from runtime.contract import QUERY, TEXT
+    from contract import QUERY, TEXT
     from runtime.images import ClipImageSpec, clip_pixels, decode_image
     from runtime.pairs import PairLayout, encode_pairs, encode_prompted
     from runtime.text import encode_bounded, load_tokenizer, make_buckets
@@ -189,7 +189,7 @@ def families(tokenizer_path: str) -> list[Family]:
     clip = ClipImageSpec(224, 224, 224, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
     max_pixels = 4096 * 4096
 
-    from runtime.contract import PromptPairParams
+    from contract import PromptPairParams
 
     prompt = PromptPairParams(
         tokenizer="tokenizer.json",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import EncoderHostParams, TextParams, model_config, parameters, version_dir
+from contract import EncoderHostParams, TextParams, model_config, parameters, version_dir
 from runtime.errors import InputError
 from runtime.onnx_encoder import Packing, open_session, run_packed
 from runtime.preprocess_model import strings

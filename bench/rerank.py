@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import machine, runners
 from bench.workloads import WORKLOADS
-from runtime.contract import QUERY, TEXT
+from contract import QUERY, TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 Pairs = list[tuple[str, list[str]]]  # (query, documents) per request
@@ -50,8 +50,8 @@ def inprocess(repository: Path, name: str, requests: Pairs, batch: int, label: s
     """The exported graph and the served pair tokenisation, in this process."""
     from google.protobuf import json_format
 
+    from contract import PairParams, parameters
     from export.repository import parse_config
-    from runtime.contract import PairParams, parameters
     from runtime.onnx_encoder import open_session
     from runtime.pairs import PairLayout, encode_pairs, pad_pairs
     from runtime.text import load_tokenizer

@@ -136,8 +136,8 @@ def preprocessor(model_dir: Path):
     """The tokenizer and sequence layout a `<model>_preprocess` folder's config names, as Triton loads them."""
     from google.protobuf import json_format
 
+    from contract import TextParams, parameters
     from export.repository import parse_config
-    from runtime.contract import TextParams, parameters
     from runtime.text import TextLayout, load_tokenizer
 
     config = json_format.MessageToDict(parse_config(model_dir / "config.pbtxt"), preserving_proto_field_name=True)

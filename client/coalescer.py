@@ -36,7 +36,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from client.triton import Outputs, TritonClient, refused_row, translate
-from runtime.contract import TEXT
+from contract import TEXT
 
 Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  # … and the outputs
 

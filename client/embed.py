@@ -27,7 +27,7 @@ from client.validation import (
     items_of,
     texts_of,
 )
-from runtime.contract import EMBEDDING, IMAGE, TEXT, TOKEN_COUNT, TOKEN_IDS, TRUNCATE
+from contract import EMBEDDING, IMAGE, TEXT, TOKEN_COUNT, TOKEN_IDS, TRUNCATE
 
 log = logging.getLogger("client.embed")
 

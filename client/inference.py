@@ -2,7 +2,7 @@
 
 A task module (`client/embed.py`, `client/rerank.py`) checks its request and asks `Inference.run` for
 the rows of a model's ensemble; `run` asks for the outputs the task table names for the model's task
-(`runtime/contract.py`), goes through the coalescer (joined with concurrent requests of the same lane,
+(`contract/__init__.py`), goes through the coalescer (joined with concurrent requests of the same lane,
 when `coalesce` is on), times the Triton stage, and keeps readiness in step: a 503 makes the next
 `/health/ready` probe the model at once, and `succeeded` records a request that got its answer.
 """
@@ -19,7 +19,7 @@ from client.errors import APIError
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.triton import Outputs, ServedModel, TritonClient
-from runtime.contract import TASK_TABLE, TEXT
+from contract import TASK_TABLE, TEXT
 
 UNRESOLVED = "unknown"  # the metric label of requests that name no served model or fail before resolution
 

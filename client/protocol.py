@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runtime.contract import InputType, Truncate
+from contract import InputType, Truncate
 
 TOKEN_ID_LIMIT = 2**63  # ids travel as int64; the model's vocabulary bound is checked once the model is known
 log = logging.getLogger("client.protocol")

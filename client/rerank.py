@@ -18,7 +18,7 @@ from client.errors import APIError, bad_request, too_large
 from client.inference import Inference, Timings
 from client.protocol import RerankRequest, TeiRerankRequest
 from client.settings import Settings
-from runtime.contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TRUNCATE
+from contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TRUNCATE
 
 log = logging.getLogger("client.rerank")
 

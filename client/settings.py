@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from client.egress import UrlMode, normalise_entry
-from runtime.contract import Truncate
+from contract import Truncate
 
 
 def is_loopback(host: str) -> bool:

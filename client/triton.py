@@ -1,5 +1,5 @@
 """The async gRPC connection to Triton: model discovery and inference calls, whose outputs come back
-by name (the task table, runtime/contract.py, says which a task's ensembles return).
+by name (the task table, contract/__init__.py, says which a task's ensembles return).
 
 Triton errors are translated here, once: INVALID_ARGUMENT from a preprocessor
 becomes a 400, an unreachable server a 503, anything else a 500.
@@ -19,8 +19,8 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from client.errors import APIError, bad_request, internal, unavailable
-from launcher.tritonserver import GRPC_ADMIN_HEADER
-from runtime.contract import (
+from contract import (
+    GRPC_ADMIN_HEADER,
     QUERY,
     REPEATED_ROWS,
     TASK_TABLE,
@@ -49,7 +49,7 @@ Outputs = dict[str, np.ndarray]  # a call's outputs by name, each with one row p
 
 @dataclass(frozen=True)
 class ServedModel:
-    """An embedding ensemble: its name, its batch limit, and what its card (`runtime/contract.py`) says."""
+    """An embedding ensemble: its name, its batch limit, and what its card (`contract/__init__.py`) says."""
 
     name: str
     max_batch_size: int
@@ -149,7 +149,7 @@ def address_target(addresses: list[str], port: int) -> str:
 
 def request_inputs(rows: dict[str, list], options: dict[str, str]) -> list[grpcclient.InferInput]:
     """One call's BYTES inputs: `rows` per row, `options` per request. A per-request control is read from
-    the first row (runtime/contract.py) and the others travel empty, so an instruction is not copied once
+    the first row (contract/__init__.py) and the others travel empty, so an instruction is not copied once
     per row; a repeated row input (a rerank query) travels once per run of equal rows."""
     inputs = []
     n = len(next(iter(rows.values())))

@@ -9,7 +9,7 @@ from client.errors import bad_request, too_large
 from client.protocol import EmbeddingRequest, MultimodalItem, TokenizeRequest, one_id_list
 from client.settings import Settings
 from client.triton import ServedModel
-from runtime.contract import INPUT_TYPE, INSTRUCTION, TRUNCATE, input_type_of
+from contract import INPUT_TYPE, INSTRUCTION, TRUNCATE, input_type_of
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ RUN pip install --no-cache-dir nvidia-pytriton==0.7.0 tokenizers==0.23.3 onnxrun
 WORKDIR /app
 COPY launcher/__init__.py launcher/processes.py launcher/shm.py launcher/supervisor.py launcher/tritonserver.py \
      launcher/container.py launcher/direct.py launcher/hidden_key.py ./launcher/
+# The contract (the admin header) is the same package as the copy beside each model.py: no shadowing.
+COPY contract ./contract
 # Not root: the server needs only /tmp (its backends copy) and /dev/shm; the repository is mounted read-only.
 RUN useradd --system --uid 10002 triton
 USER 10002

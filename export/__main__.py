@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from contract import TASKS, TRUNCATE_MODES
 from export.build import Progress, export
 from export.errors import ExportError
 from export.request import TARGETS, TENSORRT_TOKENS_PER_CALL, ExportRequest, Profile, Serving
-from runtime.contract import TASKS, TRUNCATE_MODES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

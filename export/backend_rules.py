@@ -56,7 +56,7 @@ def violations(config: mc.ModelConfig, profile_max_batch: int | None = None) -> 
 
 
 def _python_violations(config: mc.ModelConfig) -> list[str]:
-    from runtime.contract import ContractError, TorchGraphParams
+    from contract import ContractError, TorchGraphParams
 
     placements = (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU)
     kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group if g.kind not in placements]

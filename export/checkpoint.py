@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 
+from contract import EnsembleCard, TextParams
 from export.errors import ExportError
 from export.families import family_for
 from export.families.base import EOS_TOKEN, Family, Prompts
 from export.pooling import read_modules
 from export.request import Attention, GraphSettings, PoolingMode
 from export.towers.pair import PairFrame, pair_frame
-from runtime.contract import EnsembleCard, TextParams
 from runtime.text import TextLayout, make_buckets, special_token_frame
 
 if TYPE_CHECKING:

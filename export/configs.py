@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EMBEDDING, TOKEN_COUNT, Parameters
 from export.request import Serving, Target
-from runtime.contract import EMBEDDING, TOKEN_COUNT, Parameters
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EMBEDDING
 from export.configs import Tensor
 from export.errors import ValidationError
 from export.pooling import pool
 from export.request import GraphSettings, PoolingMode
-from runtime.contract import EMBEDDING
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = EMBEDDING

@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
+CONTRACT_DIR = ROOT / "contract"
 EXPORT_DIR = ROOT / "export"
 CHECKPOINT_DIR = "checkpoint"  # a `torch` host's weights, beside its model.py
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json")
@@ -33,10 +34,10 @@ def parse_config(path: Path) -> mc.ModelConfig:
 
 
 def install_python_model(version_dir: Path, shell_module: str, graph_code: bool = False) -> None:
-    """Copy `runtime/` (and for a `torch` host, `export/`, whose family code builds its graph) beside a
-    `model.py` that re-exports one of its shells."""
-    packages = [RUNTIME_DIR, EXPORT_DIR] if graph_code else [RUNTIME_DIR]
-    for stale in ("runtime", "export"):
+    """Copy `runtime/` and the `contract/` it reads (and for a `torch` host, `export/`, whose family code
+    builds its graph) beside a `model.py` that re-exports one of its shells."""
+    packages = [RUNTIME_DIR, CONTRACT_DIR, *([EXPORT_DIR] if graph_code else [])]
+    for stale in ("runtime", "contract", "export"):
         if (version_dir / stale).exists():
             shutil.rmtree(version_dir / stale)
     for package in packages:
@@ -68,7 +69,7 @@ def install_weights(source: Path, version_dir: Path) -> Path:
 def clear_for_native_backend(version_dir: Path, config: mc.ModelConfig) -> None:
     """An engine served by Triton's own backend keeps only what it loads: no Python shell left from a `local`
     export, and a TensorRT plan no ONNX graph either."""
-    leftovers = ["model.py", "runtime", "export", CHECKPOINT_DIR]
+    leftovers = ["model.py", "runtime", "contract", "export", CHECKPOINT_DIR]
     if config.platform == "tensorrt_plan":
         leftovers += ["model.onnx", "model.onnx.data"]
     for leftover in leftovers:

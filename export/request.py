@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from runtime.contract import Task, Truncate
+from contract import Task, Truncate
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from contract import TorchGraphParams
 from export.families import families
 from export.families.base import Family
 from export.request import Attention, Dtype, GraphSettings
-from runtime.contract import TorchGraphParams
 
 
 def load_graphs(

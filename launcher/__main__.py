@@ -67,8 +67,8 @@ def ensembles_of(repository: Path, name: str) -> list[str]:
     """The model's ensembles: its own, plus its image ensemble when it has an image tower."""
     from google.protobuf import json_format
 
+    from contract import EnsembleCard, parameters
     from export.repository import parse_config
-    from runtime.contract import EnsembleCard, parameters
 
     config = json_format.MessageToDict(
         parse_config(repository / name / "config.pbtxt"), preserving_proto_field_name=True

@@ -21,9 +21,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from contract import ADMIN_HEADER
 from launcher.direct import DIRECT
 from launcher.shm import SHM, Stub, remove_orphan_regions, stubs_of
-from launcher.tritonserver import ADMIN_HEADER, TritonServer
+from launcher.tritonserver import TritonServer
 
 log = logging.getLogger("launcher.supervisor")
 

@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract import ADMIN_HEADER, RESTRICTED
 from launcher.hidden_key import hide_when_parsed
 from launcher.processes import die_with_parent
 from launcher.shm import SHM, remove_orphan_regions, stubs_of
@@ -60,17 +61,6 @@ def server_env() -> dict[str, str]:
     libs = [sysconfig.get_config_var("LIBDIR") or "", str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
     return env
-
-
-# Triton's admin protocols, restricted to callers that send the admin key: the repository API (loading
-# a model with a `file:` override runs new code in the server), shared memory, statistics, trace and
-# logging. Health, metadata, model config and inference stay open to the adapter and the probes.
-RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
-# The header those protocols ask for; the supervisor and the adapter's model listing send it. Here, not
-# in runtime/contract.py: the CPU Triton image must not carry a `runtime` package of its own, which
-# would shadow the copy beside each model.py.
-ADMIN_HEADER = "triton-admin-key"
-GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton prefixes the key on gRPC
 
 
 def restriction_flags(key: str) -> list[str]:

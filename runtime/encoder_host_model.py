@@ -17,7 +17,7 @@ import traceback
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import IMAGE_EMBEDS, EncoderHostParams, TorchGraphParams, model_config, parameters, version_dir
+from contract import IMAGE_EMBEDS, EncoderHostParams, TorchGraphParams, model_config, parameters, version_dir
 from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import IMAGE, TOKEN_COUNT, FixedImageParams, model_config, parameters
+from contract import IMAGE, TOKEN_COUNT, FixedImageParams, model_config, parameters
 from runtime.errors import InputError
 from runtime.images import ClipImageSpec, clip_pixels, decode_image
 

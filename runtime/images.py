@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from runtime.contract import FixedImageParams
+from contract import FixedImageParams
 from runtime.decode_work import check_decode_work
 from runtime.errors import InputError
 from runtime.resample import resized_window

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from runtime.contract import IMAGE_EMBEDS, EncoderHostParams
+from contract import IMAGE_EMBEDS, EncoderHostParams
 
 TOKEN_TYPES = "token_type_ids"
 

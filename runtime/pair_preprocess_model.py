@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import (
+from contract import (
     MAX_DOC_TOKENS,
     QUERY,
     TEXT,

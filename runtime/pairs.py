@@ -15,7 +15,7 @@ from itertools import product
 
 from tokenizers import Tokenizer
 
-from runtime.contract import PairParams, PromptPairParams
+from contract import PairParams, PromptPairParams
 from runtime.errors import InputError
 from runtime.text import Partial, TextLayout, encode, encode_bounded, frame, room_of
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from runtime.contract import (
+from contract import (
     INPUT_TYPE,
     INSTRUCTION,
     TEXT,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contract import INSTRUCTION, PromptPairParams
 from runtime import pair_preprocess_model
-from runtime.contract import INSTRUCTION, PromptPairParams
 from runtime.pairs import encode_prompted
 from runtime.preprocess_model import strings
 

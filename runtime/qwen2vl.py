@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from runtime.contract import PatchImageParams
+from contract import PatchImageParams
 from runtime.errors import InputError
 from runtime.images import decode_image
 from runtime.text import Partial, Prompt, TextLayout, apply_prompt, encode_bounded, frame, room_of

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.contract import TRUNCATE_MODES, TextParams, input_type_of
+from contract import TRUNCATE_MODES, TextParams, input_type_of
 from runtime.errors import InputError
 
 

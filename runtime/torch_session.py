@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.contract import TorchGraphParams
+from contract import TorchGraphParams
 
 
 def device_of(args: dict[str, str]) -> str:

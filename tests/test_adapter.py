@@ -15,7 +15,7 @@ from client.coalescer import Coalescer
 from client.errors import APIError
 from client.settings import Settings
 from client.triton import ServedModel, TritonClient, translate
-from runtime.contract import EMBEDDING, SCORE, TOKEN_COUNT, EnsembleCard
+from contract import EMBEDDING, SCORE, TOKEN_COUNT, EnsembleCard
 from tests.test_coalescer import embed
 
 MODEL = ServedModel("m", 3, EnsembleCard(4, 16, "org/m", ("alias",)))

@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 from client.coalescer import Coalescer
 from client.errors import APIError
 from client.triton import TritonClient
-from runtime.contract import EMBEDDING, TOKEN_COUNT
+from contract import EMBEDDING, TOKEN_COUNT
 
 
 class GatedTriton(TritonClient):

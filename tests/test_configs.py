@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EncoderHostParams, EnsembleCard, TextParams, parameters
 from export import build
 from export import repository as repo
 from export.request import TARGETS, ExportRequest, Serving
 from launcher import default_model
-from runtime.contract import EncoderHostParams, EnsembleCard, TextParams, parameters
 from runtime.text import TextLayout
 
 

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from runtime.contract import (
+from contract import (
     ContractError,
     EncoderHostParams,
     EnsembleCard,
@@ -109,7 +109,7 @@ def second_spellings(source: str) -> list[tuple[int, str]]:
 
 def test_wire_names_are_spelled_only_in_the_contract() -> None:
     """The tensor names crossing client/, export/ and runtime/, and the truncate modes, come from
-    runtime/contract.py: a literal elsewhere is a second spelling that can drift. (client/examples/
+    contract/__init__.py: a literal elsewhere is a second spelling that can drift. (client/examples/
     shows tritonclient users the raw names on purpose.)"""
     from pathlib import Path
 

@@ -266,7 +266,7 @@ def test_tritons_admin_protocols_need_the_admin_key(minilm_stack) -> None:
     which the supervisor and the adapter's model listing hold (issue 23, item 1)."""
     import tritonclient.grpc as grpc
 
-    from launcher.tritonserver import ADMIN_HEADER, GRPC_ADMIN_HEADER
+    from contract import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
     base = f"http://{minilm_stack.triton.http_url}"
     key = {ADMIN_HEADER: minilm_stack.triton.admin_key}

@@ -15,9 +15,10 @@ import time
 import httpx
 import tritonclient.http as httpclient
 
+from contract import ADMIN_HEADER
 from launcher.shm import SHM, stubs_of
 from launcher.stack import running_replicas
-from launcher.tritonserver import ADMIN_HEADER, TritonServer
+from launcher.tritonserver import TritonServer
 
 MODEL = "all-MiniLM-L6-v2"
 

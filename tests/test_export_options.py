@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import TorchGraphParams
 from export import build
 from export import repository as repo
 from export.__main__ import parse_args, serving_from_args
@@ -17,7 +18,6 @@ from export.build import Progress, export
 from export.errors import ExportError
 from export.request import ExportRequest, Profile, Serving
 from launcher import default_model
-from runtime.contract import TorchGraphParams
 
 MINILM_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length
 

@@ -26,8 +26,8 @@ from client.http_protocol import head_deadline
 from client.protocol import EmbeddingRequest, field_names
 from client.settings import Settings
 from client.triton import CHANNEL_OPTIONS, ServedModel, TritonClient
+from contract import EnsembleCard
 from launcher.processes import free_port
-from runtime.contract import EnsembleCard
 from tests.test_adapter import MODEL, FakeTriton, flaky_client
 
 JSON = {"Content-Type": "application/json"}

@@ -30,7 +30,7 @@ from client.images import ImageLoader
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.triton import CHANNEL_OPTIONS, request_inputs
-from runtime.contract import QUERY, TEXT, collapse_repeats, expand_repeats
+from contract import QUERY, TEXT, collapse_repeats, expand_repeats
 from runtime.errors import InputError
 from runtime.images import ClipImageSpec, clip_pixels, decode_image, resized_crop, shortest_edge_size
 from runtime.resample import resized_window

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EncoderHostParams, parameters
 from export import build
 from export.configs import numpy_dtype
 from export.errors import ExportError
@@ -18,7 +19,6 @@ from export.families.gme import FAMILY as GME
 from export.request import TENSORRT_TOKENS_PER_CALL, ExportRequest, Profile, Serving
 from export.tensorrt import build_engine
 from launcher import default_model
-from runtime.contract import EncoderHostParams, parameters
 from runtime.images import ClipImageSpec
 from runtime.qwen2vl import VisionSpec
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from contract import Task
 from export.request import Attention, Dtype, PoolingMode, Tolerance
-from runtime.contract import Task
 
 if TYPE_CHECKING:
     from export.towers import Tower

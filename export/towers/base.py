@@ -43,7 +43,7 @@ class Tower(ABC):
     role: ClassVar[str]  # the engine model's role: `<model>_encoder`, `<model>_vision`
     output: ClassVar[str]  # the graph's output
     hosted: ClassVar[bool]  # on a native target, the engine sits behind a Python host that packs ragged batches
-    controls: ClassVar[tuple[str, ...]]  # its ensemble's optional inputs besides the items (runtime/contract.py)
+    controls: ClassVar[tuple[str, ...]]  # its ensemble's optional inputs besides the items (contract/__init__.py)
     fuses_text: ClassVar[bool] = False  # an image item may carry text, embedded with it in one prompt
     items_per_call: ClassVar[int] = 0  # image items its preprocessor takes per request (0: up to the batch)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from contract import Batching, EncoderHostParams, TorchGraphParams
 from export.configs import Tensor, native_engine, numpy_dtype, on_gpu, python_model, unbatched_engine
 from export.towers.base import Tower, TritonModel
-from runtime.contract import Batching, EncoderHostParams, TorchGraphParams
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EMBEDDING, IMAGE, TOKEN_COUNT, FixedImageParams
 from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
 from export.errors import ExportError
 from export.towers.base import Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import validation_images
-from runtime.contract import EMBEDDING, IMAGE, TOKEN_COUNT, FixedImageParams
 from runtime.images import ClipImageSpec, clip_pixels
 
 if TYPE_CHECKING:

@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.configs import Step, Tensor, ensemble, python_model, string, token_count
-from export.errors import ExportError
-from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
-from export.towers.engines import engine_models
-from runtime.contract import (
+from contract import (
     INSTRUCTION,
     QUERY,
     RERANK_CONTROLS,
@@ -26,6 +22,10 @@ from runtime.contract import (
     Parameters,
     PromptPairParams,
 )
+from export.configs import Step, Tensor, ensemble, python_model, string, token_count
+from export.errors import ExportError
+from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
+from export.towers.engines import engine_models
 from runtime.pairs import PairLayout, encode_pairs, encode_prompted
 from runtime.text import pad
 

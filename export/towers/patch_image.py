@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EMBEDDING, FUSED_IMAGE_CONTROLS, IMAGE, IMAGE_EMBEDS, PatchImageParams
 from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string
 from export.errors import ExportError
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.towers.text import token_outputs
 from export.validation import validation_images
-from runtime.contract import EMBEDDING, FUSED_IMAGE_CONTROLS, IMAGE, IMAGE_EMBEDS, PatchImageParams
 from runtime.onnx_encoder import VISION_PATCHES_PER_CALL
 from runtime.qwen2vl import VisionSpec, image_mark, patches, vision_positions
 

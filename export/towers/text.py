@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from contract import EMBEDDING, IMAGE_EMBEDS, TEXT, TEXT_CONTROLS, EncoderHostParams
 from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
 from export.errors import ExportError
 from export.graph import torch_reference
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import VALIDATION_TEXTS
-from runtime.contract import EMBEDDING, IMAGE_EMBEDS, TEXT, TEXT_CONTROLS, EncoderHostParams
 from runtime.text import encode, frame_all, pad
 
 if TYPE_CHECKING:

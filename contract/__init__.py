@@ -1,9 +1,13 @@
-"""The contract between the export and its readers: every `config.pbtxt` parameter, typed, in one place.
+"""The contract between the export and its readers: every `config.pbtxt` parameter, typed, in one place;
+every tensor name that crosses a boundary; the task table; Triton's admin header.
 
-The export writes these dataclasses with `to_parameters()`; the Triton Python models (`runtime/`) and
-the adapter (`client/`) read them back with `from_parameters()`. Standard library only, so the adapter
-imports it without torch, transformers or numpy. A key is a field name; a value is its text: numbers as
-written, booleans `true`/`false`, tuples comma-separated. A missing field takes its default only where
+A leaf package: the export writes these dataclasses with `to_parameters()`; the Triton Python models
+(`runtime/`, which carry a copy of this package beside each `model.py`), the adapter (`client/`) and the
+launcher read them back with `from_parameters()`. It imports none of them, and only the standard
+library, so the adapter's image carries it without torch, transformers or numpy.
+
+A key is a field name; a value is its text: numbers as written, booleans `true`/`false`, tuples
+comma-separated. A missing field takes its default only where
 the field has one (older exports); a required field that is missing is an error at load, never a guess.
 
 The tensor names below are the wire between the three, and each ensemble's card says which optional
@@ -22,6 +26,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 T = TypeVar("T", bound="Parameters")
+
+# Triton's admin protocols, restricted to callers that send the admin key: the repository API (loading a
+# model with a `file:` override runs new code in the server), shared memory, statistics, trace and
+# logging. Health, metadata, model config and inference stay open to the adapter and the probes.
+RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+ADMIN_HEADER = "triton-admin-key"  # the header those protocols ask for; the supervisor and the adapter send it
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # Triton prefixes the key on gRPC
 
 # The tensor names that cross the adapter, the ensembles and the Python models.
 TEXT, IMAGE, TOKEN_IDS = "TEXT", "IMAGE", "TOKEN_IDS"  # items: strings, image bytes, rows of little-endian int64
