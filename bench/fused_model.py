@@ -44,7 +44,7 @@ class TritonPythonModel:
             errors.append(None)
             feeds.append({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             counts.append(batch.token_count.astype(np.int32))
-        outputs = iter(run_packed(self.session, feeds, "EMBEDDING", self.packing) if feeds else [])
+        outputs = iter(run_packed(self.session, feeds, ("EMBEDDING",), self.packing) if feeds else [])
         count = iter(counts)
         responses = []
         for error in errors:
@@ -53,6 +53,7 @@ class TritonPythonModel:
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
                 )
                 continue
-            tensors = [pb_utils.Tensor("EMBEDDING", next(outputs)), pb_utils.Tensor("TOKEN_COUNT", next(count))]
+            vectors = next(outputs)["EMBEDDING"]
+            tensors = [pb_utils.Tensor("EMBEDDING", vectors), pb_utils.Tensor("TOKEN_COUNT", next(count))]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -26,7 +26,7 @@ class TritonPythonModel:
         config = model_config(args)
         self.params = p = EncoderHostParams.from_parameters(parameters(config))
         self.inputs = [i["name"] for i in config["input"]]
-        self.output = config["output"][0]["name"]
+        self.outputs = tuple(o["name"] for o in config["output"])
         self.packing = Packing(p.max_rows, p.max_tokens, p.max_padding)
         image = [i for i in config["input"] if i["name"] == IMAGE_EMBEDS]
         self.image_hidden = int(image[0]["dims"][-1]) if image else None  # GME's LM: the width of image features
@@ -49,17 +49,20 @@ class TritonPythonModel:
             feeds.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})  # optional inputs
         try:
             if self.params.batching == "vision_packed":
-                outputs = run_vision_packed(self.session, feeds, self.output, self.params.max_patches)
+                outputs = run_vision_packed(self.session, feeds, self.outputs, self.params.max_patches)
             elif self.params.batching == "concatenate":
-                outputs = run_concatenated(self.session, feeds, self.output)
+                outputs = run_concatenated(self.session, feeds, self.outputs)
             else:
-                outputs = run_packed(self.session, feeds, self.output, self.packing, self.image_hidden)
+                outputs = run_packed(self.session, feeds, self.outputs, self.packing, self.image_hidden)
         except Exception:  # an engine failure fails this batch's requests, not the model
             # The detail (paths, engine internals) goes to Triton's log, not to the clients.
-            pb_utils.Logger.log_error(f"{self.output} engine failed:\n{traceback.format_exc()}")
+            pb_utils.Logger.log_error(f"{', '.join(self.outputs)} engine failed:\n{traceback.format_exc()}")
             error = pb_utils.TritonError("the encoder failed on this batch; see the Triton log")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output, o)]) for o in outputs]
+        return [
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, rows) for name, rows in out.items()])
+            for out in outputs
+        ]
 
     def finalize(self) -> None:
         """Release the engine while the interpreter is whole: ONNX Runtime's thread pool then stops here,

@@ -1,4 +1,5 @@
-"""Run an exported encoder graph with ONNX Runtime over several requests at once."""
+"""Run an exported encoder graph over several requests at once; each request gets its rows of every
+output by name (`Outputs`), whatever outputs the graph has (a task's head decides them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import onnxruntime as ort
 from contract import IMAGE_EMBEDS, EncoderHostParams
 
 TOKEN_TYPES = "token_type_ids"
+Outputs = dict[str, np.ndarray]  # a request's outputs by name, each with one row per input row
 
 
 def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
@@ -82,15 +84,17 @@ def micro_batches(lengths: np.ndarray, packing: Packing) -> list[np.ndarray]:
 def run_packed(
     session: Session,
     feeds: list[dict[str, np.ndarray]],
-    output: str,
+    outputs: tuple[str, ...],
     packing: Packing | None = None,
     image_hidden: int | None = None,
-) -> list[np.ndarray]:
-    """Embed the rows of all requests in length-sorted micro-batches trimmed to their real length.
+    per_token: frozenset[str] = frozenset(),
+) -> list[Outputs]:
+    """Run the rows of all requests in length-sorted micro-batches trimmed to their real length.
 
     Each request arrives right-padded to its own bucket; pooling ignores padding, so
-    regrouping rows across requests by length only removes wasted compute. The
-    results are scattered back to their requests in order. Rows may carry `token_type_ids`
+    regrouping rows across requests by length only removes wasted compute. Every output
+    is scattered back to its requests in order; an output in `per_token` (`[rows, tokens, …]`:
+    a value per position) is padded back with zeros to the request's own width. Rows may carry `token_type_ids`
     (a cross-encoder's pairs), regrouped with them. A request may carry
     `IMAGE_EMBEDS [1, M, H]` (GME: one row whose image pads take those features); the
     graph then gets each micro-batch's features in row order as `image_embeds [ΣM, H]`,
@@ -112,7 +116,7 @@ def run_packed(
     for f, n in zip(feeds, sizes, strict=True):
         embeds = f.get(IMAGE_EMBEDS)
         row_images += [embeds[0]] if embeds is not None and n == 1 else [None] * n
-    out: np.ndarray | None = None
+    out: Outputs = {}
     for group in micro_batches(lengths, packing):
         w = max(int(lengths[group].max()), 1)
         feed = {"input_ids": all_ids[group, :w], "attention_mask": all_mask[group, :w]}
@@ -121,26 +125,35 @@ def run_packed(
         if image_hidden is not None:
             parts = [row_images[r] for r in group if row_images[r] is not None]
             feed["image_embeds"] = np.concatenate(parts) if parts else np.zeros((0, image_hidden), dtype=np.float32)
-        emb = session.run([output], feed)[0]
-        if out is None:
-            out = np.empty((len(lengths), emb.shape[1]), dtype=emb.dtype)
-        out[group] = emb
-    assert out is not None
+        for name, rows in zip(outputs, session.run(list(outputs), feed), strict=True):
+            if name not in out:
+                shape = (len(lengths), width, *rows.shape[2:]) if name in per_token else (len(lengths), *rows.shape[1:])
+                out[name] = np.zeros(shape, dtype=rows.dtype)
+            if name in per_token:
+                out[name][group, :w] = rows
+            else:
+                out[name][group] = rows
     bounds = np.cumsum([0, *sizes])
-    return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]
+    return [_rows_of(out, bounds[i], bounds[i + 1], ids[i].shape[1], per_token) for i in range(len(feeds))]
+
+
+def _rows_of(out: Outputs, start: int, end: int, width: int, per_token: frozenset[str]) -> Outputs:
+    """One request's rows of each output (a per-token one at the request's own width)."""
+    return {name: rows[start:end, :width] if name in per_token else rows[start:end] for name, rows in out.items()}
 
 
 def run_vision_packed(
-    session: Session, feeds: list[dict[str, np.ndarray]], output: str, max_patches: int
-) -> list[np.ndarray]:
+    session: Session, feeds: list[dict[str, np.ndarray]], outputs: tuple[str, ...], max_patches: int
+) -> list[Outputs]:
     """Qwen2-VL vision tower over many images: pack requests (one image each) up to `max_patches` per call.
 
     Attention is block-diagonal by image (the `segment_ids` of each request are set to its
     place in the call), so packing never mixes images. Each image of N patches yields N/4
-    features (2×2 merge), returned as `[1, N/4, H]`.
+    features (2×2 merge), returned as `[1, N/4, H]` (the tower's one output).
     """
+    (output,) = outputs
     counts = [f["pixel_values"].shape[1] for f in feeds]
-    results: list[np.ndarray | None] = [None] * len(feeds)
+    results: list[Outputs | None] = [None] * len(feeds)
     start = 0
     while start < len(feeds):
         end, total = start + 1, counts[start]
@@ -157,15 +170,15 @@ def run_vision_packed(
         offset = 0
         for i in members:
             n = counts[i] // 4
-            results[i] = merged[offset : offset + n][None]
+            results[i] = {output: merged[offset : offset + n][None]}
             offset += n
         start = end
     return results  # type: ignore[return-value]
 
 
-def run_concatenated(session: Session, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
-    """Fixed-shape inputs (images): one engine call over all requests, split back in order."""
+def run_concatenated(session: Session, feeds: list[dict[str, np.ndarray]], outputs: tuple[str, ...]) -> list[Outputs]:
+    """Fixed-shape inputs (images): one engine call over all requests, each output split back in order."""
     joined = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-    out = session.run([output], joined)[0]
+    out = dict(zip(outputs, session.run(list(outputs), joined), strict=True))
     bounds = np.cumsum([0, *(next(iter(f.values())).shape[0] for f in feeds)])
-    return [out[bounds[i] : bounds[i + 1]] for i in range(len(feeds))]
+    return [{name: rows[bounds[i] : bounds[i + 1]] for name, rows in out.items()} for i in range(len(feeds))]

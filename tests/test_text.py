@@ -129,9 +129,37 @@ def test_run_packed_equals_one_call_per_request() -> None:
         lengths = rng.integers(1, width + 1, size=rows)
         mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
         feeds.append({"input_ids": rng.integers(1, 100, size=(rows, width)) * mask, "attention_mask": mask})
-    packed = run_packed(Session(), feeds, "EMBEDDING", Packing(max_rows=2, max_tokens=64))
+    packed = run_packed(Session(), feeds, ("EMBEDDING",), Packing(max_rows=2, max_tokens=64))
     for feed, got in zip(feeds, packed, strict=True):
-        np.testing.assert_array_equal(got, Session().run(None, feed)[0])
+        np.testing.assert_array_equal(got["EMBEDDING"], Session().run(None, feed)[0])
+
+
+def test_run_packed_scatters_every_output_and_pads_per_token_ones_back() -> None:
+    """Outputs travel by name (issue 33): a pooled one `[rows, d]` and a per-token one `[rows, w, d]`
+    (multi-vector, sparse weights), each back to its request, the per-token one at the request's width."""
+    from runtime.onnx_encoder import Packing, run_packed
+
+    class Session:
+        def run(self, names, feed):
+            ids, mask = feed["input_ids"].astype(np.float32), feed["attention_mask"]
+            pooled = (ids * mask).sum(1, keepdims=True)
+            tokens = np.stack([ids * mask, mask.astype(np.float32)], axis=2)
+            return [{"POOLED": pooled, "TOKENS": tokens}[n] for n in names]
+
+    rng = np.random.default_rng(1)
+    feeds = []
+    for rows, width in ((2, 8), (3, 16), (1, 4)):
+        lengths = rng.integers(1, width + 1, size=rows)
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        feeds.append({"input_ids": rng.integers(1, 100, size=(rows, width)) * mask, "attention_mask": mask})
+    packed = run_packed(
+        Session(), feeds, ("POOLED", "TOKENS"), Packing(max_rows=2, max_tokens=64), per_token=frozenset({"TOKENS"})
+    )
+    for feed, got in zip(feeds, packed, strict=True):
+        alone = dict(zip(("POOLED", "TOKENS"), Session().run(["POOLED", "TOKENS"], feed), strict=True))
+        assert set(got) == {"POOLED", "TOKENS"}
+        np.testing.assert_array_equal(got["POOLED"], alone["POOLED"])
+        np.testing.assert_array_equal(got["TOKENS"], alone["TOKENS"])  # zeros past each row's length
 
 
 def test_run_vision_packed_keeps_to_the_patch_limit_and_each_image_apart() -> None:
@@ -155,7 +183,7 @@ def test_run_vision_packed_keeps_to_the_patch_limit_and_each_image_apart() -> No
         }
         for i, n in enumerate(counts)
     ]
-    out = run_vision_packed(Session(), feeds, "IMAGE_EMBEDS", max_patches=2048)
+    out = [o["IMAGE_EMBEDS"] for o in run_vision_packed(Session(), feeds, ("IMAGE_EMBEDS",), max_patches=2048)]
     assert calls == [[1024, 1024], [512], [5120], [16, 16]]
     for i, (n, features) in enumerate(zip(counts, out, strict=True)):
         assert features.shape == (1, n // 4, 2)
