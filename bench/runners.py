@@ -145,13 +145,12 @@ def preprocessor(model_dir: Path):
     return load_tokenizer(str(model_dir / "1" / params.tokenizer)), TextLayout.of(params)
 
 
-def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
-    """The same exported graph and tokenizer, batches sorted by length, in this process."""
-    from runtime.onnx_encoder import open_session
+def sorted_batches(repository: Path, model: str, texts: list[str], batch: int, name: str, embed) -> Result:
+    """`embed(input_ids, attention_mask)` over `texts` tokenised as the model's preprocessor does, in
+    batches sorted by length, each padded to its longest row (as `padding=True` does), in this process."""
     from runtime.text import encode, frame_all, pad
 
     tok, layout = preprocessor(repository / f"{model}_preprocess")
-    session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
 
     def run(texts: list[str]) -> Result:
         start = time.perf_counter()
@@ -161,14 +160,46 @@ def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch:
         for i in range(0, len(order), batch):
             t0 = time.perf_counter()
             b = pad([rows[j] for j in order[i : i + batch]], layout)
-            width = int(b.attention_mask.sum(axis=1).max())  # pad to the longest row, as `padding=True` does
-            session.run(None, {"input_ids": b.input_ids[:, :width], "attention_mask": b.attention_mask[:, :width]})
+            width = int(b.attention_mask.sum(axis=1).max())
+            embed(b.input_ids[:, :width], b.attention_mask[:, :width])
             latencies.append(time.perf_counter() - t0)
         seconds = time.perf_counter() - start
         return Result(name, len(texts), seconds, latencies, sum(len(r) for r in rows))
 
     run(texts[: batch * 2])  # warm-up: first calls allocate and pick kernels
     return run(texts)
+
+
+def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
+    """The exported ONNX graph (a `local` export in `repository`), in this process."""
+    from runtime.onnx_encoder import open_session
+
+    session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
+
+    def embed(ids, mask):
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})
+
+    return sorted_batches(repository, model, texts, batch, name, embed)
+
+
+def torch_inprocess(
+    checkpoint: Path, repository: Path, model: str, texts: list[str], batch: int, name: str, dtype: str
+) -> Result:
+    """The family's PyTorch graph, as the `torch` target's host builds it (fp32 weights; `bfloat16`: bf16
+    matrix products under CPU autocast), in this process."""
+    import torch
+
+    from export.request import ExportRequest
+    from export.torch_graphs import load_graphs
+
+    p = ExportRequest(checkpoint, repository, model).plan()
+    graph = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, "float32", ("text",))["text"]
+
+    def embed(ids, mask):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
+            return graph(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+
+    return sorted_batches(repository, model, texts, batch, name, embed)
 
 
 def sentence_transformers_inprocess(checkpoint, texts: list[str], batch: int, name: str) -> Result:

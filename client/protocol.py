@@ -200,6 +200,13 @@ class EmbeddingResponse(BaseModel):
     usage: Usage
 
 
+class EngineCandidate(BaseModel):
+    engine: str
+    texts_per_second: float
+    min_cosine: float
+    gate: Literal["pass", "fail"]
+
+
 class ModelCard(BaseModel):
     """A served model: `id` is the name responses use; `hf_id` and `aliases` are accepted as well."""
 
@@ -220,6 +227,11 @@ class ModelCard(BaseModel):
         None, description="whether input_type query / instruction change the embedding (null: not declared)"
     )
     task: Literal["embed", "rerank"] = Field("embed", description="/v1/embeddings, or /v1/rerank for a reranker")
+    engine: str | None = Field(None, description="what runs the encoder: `<target> <dtype>` (null: not recorded)")
+    engine_candidates: list[EngineCandidate] = Field(
+        default_factory=list,
+        description="what `--target auto` measured at export on its machine: each engine's speed and fidelity",
+    )
 
 
 class ModelList(BaseModel):

@@ -209,7 +209,15 @@ def _card(m: ServedModel) -> dict:
         "modalities": list(m.card.modalities),
         "query_template": m.card.query_template,
         "task": m.card.task,
+        "engine": m.card.engine or None,
+        "engine_candidates": [_candidate(c) for c in m.card.engine_candidates],
     }
+
+
+def _candidate(figures: str) -> dict:
+    """`torch bfloat16:488.4:0.9999833:pass` (the card's form) as the API shows it."""
+    engine, speed, cosine, gate = figures.rsplit(":", 3)
+    return {"engine": engine, "texts_per_second": float(speed), "min_cosine": float(cosine), "gate": gate}
 
 
 @router.get("/v1/models", response_model=ModelList)

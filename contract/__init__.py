@@ -188,6 +188,9 @@ class EnsembleCard(Parameters):
     controls: tuple[str, ...] = TEXT_CONTROLS  # the text ensemble's optional inputs
     image_controls: tuple[str, ...] = ()  # the image ensemble's optional inputs
     task: Task = "embed"  # rerank: rows are (QUERY, TEXT) pairs, the output a SCORE (`dimension` 1)
+    engine: str = ""  # what runs the text encoder: "<target> <dtype>" ("local float32", "torch bfloat16")
+    # What `--target auto` measured on the export's machine, each "target dtype:texts/s:min cosine:pass|fail"
+    engine_candidates: tuple[str, ...] = ()
 
     def to_parameters(self) -> dict[str, str]:
         return {self.MARK: "true", **super().to_parameters()}

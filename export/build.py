@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from rich.console import Console
 from export import repository as repo
 from export.backend_rules import violations
 from export.checkpoint import Plan
-from export.errors import ExportError
+from export.errors import ExportError, ValidationError
 from export.graph import Agreement, compare, export_onnx, graph_io, torch_reference
 from export.request import EXTERNAL_DATA_BYTES, Dtype, ExportRequest
 from export.tensorrt import build_engine, check_tensorrt, run_engine
@@ -163,6 +163,32 @@ def _build_plan(
     return agreement
 
 
+def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
+    """`--target auto`: time each CPU engine this machine runs well against its fidelity gate
+    (export/engine_choice.py), then export the fastest that passes; should its full validation refuse it
+    (another tower, another batch), the next fastest."""
+    from export.engine_choice import card_figures, choose, cpu_flags, measure, table
+
+    with progress.step("read checkpoint for --target auto"):
+        request.check(request.plan())
+    flags = cpu_flags()
+    with progress.step("time each engine this CPU runs on fixed texts, against its fidelity gate"):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            trials = pool.submit(measure, request, flags).result()
+    chosen = choose(trials)
+    for line in table(trials, chosen):
+        progress.console.print(line)
+    ranked = [chosen, *sorted((t for t in trials if t.passed and t is not chosen), key=lambda t: -t.texts_per_second)]
+    for trial in ranked:
+        c = trial.candidate
+        fixed = replace(request, target=c.target, dtype=c.dtype, engine_candidates=card_figures(trials))
+        try:
+            return export(fixed, progress)
+        except ValidationError as exc:
+            progress.console.print(f"  {c.engine} refused by the full validation ({exc}); the next fastest")
+    raise ExportError("no engine candidate passed the full validation")
+
+
 def _batches(checks: Checks) -> str:
     """`input_ids 5×70, …, image_embeds 0×1536`: the shapes of each validation batch."""
     return "; ".join(
@@ -180,6 +206,8 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     """Export `request.checkpoint` and write its Triton models; raises on any failure."""
     progress = progress or Progress()
     quiet_libraries()
+    if request.target == "auto":
+        return _export_auto(request, progress)
     with progress.step(f"read checkpoint {request.checkpoint}"):
         p = request.plan()
         request = request.fitted(p)
@@ -208,8 +236,8 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        checks, served = pool.submit(_export_graphs, request, dtype).result()
-    limits = tolerance(p.family.tolerance, dtype)
+        checks, served = pool.submit(_export_graphs, request, request.reference_dtype(p)).result()
+    limits = tolerance(p.family.tolerance, dtype, request.cpu_autocast(p))
     agreements = []
     for tower in towers:
         tower_checks = checks[tower.name]

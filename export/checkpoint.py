@@ -82,6 +82,8 @@ class Plan:
             query_template=bool(self.prompts.query_template),
             matryoshka_dimensions=self.family.matryoshka.dimensions,
             matryoshka_min_dimension=self.family.matryoshka.min_dimension,
+            engine=f"{request.target} {request.resolved_dtype(self)}",
+            engine_candidates=request.engine_candidates,
         )
 
 

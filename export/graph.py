@@ -33,7 +33,7 @@ class EmbeddingGraph(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.zero_token_types else {}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.pooling).float()  # EMBEDDING is FP32 whatever the weights
+        pooled = pool(hidden.float(), attention_mask, self.pooling)  # pooled in fp32 whatever the weights
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
@@ -73,8 +73,8 @@ class Agreement:
     min_cosine: float
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosine: float) -> Agreement:
-    """Raise `ValidationError` unless every row agrees within tolerance."""
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    """How closely `candidate` matches `reference`, row by row (its shape must be the same)."""
     if reference.shape != candidate.shape:
         raise ValidationError(f"shape {candidate.shape} differs from the reference {reference.shape}")
     err = float(np.abs(reference - candidate).max())
@@ -83,12 +83,23 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosin
         ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
         cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
         cos = float((ref * cand).sum(axis=1).min())
-    if not np.isfinite(err) or err > atol or cos < min_cosine:
+    return Agreement(err, cos)
+
+
+def within(a: Agreement, atol: float, min_cosine: float) -> bool:
+    return bool(np.isfinite(a.max_abs_error)) and a.max_abs_error <= atol and a.min_cosine >= min_cosine
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, min_cosine: float) -> Agreement:
+    """Raise `ValidationError` unless every row agrees within tolerance."""
+    found = agreement(reference, candidate)
+    err, cos = found.max_abs_error, found.min_cosine
+    if not within(found, atol, min_cosine):
         raise ValidationError(
             f"engine disagrees with PyTorch: max |error| {err:.3g} (limit {atol:g}), "
             f"min cosine {cos:.7f} (limit {min_cosine})"
         )
-    return Agreement(err, cos)
+    return found
 
 
 def torch_reference(graph: torch.nn.Module, *inputs: np.ndarray) -> np.ndarray:

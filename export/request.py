@@ -20,8 +20,9 @@ Attention = Literal["causal", "bidirectional"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
 
-Target = Literal["local", "onnxruntime", "tensorrt", "torch"]
-TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt", "torch")
+Target = Literal["auto", "local", "onnxruntime", "tensorrt", "torch"]
+# auto: the fastest CPU engine measured at export among local, torch and torch in bf16 (export/engine_choice.py)
+TARGETS: tuple[str, ...] = ("auto", "local", "onnxruntime", "tensorrt", "torch")
 # Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime, or the PyTorch graph)
 # rather than in a native engine model.
 HOSTED_TARGETS: tuple[str, ...] = ("local", "torch")
@@ -142,6 +143,7 @@ class ExportRequest:
     max_pixels: int | None = None
     workspace_mib: int = 8192  # TensorRT builder workspace
     serving: Serving = Serving()
+    engine_candidates: tuple[str, ...] = ()  # what `auto` measured, for the card (`engine:texts/s:cosine:gate`)
 
     def plan(self) -> Plan:
         from export.checkpoint import plan
@@ -190,6 +192,13 @@ class ExportRequest:
                     f"the TensorRT profile's max sequence {profile.max_seq} is below the token limit "
                     f"{p.layout.max_length}: widen --profile or lower --max-length"
                 )
+        elif self.target == "auto" and (self.gpu or self.dtype is not None):
+            problems.append(
+                "--target auto measures the CPU engines and picks the dtype itself: name a target for --gpu or "
+                "--dtype (local, torch, onnxruntime, tensorrt)"
+            )
+        elif self.target == "torch" and not self.on_gpu and dtype == "float16":
+            problems.append("a float16 torch graph is not served on the CPU: use --dtype bfloat16 (or float32)")
         elif dtype == "bfloat16" and self.target != "torch" and not cuda_onnxruntime():
             problems.append(
                 f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
@@ -203,3 +212,12 @@ class ExportRequest:
         if self.dtype is not None:
             return self.dtype
         return p.family.gpu_dtype if self.on_gpu else "float32"
+
+    def cpu_autocast(self, p: Plan) -> bool:
+        """A `torch` graph served on the CPU in bf16: fp32 weights, bf16 matrix products under autocast,
+        checked against the fp32 reference (runtime/torch_session.py)."""
+        return self.target == "torch" and not self.on_gpu and self.resolved_dtype(p) == "bfloat16"
+
+    def reference_dtype(self, p: Plan) -> Dtype:
+        """The dtype the PyTorch reference is computed in: the engine's own, but fp32 for a CPU autocast graph."""
+        return "float32" if self.cpu_autocast(p) else self.resolved_dtype(p)

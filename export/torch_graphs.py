@@ -47,7 +47,8 @@ def family_named(name: str) -> Family:
 
 
 def served_graph(version_dir: Path, params: TorchGraphParams, device: str) -> torch.nn.Module:
-    """The `torch` target host's graph: its tower, from the weights beside `model.py`, on `device`."""
+    """The `torch` target host's graph: its tower, from the weights beside `model.py`, on `device`; on the
+    CPU with fp32 weights whatever `params.dtype` (a bf16 graph there runs under autocast)."""
     settings = GraphSettings(
         params.pooling,  # type: ignore[arg-type]
         params.normalize,
@@ -59,7 +60,7 @@ def served_graph(version_dir: Path, params: TorchGraphParams, device: str) -> to
         family_named(params.family),
         settings,
         params.attention,  # type: ignore[arg-type]
-        params.dtype,  # type: ignore[arg-type]
+        "float32" if device == "cpu" else params.dtype,  # type: ignore[arg-type]
         (params.tower,),
     )
     return graphs[params.tower].to(device)

@@ -58,6 +58,15 @@ def onnx_session(path: Path, dtype: Dtype):
 REDUCED_PRECISION_TOLERANCE: dict[str, tuple[float, float]] = {"float16": (2e-2, 0.999), "bfloat16": (2e-2, 0.99)}
 
 
-def tolerance(fp32: Tolerance, dtype: Dtype) -> tuple[float, float]:
-    """(max |error|, min cosine) of an engine in `dtype`: the family's own `fp32` limits in fp32."""
+# (max |error|, min cosine) of a bf16 graph under CPU autocast against the fp32 reference: bf16 matrix
+# products with fp32 weights, accumulation, pooling and normalisation keep all-MiniLM-L6-v2 at a minimum
+# cosine of 0.99994 over 2,048 texts (AMX, `python -m bench.engines`); the gate of issue 36 is 0.9999.
+CPU_AUTOCAST_TOLERANCE = (2e-2, 0.9999)
+
+
+def tolerance(fp32: Tolerance, dtype: Dtype, cpu_autocast: bool = False) -> tuple[float, float]:
+    """(max |error|, min cosine) of an engine in `dtype`: the family's own `fp32` limits in fp32; a CPU
+    autocast graph against the fp32 reference; fp16 / bf16 GPU engines against a reference in their dtype."""
+    if cpu_autocast:
+        return CPU_AUTOCAST_TOLERANCE
     return (fp32.atol, fp32.min_cosine) if dtype == "float32" else REDUCED_PRECISION_TOLERANCE[dtype]

@@ -2,7 +2,10 @@
 ONNX Runtime session, so the host's packers (runtime/onnx_encoder.py) batch it unchanged.
 
 On a GPU the graph runs in the family's GPU dtype with PyTorch's scaled-dot-product attention (the
-transformers default); on the CPU in fp32. Its output leaves as fp32 numpy, like every engine's.
+transformers default). On the CPU its weights stay fp32; with dtype bfloat16 its matrix products run in
+bf16 under CPU autocast (AMX or AVX-512 BF16 kernels where the CPU has them, emulated elsewhere), while
+pooling and normalisation stay fp32 (the graphs pool an fp32 copy of the hidden states). Its output
+leaves as fp32 numpy, like every engine's.
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ def device_of(args: dict[str, str]) -> str:
     return "cpu"
 
 
+def cpu_autocast(dtype: str, device: str) -> torch.dtype | None:
+    """The autocast dtype of a CPU graph in `dtype` (bf16 matrix products over fp32 weights), else None."""
+    return torch.bfloat16 if device == "cpu" and dtype == "bfloat16" else None
+
+
 class TorchSession:
-    def __init__(self, graph: torch.nn.Module, inputs: tuple[str, ...], device: str) -> None:
+    def __init__(
+        self, graph: torch.nn.Module, inputs: tuple[str, ...], device: str, autocast: torch.dtype | None = None
+    ) -> None:
         self.graph = graph
         self.inputs = inputs
         self.device = torch.device(device)
+        self.autocast = autocast
 
     @classmethod
     def load(cls, version_dir: Path, params: TorchGraphParams, device: str, threads: int = 0) -> TorchSession:
@@ -36,13 +47,14 @@ class TorchSession:
             torch.set_num_threads(threads)
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        return cls(served_graph(version_dir, params, device), params.inputs, device)
+        autocast = cpu_autocast(params.dtype, device)
+        return cls(served_graph(version_dir, params, device), params.inputs, device, autocast)
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         missing = [name for name in self.inputs if name not in feed]
         if missing:
             raise KeyError(f"the graph takes {', '.join(self.inputs)}; missing {', '.join(missing)}")
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", self.autocast, enabled=self.autocast is not None):
             args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
             out = self.graph(*args)
             return [out.float().cpu().numpy()]

@@ -78,6 +78,13 @@ class Tower(ABC):
     def models(self, p: Plan, request: ExportRequest) -> list[TritonModel]:
         """The Triton models this tower adds (engine, preprocessor, ensemble)."""
 
+    def timing_batches(self, p: Plan, texts: list[str], rows: int) -> list[dict[str, np.ndarray]]:
+        """`texts` as this tower's graph takes them, in batches of `rows` sorted by length (what
+        `--target auto` times each engine on); only text towers have them."""
+        from export.errors import ExportError
+
+        raise ExportError(f"{p.family.name}'s {self.name} tower is not timed on texts")
+
     def one_image(self, p: Plan) -> tuple[dict[str, np.ndarray], str]:
         """One validation image's graph inputs, and the prompt text that marks its features (towers whose
         features go into the text encoder)."""

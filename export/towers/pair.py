@@ -148,6 +148,22 @@ class PairTower(Tower):
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, TYPES: batch.token_type_ids}
         return {name: feeds[name] for name in self._inputs(p)}
 
+    def timing_batches(self, p: Plan, texts: list[str], rows: int) -> list[dict[str, np.ndarray]]:
+        """Each text as a document beside one fixed query."""
+        pairs = sorted(self.encode(p, ["what does this engine serve?"] * len(texts), texts), key=lambda r: len(r[0]))
+        batches = []
+        for start in range(0, len(pairs), rows):
+            part = pairs[start : start + rows]
+            batch = pad([ids for ids, _ in part], p.layout, [types for _, types in part])
+            width = int(batch.attention_mask.sum(axis=1).max())
+            feeds = {
+                "input_ids": batch.input_ids[:, :width],
+                "attention_mask": batch.attention_mask[:, :width],
+                TYPES: batch.token_type_ids[:, :width],
+            }
+            batches.append({name: feeds[name] for name in self._inputs(p)})
+        return batches
+
     def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
         inputs = [Tensor(n, mc.TYPE_INT64, (-1, -1)) for n in self._inputs(p)]
         return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, 1))]

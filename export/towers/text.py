@@ -89,6 +89,20 @@ class TextTower(Tower):
         batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
 
+    def timing_batches(self, p: Plan, texts: list[str], rows: int) -> list[dict[str, np.ndarray]]:
+        template, instruction = p.prompts.document_template, p.prompts.default_instruction
+        prompts = [template.format(instruction=instruction, text=t) if template else t for t in texts]
+        framed = sorted(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), key=len)
+        batches = []
+        for start in range(0, len(framed), rows):
+            batch = pad(framed[start : start + rows], p.layout)
+            width = int(batch.attention_mask.sum(axis=1).max())
+            feed = {"input_ids": batch.input_ids[:, :width], "attention_mask": batch.attention_mask[:, :width]}
+            if self.image_features:  # text items: no image features
+                feed["image_embeds"] = np.zeros((0, p.dimension), dtype=np.float32)
+            batches.append(feed)
+        return batches
+
     def feed_sets(self, p: Plan, graphs: dict[str, torch.nn.Module]) -> list[dict[str, np.ndarray]]:
         """With image features, also the text-only batch: serving sends it `image_embeds` with 0 rows,
         a shape TensorRT must take too (Triton's own zero-size tests skip plan models)."""
