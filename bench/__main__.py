@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,8 @@ def prepare(args: argparse.Namespace) -> Model:
         checkpoint = args.checkpoint or default_model.checkpoint()
     name = args.name or (default_model.NAME if checkpoint == default_model.checkpoint() else checkpoint.name)
     repo, onnx_repo = args.workdir / "repository", args.workdir / "repository-onnx"
+    for folder in (repo, onnx_repo):  # the bench's own: nothing of an earlier run (a fused model) stays
+        shutil.rmtree(folder, ignore_errors=True)
     parsed = export_args([str(checkpoint), *args.export_arg])
     serving = serving_from_args(parsed)
     request = ExportRequest(
@@ -242,8 +245,8 @@ def single_queries(
 
 def fusable(model: Model) -> bool:
     """A text model exported for the `local` target (its encoder a Python host of ONNX Runtime)."""
-    encoder = model.repository / f"{model.name}_encoder"
-    return not model.image_ensemble and (encoder / "1" / "model.py").exists()
+    encoder = model.repository / f"{model.name}_encoder" / "1"
+    return not model.image_ensemble and (encoder / "model.py").exists() and (encoder / "model.onnx").exists()
 
 
 @contextmanager

@@ -191,9 +191,12 @@ def torch_inprocess(
 
     from export.request import ExportRequest
     from export.torch_graphs import load_graphs
+    from runtime.torch_session import cast_for_autocast
 
     p = ExportRequest(checkpoint, repository, model).plan()
     graph = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, "float32", ("text",))["text"]
+    if dtype == "bfloat16":
+        cast_for_autocast(graph)  # as the served host runs it
 
     def embed(ids, mask):
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):

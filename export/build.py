@@ -167,14 +167,12 @@ def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
     """`--target auto`: time each CPU engine this machine runs well against its fidelity gate
     (export/engine_choice.py), then export the fastest that passes; should its full validation refuse it
     (another tower, another batch), the next fastest."""
-    from export.engine_choice import card_figures, choose, cpu_flags, measure, table
+    from export.engine_choice import card_figures, choose, cpu_flags, table
 
     with progress.step("read checkpoint for --target auto"):
         request.check(request.plan())
-    flags = cpu_flags()
     with progress.step("time each engine this CPU runs on fixed texts, against its fidelity gate"):
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            trials = pool.submit(measure, request, flags).result()
+        trials = _timed_trials(request, cpu_flags())
     chosen = choose(trials)
     for line in table(trials, chosen):
         progress.console.print(line)
@@ -187,6 +185,14 @@ def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
         except ValidationError as exc:
             progress.console.print(f"  {c.engine} refused by the full validation ({exc}); the next fastest")
     raise ExportError("no engine candidate passed the full validation")
+
+
+def _timed_trials(request: ExportRequest, flags: frozenset[str]) -> list:
+    """Every candidate's trial, measured in a child process (the weights are loaded there)."""
+    from export.engine_choice import measure
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, request, flags).result()
 
 
 def _batches(checks: Checks) -> str:

@@ -140,6 +140,7 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
     from export.torch_graphs import load_graphs
     from export.validation import tolerance
     from runtime.onnx_encoder import open_session
+    from runtime.torch_session import cast_for_autocast
 
     p = request.plan()
     tower = p.family.text_tower
@@ -162,8 +163,10 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
                 outputs = [run(f) for f, _ in checks]
                 speed = timed(run, batches)
                 del session
-        else:
+        else:  # the bf16 candidate comes last: its cast changes the graph in place
             autocast = candidate.dtype == "bfloat16"
+            if autocast:
+                cast_for_autocast(graph)
 
             def run(feed, autocast=autocast):
                 with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):

@@ -4,6 +4,8 @@ or a Python host packing ragged batches for a native engine it calls through BLS
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract import Batching, EncoderHostParams, TorchGraphParams
@@ -12,7 +14,7 @@ from export.towers.base import Tower, TritonModel
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan
-    from export.request import ExportRequest
+    from export.request import ExportRequest, Serving
 
 HOST_SHELL = "encoder_host_model"
 
@@ -39,9 +41,11 @@ def engine_models(
         config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
         return [TritonModel(config, HOST_SHELL)]
     if request.target == "torch":
-        host = EncoderHostParams(batching, "", threads, max_patches=max_patches)
-        blocks = [host, torch_params(tower, p, request)]
         gpu = on_gpu(request.target, request.gpu)
+        if not gpu:
+            serving = cpu_instances(serving, p)
+        host = EncoderHostParams(batching, "", serving.intra_op_threads, max_patches=max_patches)
+        blocks = [host, torch_params(tower, p, request)]
         config = python_model(
             name, inputs, outputs, blocks, serving, engine=True, max_batch=max_batch, ragged=ragged, gpu=gpu
         )
@@ -55,6 +59,26 @@ def engine_models(
     host = EncoderHostParams(batching, "", threads, engine.name, types, max_rows=call_rows, max_patches=max_patches)
     config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
     return [TritonModel(config, HOST_SHELL), TritonModel(engine)]
+
+
+# A PyTorch host on the CPU runs one instance per core, one thread each, while its weights are small: two
+# single-thread instances on 2 cores served all-MiniLM-L6-v2 in bf16 at 522 texts/s (32 per request,
+# concurrency 16), one instance of two threads at 405 (its threads wait for each other while the
+# preprocessor and the adapter take turns on the cores). Larger weights: one instance, every core.
+ONE_INSTANCE_PER_CORE_BYTES = 2 * 1024**3
+
+
+def cpu_instances(serving: Serving, p: Plan, cores: int | None = None) -> Serving:
+    """The torch CPU host's instances and threads where the export's defaults (1 instance, 0 threads)
+    leave them to be chosen for the cores there are; settings given are kept."""
+    import os
+
+    if (serving.encoder_instances, serving.intra_op_threads) != (1, 0):
+        return serving
+    weights = sum(f.stat().st_size for f in Path(p.transformer_dir).glob("*.safetensors"))
+    if weights > ONE_INSTANCE_PER_CORE_BYTES:
+        return serving
+    return replace(serving, encoder_instances=cores or os.cpu_count() or 1, intra_op_threads=1)
 
 
 def torch_params(tower: Tower, p: Plan, request: ExportRequest) -> TorchGraphParams:
