@@ -189,10 +189,15 @@ def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
 
 def _timed_trials(request: ExportRequest, flags: frozenset[str]) -> list:
     """Every candidate's trial, measured in a child process (the weights are loaded there)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_quietly_measured, request, flags).result()
+
+
+def _quietly_measured(request: ExportRequest, flags: frozenset[str]) -> list:
     from export.engine_choice import measure
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure, request, flags).result()
+    quiet_libraries()
+    return measure(request, flags)
 
 
 def _batches(checks: Checks) -> str:

@@ -21,8 +21,10 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
 
 Target = Literal["auto", "local", "onnxruntime", "tensorrt", "torch"]
-# auto: the fastest CPU engine measured at export among local, torch and torch in bf16 (export/engine_choice.py)
-TARGETS: tuple[str, ...] = ("auto", "local", "onnxruntime", "tensorrt", "torch")
+# What runs the encoder; `auto` chooses one of them at export: the fastest CPU engine measured there among
+# local, torch and torch in bf16 (export/engine_choice.py).
+ENGINE_TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt", "torch")
+TARGETS: tuple[str, ...] = ("auto", *ENGINE_TARGETS)
 # Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime, or the PyTorch graph)
 # rather than in a native engine model.
 HOSTED_TARGETS: tuple[str, ...] = ("local", "torch")

@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from contract import EncoderHostParams, EnsembleCard, TextParams, parameters
 from export import build
 from export import repository as repo
-from export.request import TARGETS, ExportRequest, Serving
+from export.request import ENGINE_TARGETS, ExportRequest, Serving
 from launcher import default_model
 from runtime.text import TextLayout
 
@@ -48,7 +48,7 @@ def check_ensemble(ensemble: mc.ModelConfig, steps: dict[str, mc.ModelConfig]) -
         assert out.name in available, f"ensemble output {out.name} is produced by no step"
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ENGINE_TARGETS)
 def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
     serving = Serving()
     parsed = {}
@@ -103,7 +103,7 @@ def bert_reranker_checkpoint(tmp_path_factory) -> Path:
     return bert_reranker(tmp_path_factory.mktemp("bert-reranker") / "bert-reranker")
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ENGINE_TARGETS)
 def test_reranker_configs_parse_wire_and_pass_their_backend_rules(
     tmp_path: Path, target: str, bert_reranker_checkpoint: Path
 ) -> None:
