@@ -172,6 +172,8 @@ def test_models_and_health(minilm_stack) -> None:
             "modalities": ["text"],
             "query_template": False,
             "task": "embed",
+            "engine": "local float32",  # the fixture's export names its target; `auto` adds its candidates
+            "engine_candidates": [],
         }
     ]
     assert httpx.get(f"{minilm_stack.adapter_url}/health").json() == {"status": "ok"}
