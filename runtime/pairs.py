@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from contract import PairParams, PromptPairParams
 from runtime.errors import InputError
-from runtime.text import Partial, TextLayout, encode, encode_bounded, frame, room_of
+from runtime.text import Partial, SparseCut, TextLayout, encode, encode_bounded, frame, room_of
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,9 @@ def encode_pairs(
     whole: dict[str, list[int]] = {}  # a query's every token, for the rows whose cut it decides
     out = []
     for i, (q, d) in enumerate(zip(qs, ds, strict=True)):
+        if truncate == "NONE":  # a text cut by characters (too sparse to tokenise whole) cannot be kept whole
+            for cut in (c for c in (q, d) if isinstance(c, SparseCut)):
+                raise cut.refusal(i)
         if max_doc_tokens is not None and len(d) > max_doc_tokens:
             d = d[:max_doc_tokens] if truncate != "START" else d[len(d) - max_doc_tokens :]
         if len(q) + len(d) > room:

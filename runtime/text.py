@@ -106,6 +106,8 @@ def room_of(layout: TextLayout) -> int:
 def frame(content: list[int], layout: TextLayout, truncate: str, index: int) -> list[int]:
     """Add the special tokens, truncating the content per `truncate`."""
     room = room_of(layout)
+    if truncate == "NONE" and isinstance(content, SparseCut):
+        raise content.refusal(index)
     if len(content) > room:
         total = len(content) + len(layout.prefix_ids) + len(layout.suffix_ids)
         if truncate == "NONE":
@@ -173,6 +175,22 @@ class Partial(list):
     refuse it with `truncate: NONE`, without its full count."""
 
 
+class SparseCut(list):
+    """The tokens of a text cut by characters: longer than `sparse_limit` and that sparse (whitespace,
+    long words). They stand for the text when it may be cut; with `truncate: NONE` it is refused, in
+    its own request, where it is framed (the cut happens for a whole batch at once)."""
+
+    def __init__(self, ids: list[int], chars: int, limit: int) -> None:
+        super().__init__(ids)
+        self.chars, self.limit = chars, limit
+
+    def refusal(self, index: int) -> InputError:
+        return InputError(
+            f"input[{index}] has {self.chars} characters and only {len(self)} tokens in its first {self.limit}; "
+            f"a text that sparse may have at most {self.limit} characters (set truncate to START or END to cut it)"
+        )
+
+
 CUT_CHARS_PER_TOKEN = 12  # a cut keeps this many characters per token of room (English: 4-5 per token)
 SPARSE_CHARS_PER_TOKEN = 32  # the second, last cut: beyond it a text is cut by characters
 CUT_MARGIN_CHARS = 256  # tokens this close to a cut are dropped: the cut may have split their word
@@ -199,8 +217,8 @@ def encode_bounded(tok: Tokenizer, texts: list[str], truncates: list[str], room:
     would: END keeps the first `room + 1` of them (still over the room, so framing truncates or, for
     NONE, refuses), START the last `room + 1`. A cut that holds fewer tokens (long words, whitespace)
     grows once, to `sparse_limit(room)` characters; a text that is longer still and as sparse is cut
-    by characters there (its tokens are those of the cut) or, with NONE, refused. A 2 MiB text of
-    spaces costs the tokenisation of 16 KiB, not of 2 MiB.
+    by characters there (a `SparseCut`: framing refuses it with NONE, in its own request). A 2 MiB text
+    of spaces costs the tokenisation of 16 KiB, not of 2 MiB.
     """
     out: list[list[int] | None] = [None] * len(texts)
     final = sparse_limit(room)
@@ -223,13 +241,7 @@ def encode_bounded(tok: Tokenizer, texts: list[str], truncates: list[str], room:
                 kept = [t for t, (_, end) in zip(enc.ids, enc.offsets, strict=True) if end <= edge]
                 out[i] = Partial(kept[: room + 1]) if len(kept) > room else None
             if out[i] is None and limit == final:
-                if mode == "NONE":
-                    raise InputError(
-                        f"input[{i}] has {len(texts[i])} characters and only {len(kept)} tokens in its first "
-                        f"{final}; a text that sparse may have at most {final} characters (set truncate to "
-                        "START or END to cut it)"
-                    )
-                out[i] = kept
+                out[i] = SparseCut(kept, len(texts[i]), final)
     whole = [i for i, ids in enumerate(out) if ids is None]
     for i, ids in zip(whole, encode(tok, [texts[i] for i in whole]), strict=True):
         out[i] = ids

@@ -176,3 +176,21 @@ def test_a_query_beside_many_documents_is_tokenised_once(tokenizers) -> None:
     rows = encode_pairs(Spy(), ["the query"] * 32, documents, layout, "END")
     assert seen.count("the query") == 1
     assert rows == [reference(hf, "the query", d, 512) for d in documents]
+
+
+def test_a_sparse_document_is_refused_with_truncate_none(tokenizers) -> None:
+    """A document cut by characters (too sparse to tokenise whole) was kept, cut, under `truncate: NONE`."""
+    from runtime.text import SparseCut, encode_bounded, sparse_limit
+
+    hf, tok = tokenizers
+    layout = layout_of(hf, tok, 64)
+    sparse = " " * (sparse_limit(layout.room) + 10) + "end"
+    (cut,) = encode_bounded(tok, [sparse], ["END"], layout.room)
+    # WordPiece makes no token of whitespace: a cut by characters; the tiny XLM-R's BPE makes tokens of
+    # it: simply too long. Either way NONE refuses it, naming its row.
+    expected = r"\d+ characters and only" if isinstance(cut, SparseCut) else "more than 65 tokens with the query"
+    assert isinstance(cut, SparseCut) == (hf.model_input_names.count("token_type_ids") == 1)
+    with pytest.raises(InputError, match=rf"input\[1\] has {expected}"):
+        encode_pairs(tok, ["q", "q"], ["fine", sparse], layout, "NONE")
+    ((ids, _),) = encode_pairs(tok, ["q"], [sparse], layout, "END")
+    assert len(ids) <= 64  # cut to the limit where it may be cut

@@ -272,8 +272,9 @@ def test_bounded_encoding_truncates_exactly_as_the_whole_text(tokenizer: str, mo
         (probe,) = encode_bounded(tok, [text], ["END" if mode == "NONE" else mode], room)
         sparse = len(text) > sparse_limit(room) and not isinstance(probe, Partial)
         if sparse and mode == "NONE":
-            with pytest.raises(InputError, match=rf"input\[0\] has {len(text)} characters and only \d+ tokens"):
-                encode_bounded(tok, [text], [mode], room)
+            (cut,) = encode_bounded(tok, [text], [mode], room)  # a batch call never raises for one text
+            with pytest.raises(InputError, match=rf"input\[{i}\] has {len(text)} characters and only \d+ tokens"):
+                frame(cut, layout, mode, i)
             continue
         (ids,) = encode_bounded(tok, [text], [mode], room)
         decided += isinstance(ids, Partial)
@@ -319,3 +320,20 @@ def test_short_texts_are_tokenised_whole() -> None:
     texts = ["a cat", "a kitten " * 50]
     bounded = encode_bounded(tok, texts, ["END", "NONE"], 254)
     assert bounded == encode(tok, texts) and not any(isinstance(b, Partial) for b in bounded)
+
+
+def test_a_sparse_text_under_none_fails_only_its_own_request() -> None:
+    """The preprocessor tokenises every request of a batch in one call: a sparse text refused with
+    `truncate: NONE` raised from that call, failing the batch, under a batch-wide index. It is refused
+    where its own request frames it, with its own index."""
+    from runtime.text import SparseCut, encode_bounded, sparse_limit
+
+    tok = load_tokenizer(str(default_model.checkpoint() / "tokenizer.json"))
+    layout = TextLayout(prefix_ids=(101,), suffix_ids=(102,), max_length=40, pad_id=0, buckets=(16, 40))
+    sparse = " " * (sparse_limit(38) + 10) + "end"
+    contents = encode_bounded(tok, ["a fine text", sparse, "another"], ["NONE", "NONE", "END"], 38)
+    assert isinstance(contents[1], SparseCut) and not isinstance(contents[0], SparseCut)
+    assert frame_all(contents[:1], layout, "NONE") == [[101, *contents[0], 102]]
+    with pytest.raises(InputError, match=r"input\[0\] has \d+ characters and only 0 tokens"):
+        frame_all(contents[1:2], layout, "NONE")  # the second request's first item
+    assert frame(contents[1], layout, "END", 0) == [101, 102]  # cut by characters where it may be cut
