@@ -54,14 +54,20 @@ def _coefficients(in_size: int, out_size: int, indices: np.ndarray) -> tuple[np.
     return xmin, np.where(inside, fixed, 0.0)
 
 
-def _pass(pixels: np.ndarray, in_size: int, out_size: int, indices: np.ndarray, axis: int, offset: int = 0):
+def _span(in_size: int, out_size: int, indices: np.ndarray) -> tuple[int, int]:
+    """The input range the weights of the output `indices` touch: all a pass over them reads."""
+    first, weights = _coefficients(in_size, out_size, indices)
+    return int(first.min()), int(min(in_size, (first + weights.shape[1]).max()))
+
+
+def _pass(pixels: np.ndarray, in_size: int, out_size: int, indices: np.ndarray, axis: int, offset: int):
     """One 8-bit pass along `axis` (1: horizontal, 0: vertical) of an `[H, W, C]` uint8 array, only at
-    the output `indices`; `pixels` along `axis` may be a band of the input that starts at `offset`."""
+    the output `indices`; `pixels` along `axis` is the input's `_span` of them, starting at `offset`."""
     first, weights = _coefficients(in_size, out_size, indices)
     moved = np.moveaxis(pixels, axis, 0).astype(np.float64)
     acc = np.full((len(indices), *moved.shape[1:]), float(1 << (PRECISION_BITS - 1)))
     for tap in range(weights.shape[1]):
-        source = np.clip(first + tap - offset, 0, len(moved) - 1)  # outside the band the weight is zero
+        source = np.clip(first + tap - offset, 0, len(moved) - 1)  # outside the span the weight is zero
         acc += moved[source] * weights[:, tap].reshape(-1, *([1] * (moved.ndim - 1)))
     out = np.clip(np.floor(acc / (1 << PRECISION_BITS)), 0, 255)  # clip8: an arithmetic shift, saturated
     return np.moveaxis(out.astype(np.uint8), 0, axis)
@@ -69,17 +75,16 @@ def _pass(pixels: np.ndarray, in_size: int, out_size: int, indices: np.ndarray, 
 
 def resized_window(pixels: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
     """`np.asarray(Image.fromarray(pixels).resize(size, BICUBIC))[top:bottom, left:right]` for
-    `box = (left, top, right, bottom)`, computed from the rows and columns that window needs."""
+    `box = (left, top, right, bottom)`, computed from only the rows and columns that window reads."""
     height, width = pixels.shape[:2]
     new_w, new_h = size
     left, top, right, bottom = box
-    rows = np.arange(top, bottom)
-    lo, hi = top, bottom
-    if new_h != height:  # the vertical pass reads only the rows its window's weights touch
-        first, weights = _coefficients(height, new_h, rows)
-        lo, hi = int(first.min()), int(min(height, (first + weights.shape[1]).max()))
-    band = pixels[lo:hi]
-    band = _pass(band, width, new_w, np.arange(left, right), axis=1) if new_w != width else band[:, left:right]
+    rows, cols = np.arange(top, bottom), np.arange(left, right)
+    r0, r1 = _span(height, new_h, rows) if new_h != height else (top, bottom)
+    c0, c1 = _span(width, new_w, cols) if new_w != width else (left, right)
+    band = pixels[r0:r1, c0:c1]
+    if new_w != width:
+        band = _pass(band, width, new_w, cols, axis=1, offset=c0)
     if new_h != height:
-        return _pass(band, height, new_h, rows, axis=0, offset=lo)
+        band = _pass(band, height, new_h, rows, axis=0, offset=r0)
     return band
