@@ -149,13 +149,7 @@ class EmbedTask:
         timings.model = model.name
         check_instruction(model, request.instruction)
         texts = texts_of(request)
-        start = time.perf_counter()
-        try:
-            ids, counts = await self.inference.triton.tokenize(
-                f"{model.name}_preprocess", texts, model.max_batch_size, controls_of(request, self.settings)
-            )
-        finally:
-            timings.triton += time.perf_counter() - start
+        ids, counts = await self.inference.tokenize(model, texts, controls_of(request, self.settings), timings)
         rows = [row[:n].tolist() for row, n in zip(ids, counts, strict=True)]
         return {
             "model": model.name,

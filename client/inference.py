@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import numpy as np
 
 from client.coalescer import Coalescer
 from client.errors import APIError
@@ -32,6 +35,16 @@ class Timings:
     image_fetch: float = 0.0
     triton: float = 0.0
     tokens: int = 0  # what the request counted, for the metrics
+
+
+@contextmanager
+def triton_stage(timings: Timings) -> Iterator[None]:
+    """Count the block's time as the request's Triton stage."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings.triton += time.perf_counter() - start
 
 
 class Inference:
@@ -68,25 +81,30 @@ class Inference:
     ) -> Outputs:
         """The outputs of the model's task for `values` (the items of `tensor`), by name, in order;
         `ensemble` and `max_batch` default to the model's own (its image ensemble has others)."""
-        start = time.perf_counter()
         try:
-            return await self.calls.infer(
-                ensemble or model.name,
-                values,
-                max_batch or model.max_batch_size,
-                TASK_TABLE[model.card.task].output_names,
-                options,
-                positions,
-                tensor,
-                columns,
-                field,
-            )
+            with triton_stage(timings):
+                return await self.calls.infer(
+                    ensemble or model.name,
+                    values,
+                    max_batch or model.max_batch_size,
+                    TASK_TABLE[model.card.task].output_names,
+                    options,
+                    positions,
+                    tensor,
+                    columns,
+                    field,
+                )
         except APIError as exc:
             if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL
                 self.last_success.pop(model.name, None)
             raise
-        finally:
-            timings.triton += time.perf_counter() - start
+
+    async def tokenize(
+        self, model: ServedModel, texts: list[str], options: dict[str, str], timings: Timings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded ids `[n, width]` and counts `[n]` from the model's preprocess step (no encoder)."""
+        with triton_stage(timings):
+            return await self.triton.tokenize(f"{model.name}_preprocess", texts, model.max_batch_size, options)
 
     def succeeded(self, model: ServedModel) -> None:
         """A request for `model` got its answer: readiness trusts it for `ready_ttl_s`."""

@@ -167,7 +167,7 @@ def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
     """`--target auto`: time each CPU engine this machine runs well against its fidelity gate
     (export/engine_choice.py), then export the fastest that passes; should its full validation refuse it
     (another tower, another batch), the next fastest."""
-    from export.engine_choice import card_figures, choose, cpu_flags, table
+    from export.engine_choice import card_figures, choose, cpu_flags, ranked, table
 
     with progress.step("read checkpoint for --target auto"):
         request.check(request.plan())
@@ -176,8 +176,7 @@ def _export_auto(request: ExportRequest, progress: Progress) -> ExportResult:
     chosen = choose(trials)
     for line in table(trials, chosen):
         progress.console.print(line)
-    ranked = [chosen, *sorted((t for t in trials if t.passed and t is not chosen), key=lambda t: -t.texts_per_second)]
-    for trial in ranked:
+    for trial in ranked(trials):  # the chosen one first
         c = trial.candidate
         fixed = replace(request, target=c.target, dtype=c.dtype, engine_candidates=card_figures(trials))
         try:

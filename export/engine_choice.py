@@ -80,13 +80,29 @@ def candidates(flags: frozenset[str]) -> list[Candidate]:
     return found
 
 
+def ranked(trials: list[Trial]) -> list[Trial]:
+    """The trials that passed their gate, fastest first (the earlier candidate on a tie)."""
+    return sorted((t for t in trials if t.passed), key=lambda t: (-t.texts_per_second, trials.index(t)))
+
+
 def choose(trials: list[Trial]) -> Trial:
-    """The fastest trial that passed its gate (the earlier candidate on a tie); ONNX Runtime fp32 passes
-    by construction (it is the served graph the `local` export validates), so there is always one."""
-    passed = [t for t in trials if t.passed]
+    """The fastest trial that passed its gate; ONNX Runtime fp32 passes by construction (it is the
+    served graph the `local` export validates), so there is always one."""
+    passed = ranked(trials)
     if not passed:
         raise ValueError("no engine candidate passed its fidelity gate")
-    return max(passed, key=lambda t: (t.texts_per_second, -trials.index(t)))
+    return passed[0]
+
+
+def interleaved(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Length-sorted batches in the order shortest, longest, second shortest, …: a timing cut short by
+    `TIMING_SECONDS` (a large model) still sees every length, not only the short ones."""
+    order = []
+    for low, high in zip(range(len(batches)), range(len(batches) - 1, -1, -1), strict=True):
+        if low > high:
+            break
+        order += [low] if low == high else [low, high]
+    return [batches[i] for i in order]
 
 
 def timing_texts(n: int = TIMING_TEXTS, seed: int = 0) -> list[str]:
@@ -97,7 +113,7 @@ def timing_texts(n: int = TIMING_TEXTS, seed: int = 0) -> list[str]:
 
 def timed(run: Callable[[dict[str, np.ndarray]], object], batches: list[dict[str, np.ndarray]]) -> float:
     """Texts per second of `run` over `batches` in order, after one warm-up batch, for at most
-    `TIMING_SECONDS` (a large model is timed on the first batches of the same order)."""
+    `TIMING_SECONDS` (a large model is timed on the first batches of the same order, `interleaved`)."""
     run(batches[0])
     rows, start = 0, time.perf_counter()
     for batch in batches:
@@ -146,7 +162,7 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
     tower = p.family.text_tower
     graph = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, "float32", ("text",))["text"]
     checks = [(f, torch_reference(graph, *f.values())) for f in tower.feed_sets(p, {"text": graph})]
-    batches = tower.timing_batches(p, timing_texts(), TIMING_ROWS)
+    batches = interleaved(tower.timing_batches(p, timing_texts(), TIMING_ROWS))
     trials = []
     for candidate in candidates(flags):
         limits = tolerance(p.family.tolerance, candidate.dtype, cpu_autocast=candidate.dtype != "float32")

@@ -179,3 +179,16 @@ def test_the_chosen_engine_serves_through_triton(target: str, reference, tmp_pat
         )
     else:
         assert card["engine"] == "torch bfloat16" and card["engine_candidates"] == []
+
+
+def test_a_timing_cut_short_still_sees_every_length() -> None:
+    from export.engine_choice import interleaved
+
+    assert [interleaved(list(range(n))) for n in range(6)] == [
+        [],
+        [0],
+        [0, 1],
+        [0, 2, 1],
+        [0, 3, 1, 2],
+        [0, 4, 1, 3, 2],
+    ]
