@@ -192,3 +192,13 @@ def test_a_timing_cut_short_still_sees_every_length() -> None:
         [0, 3, 1, 2],
         [0, 4, 1, 3, 2],
     ]
+
+
+def test_the_measurement_takes_a_family_whose_text_batches_carry_image_features(tmp_path: Path) -> None:
+    """GME's text validation batches hold its image tower's features: the measurement loaded the text
+    tower alone and `--target auto` failed for it (`make serve MODEL=…gme…`)."""
+    from export.engine_choice import measure
+    from tests import tiny
+
+    trials = measure(ExportRequest(tiny.qwen2_vl(tmp_path / "gme"), tmp_path / "repo", "gme"), AVX2)
+    assert [t.candidate for t in trials] == [ORT, TORCH] and all(t.passed for t in trials)
