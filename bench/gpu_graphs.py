@@ -44,10 +44,10 @@ import torch
 from bench.mfu import mfu, peak_tflops
 from export.families import families
 from export.families.base import Family
-from export.request import GraphSettings
 from export.towers.fixed_image import FixedImageTower
 from export.towers.patch_image import PatchImageTower
 from export.towers.text import TextTower
+from graphs.settings import GraphSettings
 from runtime.qwen2vl import vision_positions
 from tests import tiny
 

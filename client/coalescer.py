@@ -32,10 +32,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.triton import Outputs, TritonClient, refused_row, translate
+from client.triton import Outputs, TritonClient, join_rows, refused_row, translate
 from contract import TEXT
 
 Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  # … and the outputs
@@ -152,7 +151,7 @@ class Coalescer:
                     p.future.cancel()
                 elif not p.future.cancelled():
                     p.future.exception()  # retrieved: the first failure was raised; no warning for the rest
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return join_rows(parts)
 
     async def _alone(self, lane: Lane, queue: Queue, piece: Piece, counted: bool) -> Outputs:
         """A request that goes out at once by itself, called from its own task: no task or future hop

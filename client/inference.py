@@ -78,16 +78,18 @@ class Inference:
         tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
         field: str = "input",
+        task: str | None = None,
     ) -> Outputs:
-        """The outputs of the model's task for `values` (the items of `tensor`), by name, in order;
-        `ensemble` and `max_batch` default to the model's own (its image ensemble has others)."""
+        """The outputs of `task` (default: the model's own) for `values` (the items of `tensor`), by name,
+        in order; only those cross the wire. `ensemble` and `max_batch` default to the model's own (its
+        image ensemble has others)."""
         try:
             with triton_stage(timings):
                 return await self.calls.infer(
                     ensemble or model.name,
                     values,
                     max_batch or model.max_batch_size,
-                    TASK_TABLE[model.card.task].output_names,
+                    TASK_TABLE[task or model.card.task].output_names,
                     options,
                     positions,
                     tensor,

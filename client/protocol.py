@@ -167,7 +167,23 @@ class RerankRequest(Request):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
-class TeiRerankRequest(Request):
+class TeiTruncation(Request):
+    """text-embeddings-inference's truncation fields, as every TEI-shaped route takes them."""
+
+    truncate: bool | None = Field(None, description="false refuses over-long inputs; unset: the server's default")
+    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
+
+    def truncate_mode(self) -> str | None:
+        """The TRUNCATE control: NONE for false, START or END by the direction when true or left, else unset."""
+        left = self.truncation_direction.lower() == "left"
+        if self.truncate is False:
+            return "NONE"
+        if self.truncate is True or left:
+            return "START" if left else "END"
+        return None
+
+
+class TeiRerankRequest(TeiTruncation):
     """`POST /rerank` in text-embeddings-inference's shape (LlamaIndex, Haystack, Milvus call it)."""
 
     items: ClassVar[str] = "texts"
@@ -178,8 +194,6 @@ class TeiRerankRequest(Request):
     texts: list[str]
     raw_scores: bool = False
     return_text: bool = False
-    truncate: bool | None = Field(None, description="false refuses over-long pairs; unset: the server's default")
-    truncation_direction: Literal["right", "left", "Right", "Left"] = "right"
 
 
 class Embedding(BaseModel):

@@ -7,6 +7,7 @@ import time
 
 from client.errors import APIError, bad_request, model_not_found
 from client.triton import ServedModel, TritonClient
+from contract import TASK_TABLE
 
 
 class ModelRegistry:
@@ -51,7 +52,7 @@ class ModelRegistry:
         the only served model of that task."""
         models = await self.models()  # refreshed when empty
         if name is None or name == "":
-            fitting = [m for m in models if task is None or m.card.task == task]
+            fitting = [m for m in models if task is None or m.card.serves(task)]
             if len(fitting) == 1:
                 return fitting[0]
             if not models:
@@ -60,7 +61,7 @@ class ModelRegistry:
                 raise bad_request(f"no served model can {task} (GET /v1/models lists each one's task)", "model")
             raise bad_request("model is required when several models are served", param="model")
         model = await self._named(name, models)
-        if task is not None and model.card.task != task:
+        if task is not None and not model.card.serves(task):
             raise bad_request(wrong_task(model, task), param="model")
         return model
 
@@ -75,9 +76,9 @@ class ModelRegistry:
 
 
 def wrong_task(model: ServedModel, task: str) -> str:
-    if task == "rerank":
-        return f"model {model.name!r} embeds, it does not rerank: send it to /v1/embeddings"
-    return f"model {model.name!r} is a reranker, it does not embed: send it to /v1/rerank"
+    """What a request for a task its model lacks is told: the model's own task, and the route serving it."""
+    own = model.card.task
+    return f"model {model.name!r} serves {own}, not {task}: send it to {TASK_TABLE[own].routes[0]}"
 
 
 def not_ready(message: str) -> APIError:

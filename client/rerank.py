@@ -141,12 +141,7 @@ async def cohere_rerank(
 
 async def tei_rerank(inference: Inference, request: TeiRerankRequest, timings: Timings) -> list[dict]:
     """`/rerank`: TEI's bare array of `{index, score, text?}`, best first."""
-    truncate = None
-    if request.truncate is False:
-        truncate = "NONE"
-    elif request.truncate is True or request.truncation_direction.lower() == "left":
-        truncate = "START" if request.truncation_direction.lower() == "left" else "END"
-    options = _options(inference.settings, truncate, None)
+    options = _options(inference.settings, request.truncate_mode(), None)
     ranking = await rank(inference, request.model, request.query, request.texts, options, timings)
     scores = ranking.scores(request.raw_scores)
     out = []

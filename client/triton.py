@@ -163,6 +163,19 @@ def request_inputs(rows: dict[str, list], options: dict[str, str]) -> list[grpcc
     return inputs
 
 
+def join_rows(parts: list[Outputs]) -> Outputs:
+    """Calls' outputs joined row-wise by name; a per-token output (`[rows, tokens, …]`), whose calls were
+    padded to different widths, is right-padded with zeros to the widest."""
+    joined = {}
+    for name in parts[0]:
+        arrays = [p[name] for p in parts]
+        if len(arrays) > 1 and arrays[0].ndim > 1:
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]), *((0, 0),) * (a.ndim - 2))) for a in arrays]
+        joined[name] = np.concatenate(arrays)
+    return joined
+
+
 class TritonClient:
     """One gRPC channel, created and closed by the app's lifespan.
 
@@ -271,9 +284,8 @@ class TritonClient:
         parts = await asyncio.gather(
             *(self._infer(preprocess, {TEXT: texts[a:b]}, options, list(range(a, b)), outputs) for a, b in spans)
         )
-        width = max(p["input_ids"].shape[1] for p in parts)
-        ids = np.concatenate([np.pad(p["input_ids"], ((0, 0), (0, width - p["input_ids"].shape[1]))) for p in parts])
-        return ids, np.concatenate([p[TOKEN_COUNT] for p in parts]).reshape(-1)
+        joined = join_rows(parts)
+        return joined["input_ids"], joined[TOKEN_COUNT].reshape(-1)
 
     async def _infer(
         self,

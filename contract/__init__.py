@@ -191,6 +191,10 @@ class EnsembleCard(Parameters):
     engine: str = ""  # what runs the text encoder: "<target> <dtype>" ("local float32", "torch bfloat16")
     # What `--target auto` measured on the export's machine, each "target dtype:texts/s:min cosine:pass|fail"
     engine_candidates: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()  # the tasks its ensemble serves besides `task` (each its outputs, by name)
+
+    def serves(self, task: str) -> bool:
+        return task == self.task or task in self.tasks
 
     def to_parameters(self) -> dict[str, str]:
         return {self.MARK: "true", **super().to_parameters()}
@@ -273,18 +277,22 @@ class EncoderHostParams(Parameters):
 @dataclass(frozen=True)
 class TorchGraphParams(Parameters):
     """The `torch` target: the host builds its tower's graph from the weights beside it, with the same
-    family code the ONNX export traces (`export/torch_graphs.py`), and runs it in PyTorch."""
+    builder the ONNX export traces (the `graphs` package, copied beside the host), and runs it in PyTorch."""
 
-    family: str  # the family's name (export/families/)
+    graph: str  # the builder's import path in the graphs package ("graphs.dense:pooled")
+    auto_class: str  # the transformers class that loads the weights
     tower: str  # "text" or "image"
     dtype: str  # the weights' dtype where the graph runs on a GPU; fp32 on the CPU
     attention: str  # a decoder's attention mode ("causal" or "bidirectional")
     pooling: str
     normalize: bool
     inputs: tuple[str, ...]  # the graph's inputs, in the order it takes them
+    outputs: tuple[str, ...]  # the graph's outputs, in the order it returns them
+    decoder: bool = False  # a causal LM backbone whose attention mode is set (config.is_causal)
     checkpoint: str = "checkpoint"  # the weights' folder, beside model.py
     image_token_id: int = -1  # -1: none
     score_tokens: tuple[int, ...] = ()  # an LLM reranker's (yes, no) token ids
+    dropped_ids: tuple[int, ...] = ()  # token ids a sparse head gives no weight
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ RUN PIP_CONSTRAINT='' pip install --no-cache-dir transformers==5.23.0 onnx==1.23
         protobuf==6.33.6 rich==15.0.0 tokenizers==0.23.3 onnxruntime==1.31.1 pillow==13.0.0 \
         "tritonclient[grpc]==2.73.0"
 WORKDIR /app
+COPY contract ./contract
 COPY export ./export
+COPY graphs ./graphs
 COPY runtime ./runtime
 ENTRYPOINT ["python", "-m", "export"]

@@ -66,9 +66,11 @@ def _python_violations(config: mc.ModelConfig) -> list[str]:
             f"{config.name}: ragged input {t.name} needs a batching model" for t in config.input if t.allow_ragged_batch
         ]
     params = {key: value.string_value for key, value in config.parameters.items()}
-    if "family" in params:
+    if "graph" in params:  # a `torch` host: its parameters, and a builder the graphs package has
+        from graphs import builder_at
+
         try:
-            TorchGraphParams.from_parameters(params)
-        except ContractError as exc:
+            builder_at(TorchGraphParams.from_parameters(params).graph)
+        except (ContractError, ValueError, ImportError, AttributeError) as exc:
             found.append(f"{config.name}: {exc}")
     return found

@@ -24,7 +24,8 @@ from export import repository as repo
 from export.backend_rules import violations
 from export.checkpoint import Plan
 from export.errors import ExportError, ValidationError
-from export.graph import Agreement, compare, export_onnx, graph_io, torch_reference
+from export.graph import export_onnx, graph_io, torch_outputs
+from export.heads import Agreement, Outputs, check
 from export.request import EXTERNAL_DATA_BYTES, Dtype, ExportRequest
 from export.tensorrt import build_engine, check_tensorrt, run_engine
 from export.torch_graphs import load_graphs
@@ -71,10 +72,10 @@ class Progress:
         self.console.print(f"[green]✓[/] {what} ({time.perf_counter() - start:.1f} s)")
 
 
-Checks = list[tuple[dict[str, np.ndarray], np.ndarray]]  # (validation feeds, PyTorch reference) of one tower
+Checks = list[tuple[dict[str, np.ndarray], Outputs]]  # (validation feeds, PyTorch's outputs) of one tower
 
 
-def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Checks], dict[str, list[np.ndarray]]]:
+def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Checks], dict[str, list[Outputs]]]:
     """Load the weights once (in `dtype`), compute each tower's references, and export ONNX; for the
     `torch` target, install the weights beside each host and run its served graph instead.
 
@@ -90,7 +91,8 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Chec
         graphs = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, dtype)
         graphs = {name: graph.to(device) for name, graph in graphs.items()}
         sets = {t.name: t.feed_sets(p, graphs) for t in p.family.towers}
-        references = {t: [(f, torch_reference(g, *f.values())) for f in sets[t]] for t, g in graphs.items()}
+        heads = {t.name: t.head.names for t in p.family.towers}
+        references = {t: [(f, torch_outputs(g, heads[t], f)) for f in sets[t]] for t, g in graphs.items()}
     if request.target == "torch":
         del graphs
         if device == "cuda":
@@ -107,14 +109,14 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Chec
             f"{', external data' if external else ''})"
         ):
             path = tower.engine_dir(request) / "model.onnx"
-            export_onnx(graph, path, samples, dynamic, external, tower.output)
+            export_onnx(graph, path, samples, dynamic, external, tower.head.names)
             check_io(tower, p, path)
     return references, {}
 
 
 def _served_torch_outputs(
     request: ExportRequest, p: Plan, references: dict[str, Checks], progress: Progress
-) -> dict[str, list[np.ndarray]]:
+) -> dict[str, list[Outputs]]:
     """Install the weights beside each `torch` host and run the graph it will serve, built as the host
     builds it (from the weights and its config's parameters), on the validation batches."""
     import gc
@@ -127,10 +129,13 @@ def _served_torch_outputs(
     for tower in p.family.towers:
         version_dir = tower.engine_dir(request)
         with progress.step(f"install the weights beside the {tower.name} host ({version_dir})"):
-            repo.install_weights(p.transformer_dir, version_dir)
+            repo.install_weights(p.transformer_dir, version_dir, p.family.weight_files)
         with progress.step(f"run the {tower.name} host's PyTorch graph on {device}"):
             session = TorchSession.load(version_dir, torch_params(tower, p, request), device)
-            outputs[tower.name] = [session.run(None, feeds)[0] for feeds, _ in references[tower.name]]
+            names = list(tower.head.names)
+            outputs[tower.name] = [
+                dict(zip(names, session.run(names, feeds), strict=True)) for feeds, _ in references[tower.name]
+            ]
             del session
             gc.collect()
     return outputs
@@ -158,7 +163,7 @@ def _build_plan(
         build_engine(work_dir / "model.onnx", work_dir / "model.plan", shapes, request.workspace_mib)
     with progress.step(f"validate the {tower.name} TensorRT plan against PyTorch ({_batches(checks)})"):
         outputs, memory = run_engine(work_dir / "model.plan", [feeds for feeds, _ in checks])
-        agreement = _worst(checks, outputs, tolerance(p.family.tolerance, dtype))
+        agreement = _worst(tower, checks, outputs, tolerance(p.family.tolerance, dtype))
     progress.console.print(f"  {tower.name} engine: {memory}")
     return agreement
 
@@ -206,9 +211,12 @@ def _batches(checks: Checks) -> str:
     )
 
 
-def _worst(checks: Checks, outputs: list[np.ndarray], limits: tuple[float, float]) -> Agreement:
-    """Every batch within `limits` (raises on the first that is not); the worst agreement."""
-    agreements = [compare(reference, out, *limits) for (_, reference), out in zip(checks, outputs, strict=True)]
+def _worst(tower: Tower, checks: Checks, outputs: list[Outputs], limits: tuple[float, float]) -> Agreement:
+    """Every batch within `limits` by the tower's head (raises on the first that is not); the worst agreement."""
+    agreements = [
+        check(tower.head.agreement(reference, out), *limits)
+        for (_, reference), out in zip(checks, outputs, strict=True)
+    ]
     return max(agreements, key=lambda a: a.max_abs_error)
 
 
@@ -253,7 +261,7 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
         tower_checks = checks[tower.name]
         if request.target == "torch":
             with progress.step(f"validate the {tower.name} host's PyTorch graph against the reference"):
-                agreement = _worst(tower_checks, served[tower.name], limits)
+                agreement = _worst(tower, tower_checks, served[tower.name], limits)
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"
             )
@@ -266,7 +274,9 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
                 f"validate the {tower.name} tower: ONNX Runtime against PyTorch ({_batches(tower_checks)})"
             ):
                 session = onnx_session(tower.engine_dir(request) / "model.onnx", dtype)
-                agreement = _worst(tower_checks, [session.run(None, f)[0] for f, _ in tower_checks], limits)
+                names = list(tower.head.names)
+                found = [dict(zip(names, session.run(names, f), strict=True)) for f, _ in tower_checks]
+                agreement = _worst(tower, tower_checks, found, limits)
                 del session
             progress.console.print(
                 f"  max |error| {agreement.max_abs_error:.2e}, min cosine {agreement.min_cosine:.8f}"

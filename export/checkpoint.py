@@ -42,10 +42,11 @@ class Plan:
     image_token_id: int | None = None
     pair: PairFrame | None = None  # a cross-encoder's: how its tokenizer frames a (query, document) pair
     score_tokens: tuple[int, int] | None = None  # an LLM reranker's (yes, no) token ids
+    special_ids: tuple[int, ...] = ()  # the tokenizer's cls, eos, pad and unk ids: a sparse head weighs none
 
     @property
     def graph_settings(self) -> GraphSettings:
-        return GraphSettings(self.pooling, self.normalize, self.image_token_id, self.score_tokens)
+        return GraphSettings(self.pooling, self.normalize, self.image_token_id, self.score_tokens, self.special_ids)
 
     def text_params(self, request: ExportRequest) -> TextParams:
         """The tokenisation parameters of every preprocessor that tokenises (text, and fused image items)."""
@@ -77,6 +78,7 @@ class Plan:
             controls=self.family.text_tower.controls,
             image_controls=image.controls if image is not None else (),
             task=self.family.task,
+            tasks=tuple(t for t in self.family.text_tower.head.tasks if t != self.family.task),
             image_batch=image.items_per_call if image is not None else 0,
             vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
             query_template=bool(self.prompts.query_template),
@@ -174,7 +176,8 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
     modules = read_modules(checkpoint)
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
-    family = family_for(model_type, (request.task if request else None) or task_of(config))
+    files = frozenset(path.name for path in modules.transformer_dir.iterdir())
+    family = family_for(model_type, (request.task if request else None) or task_of(config), files)
     text_config = config.get(family.text_config, config) if family.text_config else config
     hf_tokenizer, tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)
@@ -211,7 +214,15 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
         image_token_id=config.get("image_token_id"),
         pair=pair_frame(hf_tokenizer, tokenizer) if family.task == "rerank" and not family.score_tokens else None,
         score_tokens=_score_tokens(tokenizer, family.score_tokens),
+        special_ids=_special_ids(hf_tokenizer),
     )
+
+
+def _special_ids(hf_tokenizer: Any) -> tuple[int, ...]:
+    """The ids of the tokenizer's cls, eos, pad and unk tokens, as FlagEmbedding's BGE-M3 drops them from
+    its lexical weights (`special_tokens_map`, `convert_tokens_to_ids`)."""
+    named = [hf_tokenizer.special_tokens_map.get(t) for t in ("cls_token", "eos_token", "pad_token", "unk_token")]
+    return tuple(sorted({hf_tokenizer.convert_tokens_to_ids(t) for t in named if t is not None}))
 
 
 def _score_tokens(tokenizer: Tokenizer, tokens: tuple[str, ...]) -> tuple[int, int] | None:

@@ -152,7 +152,8 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
 
     import torch
 
-    from export.graph import agreement, export_onnx, torch_reference, within
+    from export.graph import export_onnx, torch_outputs
+    from export.heads import within
     from export.torch_graphs import load_graphs
     from export.validation import tolerance
     from runtime.onnx_encoder import open_session
@@ -162,7 +163,8 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
     tower = p.family.text_tower
     graphs = load_graphs(p.transformer_dir, p.family, p.graph_settings, p.attention, "float32")
     graph = graphs["text"]  # the one timed; GME's text batches hold features of its image tower
-    checks = [(f, torch_reference(graph, *f.values())) for f in tower.feed_sets(p, graphs)]
+    names = tower.head.names
+    checks = [(f, torch_outputs(graph, names, f)) for f in tower.feed_sets(p, graphs)]
     del graphs
     batches = interleaved(tower.timing_batches(p, timing_texts(), TIMING_ROWS))
     trials = []
@@ -172,11 +174,11 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "model.onnx"
                 samples, dynamic = tower.samples(p)
-                export_onnx(graph, path, samples, dynamic, False, tower.output)
+                export_onnx(graph, path, samples, dynamic, False, names)
                 session = open_session(str(path), spinning=False)
 
                 def run(feed, session=session):
-                    return session.run(None, feed)[0]
+                    return dict(zip(names, session.run(list(names), feed), strict=True))
 
                 outputs = [run(f) for f, _ in checks]
                 speed = timed(run, batches)
@@ -187,12 +189,12 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
                 cast_for_autocast(graph)
 
             def run(feed, autocast=autocast):
-                with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
-                    return graph(*(torch.from_numpy(v) for v in feed.values())).float().numpy()
+                with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+                    return torch_outputs(graph, names, feed)
 
             outputs = [run(f) for f, _ in checks]
             speed = timed(run, batches)
-        found = [agreement(ref, out) for (_, ref), out in zip(checks, outputs, strict=True)]
+        found = [tower.head.agreement(ref, out) for (_, ref), out in zip(checks, outputs, strict=True)]
         passed = all(within(a, *limits) for a in found)
         worst_cos, worst_err = min(a.min_cosine for a in found), max(a.max_abs_error for a in found)
         trials.append(Trial(candidate, speed, worst_cos, worst_err, passed))

@@ -1,4 +1,4 @@
-"""Pooling exactly as sentence-transformers' `Pooling` module computes it.
+"""Which pooling a sentence-transformers checkpoint declares (graphs/pooling.py computes it).
 
 The mode comes from the checkpoint (`modules.json` → `1_Pooling/config.json`);
 an unsupported mode is an error at load time, never a silent fallback.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from export.errors import ExportError
 from export.request import PoolingMode
@@ -64,21 +62,3 @@ def _pooling_mode(config: dict[str, object]) -> PoolingMode:
     if len(modes) != 1:
         raise ExportError(f"exactly one pooling mode must be set, found {modes or 'none'}")
     return modes[0]
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: PoolingMode) -> torch.Tensor:
-    """`[batch, seq, hidden]` → `[batch, hidden]` in fp32, ignoring padded positions."""
-    hidden = hidden.float()
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "max":
-        return torch.where(m > 0, hidden, torch.full_like(hidden, -1e9)).max(dim=1).values
-    if mode == "lasttoken":
-        # Position of the last attended token: right or left padding alike.
-        positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
-        last = (mask * positions).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    summed = (hidden * m).sum(dim=1)
-    counts = m.sum(dim=1).clamp(min=1e-9)
-    return summed / (counts if mode == "mean" else counts.sqrt())

@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "runtime"
 CONTRACT_DIR = ROOT / "contract"
-EXPORT_DIR = ROOT / "export"
+GRAPHS_DIR = ROOT / "graphs"
 CHECKPOINT_DIR = "checkpoint"  # a `torch` host's weights, beside its model.py
 WEIGHT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json")
 
@@ -34,10 +34,10 @@ def parse_config(path: Path) -> mc.ModelConfig:
 
 
 def install_python_model(version_dir: Path, shell_module: str, graph_code: bool = False) -> None:
-    """Copy `runtime/` and the `contract/` it reads (and for a `torch` host, `export/`, whose family code
-    builds its graph) beside a `model.py` that re-exports one of its shells."""
-    packages = [RUNTIME_DIR, CONTRACT_DIR, *([EXPORT_DIR] if graph_code else [])]
-    for stale in ("runtime", "contract", "export"):
+    """Copy `runtime/` and the `contract/` it reads (and for a `torch` host, `graphs/`, which builds its
+    graph) beside a `model.py` that re-exports one of its shells."""
+    packages = [RUNTIME_DIR, CONTRACT_DIR, *([GRAPHS_DIR] if graph_code else [])]
+    for stale in ("runtime", "contract", "export", "graphs"):
         if (version_dir / stale).exists():
             shutil.rmtree(version_dir / stale)
     for package in packages:
@@ -48,16 +48,17 @@ def install_python_model(version_dir: Path, shell_module: str, graph_code: bool 
     )
 
 
-def install_weights(source: Path, version_dir: Path) -> Path:
-    """A `torch` host's weights: the checkpoint's config and safetensors files, hard-linked where the
-    repository shares the checkpoint's file system (no second copy on disk), copied where it does not."""
+def install_weights(source: Path, version_dir: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A `torch` host's weights: the checkpoint's config and safetensors files (and the family's `extra`
+    files, a head's own weights), hard-linked where the repository shares the checkpoint's file system
+    (no second copy on disk), copied where it does not."""
     import os
 
     target = version_dir / CHECKPOINT_DIR
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for pattern in WEIGHT_FILES:
+    for pattern in (*WEIGHT_FILES, *extra):
         for path in sorted(source.glob(pattern)):
             try:
                 os.link(path, target / path.name)
@@ -69,7 +70,7 @@ def install_weights(source: Path, version_dir: Path) -> Path:
 def clear_for_native_backend(version_dir: Path, config: mc.ModelConfig) -> None:
     """An engine served by Triton's own backend keeps only what it loads: no Python shell left from a `local`
     export, and a TensorRT plan no ONNX graph either."""
-    leftovers = ["model.py", "runtime", "contract", "export", CHECKPOINT_DIR]
+    leftovers = ["model.py", "runtime", "contract", "export", "graphs", CHECKPOINT_DIR]
     if config.platform == "tensorrt_plan":
         leftovers += ["model.onnx", "model.onnx.data"]
     for leftover in leftovers:

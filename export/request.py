@@ -1,6 +1,6 @@
 """The export's value types: what is asked (`ExportRequest`), how the models serve (`Serving`), and the
-settings a graph or an engine is built with. A leaf: standard library and the contract only, so any
-module can import them without torch, and without importing the pipeline that uses them.
+settings a graph or an engine is built with. A leaf: standard library, the contract and the graphs'
+settings only, so any module can import them without torch, and without the pipeline that uses them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from contract import Task, Truncate
+from graphs.settings import Attention, Dtype, GraphSettings, PoolingMode  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from export.checkpoint import Plan
 
 INPUT_NAMES = ("input_ids", "attention_mask")  # a text graph's inputs (and a TensorRT profile's)
 
-Attention = Literal["causal", "bidirectional"]
-Dtype = Literal["float32", "float16", "bfloat16"]
-PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "lasttoken"]
 
 Target = Literal["auto", "local", "onnxruntime", "tensorrt", "torch"]
 # What runs the encoder; `auto` chooses one of them at export: the fastest CPU engine measured there among
@@ -65,16 +63,6 @@ class Tolerance:
 
     atol: float = 1e-4  # max |engine - torch| per embedding component
     min_cosine: float = 0.99999
-
-
-@dataclass(frozen=True)
-class GraphSettings:
-    """What a tower's graph is built with besides the weights (from a plan, or a benchmark's defaults)."""
-
-    pooling: PoolingMode
-    normalize: bool
-    image_token_id: int | None = None
-    score_tokens: tuple[int, int] | None = None  # an LLM reranker's (yes, no) token ids
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,11 @@ def build_engine(onnx_path: Path, plan_path: Path, shapes: Shapes, workspace_mib
         f.write(memoryview(serialized))
 
 
-def run_engine(plan_path: Path, batches: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], EngineMemory]:
-    """Run the plan on each batch on the GPU (torch CUDA tensors as buffers); and what it holds there."""
+def run_engine(
+    plan_path: Path, batches: list[dict[str, np.ndarray]]
+) -> tuple[list[dict[str, np.ndarray]], EngineMemory]:
+    """Run the plan on each batch on the GPU (torch CUDA tensors as buffers): every output by name; and
+    what the plan holds there."""
     import torch
 
     trt = _tensorrt()
@@ -107,7 +110,7 @@ def run_engine(plan_path: Path, batches: list[dict[str, np.ndarray]]) -> tuple[l
     memory = EngineMemory(len(plan), int(engine.device_memory_size_v2))
     del plan
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    (output,) = (n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)  # EMBEDDING / IMAGE_EMBEDS
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]  # the head's
     results = []
     for feeds in batches:
         # An empty tensor (GME's text-only `image_embeds`) still gets a real address.
@@ -119,11 +122,12 @@ def run_engine(plan_path: Path, batches: list[dict[str, np.ndarray]]) -> tuple[l
                 raise ExportError(f"the engine's profile does not take {name} of shape {tuple(tensor.shape)}")
             address = tensor.data_ptr() if tensor.numel() else next(spare).data_ptr()
             context.set_tensor_address(name, address)
-        out = torch.empty(tuple(context.get_tensor_shape(output)), dtype=torch.float32, device="cuda")
-        context.set_tensor_address(output, out.data_ptr())
+        out = {n: torch.empty(tuple(context.get_tensor_shape(n)), dtype=torch.float32, device="cuda") for n in outputs}
+        for name, tensor in out.items():
+            context.set_tensor_address(name, tensor.data_ptr())
         stream = torch.cuda.Stream()
         if not context.execute_async_v3(stream.cuda_stream):
             raise ExportError("TensorRT execution failed; see its log above")
         stream.synchronize()
-        results.append(out.cpu().numpy())
+        results.append({name: tensor.cpu().numpy() for name, tensor in out.items()})
     return results, memory

@@ -27,6 +27,9 @@ class TritonPythonModel:
         self.params = p = EncoderHostParams.from_parameters(parameters(config))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = tuple(o["name"] for o in config["output"])
+        # An output with a token axis first (`[-1]`, `[-1, width]`) holds a value per position: each request
+        # gets it at its own padded width. A pooled one (`[dim]`, `[1]`) has none.
+        self.per_token = frozenset(o["name"] for o in config["output"] if len(o["dims"]) and int(o["dims"][0]) == -1)
         self.packing = Packing(p.max_rows, p.max_tokens, p.max_padding)
         image = [i for i in config["input"] if i["name"] == IMAGE_EMBEDS]
         self.image_hidden = int(image[0]["dims"][-1]) if image else None  # GME's LM: the width of image features
@@ -34,7 +37,7 @@ class TritonPythonModel:
             from runtime.triton_engine import TritonEngine
 
             self.session = TritonEngine(p.engine_model, p.engine_dtypes())
-        elif "family" in parameters(config):
+        elif "graph" in parameters(config):
             from runtime.torch_session import TorchSession, device_of
 
             graph = TorchGraphParams.from_parameters(parameters(config))
@@ -53,7 +56,7 @@ class TritonPythonModel:
             elif self.params.batching == "concatenate":
                 outputs = run_concatenated(self.session, feeds, self.outputs)
             else:
-                outputs = run_packed(self.session, feeds, self.outputs, self.packing, self.image_hidden)
+                outputs = run_packed(self.session, feeds, self.outputs, self.packing, self.image_hidden, self.per_token)
         except Exception:  # an engine failure fails this batch's requests, not the model
             # The detail (paths, engine internals) goes to Triton's log, not to the clients.
             pb_utils.Logger.log_error(f"{', '.join(self.outputs)} engine failed:\n{traceback.format_exc()}")

@@ -45,16 +45,22 @@ def cast_for_autocast(graph: torch.nn.Module) -> torch.nn.Module:
 
 class TorchSession:
     def __init__(
-        self, graph: torch.nn.Module, inputs: tuple[str, ...], device: str, autocast: torch.dtype | None = None
+        self,
+        graph: torch.nn.Module,
+        inputs: tuple[str, ...],
+        outputs: tuple[str, ...],
+        device: str,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.graph = graph
         self.inputs = inputs
+        self.outputs = outputs
         self.device = torch.device(device)
         self.autocast = autocast
 
     @classmethod
     def load(cls, version_dir: Path, params: TorchGraphParams, device: str, threads: int = 0) -> TorchSession:
-        from export.torch_graphs import served_graph  # the export's own graph code, copied beside runtime/
+        from graphs import served_graph  # the graphs package, copied beside runtime/
 
         if device == "cpu" and threads > 0:
             torch.set_num_threads(threads)
@@ -62,7 +68,7 @@ class TorchSession:
             torch.cuda.set_device(torch.device(device))
         autocast = cpu_autocast(params.dtype, device)
         graph = served_graph(version_dir, params, device)
-        return cls(cast_for_autocast(graph) if autocast else graph, params.inputs, device, autocast)
+        return cls(cast_for_autocast(graph) if autocast else graph, params.inputs, params.outputs, device, autocast)
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         missing = [name for name in self.inputs if name not in feed]
@@ -71,4 +77,5 @@ class TorchSession:
         with torch.inference_mode(), torch.autocast("cpu", self.autocast, enabled=self.autocast is not None):
             args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
             out = self.graph(*args)
-            return [out.float().cpu().numpy()]
+            named = dict(zip(self.outputs, out if isinstance(out, tuple) else (out,), strict=True))
+            return [named[name].float().cpu().numpy() for name in (output_names or self.outputs)]

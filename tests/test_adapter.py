@@ -386,9 +386,11 @@ def test_each_route_takes_only_models_of_its_task() -> None:
         assert [x["index"] for x in ranked.json()["results"]] == [0, 2, 1]
         assert ranked.json()["results"][0]["relevance_score"] == pytest.approx(1 / (1 + np.exp(-2)))
         wrong = c.post("/v1/rerank", json={"model": "m", "query": "q", "documents": ["a"]})
-        assert wrong.status_code == 400 and "does not rerank" in wrong.json()["error"]["message"]
+        assert wrong.status_code == 400
+        assert "serves embed, not rerank: send it to /v1/embeddings" in wrong.json()["error"]["message"]
         wrong = c.post("/v1/embeddings", json={"model": "r", "input": "a"})
-        assert wrong.status_code == 400 and "does not embed" in wrong.json()["error"]["message"]
+        assert wrong.status_code == 400
+        assert "serves rerank, not embed: send it to /v1/rerank" in wrong.json()["error"]["message"]
         tei = c.post("/rerank", json={"query": "q", "texts": ["a", "aaaa"], "raw_scores": True})
         assert tei.json() == [{"index": 1, "score": 3.0}, {"index": 0, "score": 0.0}]
     with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL]))) as c:

@@ -182,7 +182,7 @@ def test_the_torch_target_serves_the_pytorch_graph_from_the_weights(torch_stack)
     for name in ("e5-mistral-7b-instruct", "gte-Qwen2-7B-instruct"):
         version = torch_stack.repository / f"{name}_encoder" / "1"
         assert not list(version.glob("model.onnx*"))
-        assert (version / "checkpoint" / "config.json").is_file() and (version / "export" / "torch_graphs.py").is_file()
+        assert (version / "checkpoint" / "config.json").is_file() and (version / "graphs" / "__init__.py").is_file()
         assert (version / "checkpoint" / "model.safetensors").stat().st_nlink == 2
 
 

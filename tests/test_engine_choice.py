@@ -21,7 +21,7 @@ from export.engine_choice import (
     cpu_flags,
     timing_texts,
 )
-from export.graph import Agreement, within
+from export.heads import Agreement, within
 from export.request import ExportRequest
 from export.validation import CPU_AUTOCAST_TOLERANCE
 from launcher import default_model

@@ -17,6 +17,7 @@ from export.backend_rules import violations
 from export.build import Progress, export
 from export.errors import ExportError
 from export.request import ExportRequest, Profile, Serving
+from graphs import builder_at
 from launcher import default_model
 
 MINILM_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length
@@ -113,11 +114,13 @@ def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_
             assert config.max_batch_size == req.tensorrt_profile(p).max_batch  # within the plan's profile
         if target == "torch":  # the host of the family's PyTorch graph, on the GPU in the family's dtype
             params = TorchGraphParams.from_parameters({k: v.string_value for k, v in config.parameters.items()})
-            assert config.backend == "python" and params.family == p.family.name
+            tower = p.family.towers[0 if config.name.endswith("_encoder") else 1]
+            assert config.backend == "python" and builder_at(params.graph) is tower.graph
+            assert params.auto_class == p.family.auto_class and params.decoder == p.family.decoder
             assert params.dtype == (p.family.gpu_dtype if gpu else "float32")
-            assert params.inputs == tuple(
-                t.name for t in (p.family.towers[0 if config.name.endswith("_encoder") else 1]).engine_io(p)[0]
-            )
+            engine_inputs, engine_outputs = tower.engine_io(p)
+            assert params.inputs == tuple(t.name for t in engine_inputs)
+            assert params.outputs == tuple(t.name for t in engine_outputs)
     profile = req.tensorrt_profile(p).max_batch if target == "tensorrt" else None
     assert [v for c in configs for v in violations(c, profile)] == []
 

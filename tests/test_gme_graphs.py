@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from export.families.gme import FAMILY as GME
-from export.families.gme import LanguageGraph, VisionGraph
-from export.request import GraphSettings
+from graphs.gme import LanguageGraph, VisionGraph
+from graphs.settings import GraphSettings
 from runtime.errors import InputError
 from runtime.qwen2vl import VisionSpec, image_mark, patches, smart_resize, vision_positions
 from runtime.text import Prompt, apply_prompt

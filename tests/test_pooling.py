@@ -9,7 +9,8 @@ import torch
 from sentence_transformers.models import Pooling
 
 from export.errors import ExportError
-from export.pooling import _ST_KEYS, pool, read_modules
+from export.pooling import _ST_KEYS, read_modules
+from graphs.pooling import pool
 from launcher import default_model
 
 

@@ -1,8 +1,8 @@
 """The model families, one module each, selected by a checkpoint's `config.model_type`.
 
-Adding a family means adding a module to this package that declares a `FAMILY` (a `base.Family`);
-it is found here by its presence. Export, config generation, the runtime and the adapter are
-generic over the declarations and need no change.
+Adding a family means adding a module to this package that declares a `FAMILY` (a `base.Family`),
+found here by its presence, and its graphs in the graphs package; a new kind of output is a head
+(export/heads.py) and a task in the contract's table, served by a task module of the adapter.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ def families() -> tuple[Family, ...]:
     return tuple(found)
 
 
-def family_for(model_type: str, task: str = "embed") -> Family:
-    """The family serving `model_type` for `task`, or an error listing what is supported."""
+def family_for(model_type: str, task: str = "embed", files: frozenset[str] = frozenset()) -> Family:
+    """The family serving `model_type` for `task` given the checkpoint's `files` (a family whose weight files
+    are all there before one that reads none), or an error listing what is supported."""
     from export.errors import ExportError
 
-    for family in families():
-        if model_type in family.model_types and family.task == task:
-            return family
+    fitting = [f for f in families() if model_type in f.model_types and f.task == task and set(f.weight_files) <= files]
+    if fitting:
+        return max(fitting, key=lambda f: len(f.weight_files))
     supported = ", ".join(t for f in families() if f.task == task for t in f.model_types)
     raise ExportError(f"model_type {model_type!r} is not supported for {task}; supported: {supported}")

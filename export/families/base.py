@@ -77,6 +77,9 @@ class Family:
     auto_class: str = "AutoModel"  # the transformers class the export loads the weights with
     score_tokens: tuple[str, str] = ()  # an LLM reranker's (yes, no) tokens, whose logits make its score
     output: str = ""  # what the export's summary says the graphs return ("": the pooling and normalisation)
+    # Files beside config.json that its graphs read besides the safetensors (a head's own weights); a
+    # checkpoint holding them all is this family's rather than a family of the same model_type without them.
+    weight_files: tuple[str, ...] = ()
 
     @property
     def text_tower(self) -> Tower:

@@ -5,8 +5,8 @@ normalisation the checkpoint's sentence-transformers modules declare (mean and L
 from __future__ import annotations
 
 from export.families.base import Architecture, Family
-from export.graph import pooled
 from export.towers.text import TextTower
+from graphs.dense import pooled
 
 FAMILY = Family(
     name="encoder",

@@ -8,30 +8,9 @@ the query to 3/4 of the length (docs/models.md)."""
 
 from __future__ import annotations
 
-import torch
-
 from export.families.base import Family
-from export.request import GraphSettings
-from export.towers.pair import TYPES, PairTower
-
-
-class ScoreGraph(torch.nn.Module):
-    """`(input_ids, attention_mask[, token_type_ids]) → SCORE [batch, 1]`: the classifier's logit, FP32."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        extra = {TYPES: token_type_ids} if token_type_ids is not None else {}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits[:, :1].float()
-
-
-def scored(model: torch.nn.Module, settings: GraphSettings) -> ScoreGraph:
-    return ScoreGraph(model)
-
+from export.towers.pair import PairTower
+from graphs.score import scored
 
 FAMILY = Family(
     name="cross-encoder",

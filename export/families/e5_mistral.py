@@ -5,8 +5,8 @@ tokens; fp16 on the GPU."""
 from __future__ import annotations
 
 from export.families.base import EOS_TOKEN, INSTRUCT_QUERY, WEB_SEARCH_TASK, Architecture, Family, Prompts
-from export.graph import pooled
 from export.towers.text import TextTower
+from graphs.dense import pooled
 
 FAMILY = Family(
     name="mistral-embedder",

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.families.base import EOS_TOKEN, INSTRUCT_QUERY, WEB_SEARCH_TASK, Architecture, Family, Prompts
-from export.graph import pooled
 from export.request import Attention
 from export.towers.text import TextTower
+from graphs.dense import pooled
 
 
 def gte_recipe(checkpoint: Path, config: dict) -> tuple[Attention, str] | None:

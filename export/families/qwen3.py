@@ -8,8 +8,8 @@ any size from 32 up to the full one (1,024 / 2,560 / 4,096), cut then re-normali
 from __future__ import annotations
 
 from export.families.base import WEB_SEARCH_TASK, Architecture, Family, Matryoshka, Prompts
-from export.graph import pooled
 from export.towers.text import TextTower
+from graphs.dense import pooled
 
 
 def _shape(hidden: int, intermediate: int, layers: int, heads: int) -> dict:

@@ -10,12 +10,9 @@ example (followed here) with `\\n`. Served with `--task rerank` (the checkpoint 
 
 from __future__ import annotations
 
-import torch
-
 from export.families.base import WEB_SEARCH_TASK, Family
-from export.pooling import pool
-from export.request import GraphSettings
 from export.towers.pair import PromptPairTower, RerankPrompt
+from graphs.score import yes_no_score
 
 PROMPT = RerankPrompt(
     prefix="<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
@@ -24,26 +21,6 @@ PROMPT = RerankPrompt(
     suffix="<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
     default_instruction=WEB_SEARCH_TASK,
 )
-
-
-class YesNoScore(torch.nn.Module):
-    """`(input_ids, attention_mask) → SCORE [batch, 1]`: `(W[yes] − W[no]) · h_last` in FP32."""
-
-    def __init__(self, lm: torch.nn.Module, yes: int, no: int) -> None:
-        super().__init__()
-        self.backbone = lm.get_decoder()
-        head = lm.get_output_embeddings().weight.detach()
-        self.register_buffer("direction", (head[yes].float() - head[no].float()).clone())
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return (pool(hidden, attention_mask, "lasttoken") @ self.direction).unsqueeze(-1)
-
-
-def yes_no_score(model: torch.nn.Module, settings: GraphSettings) -> YesNoScore:
-    if settings.score_tokens is None:
-        raise ValueError("Qwen3-Reranker's score needs the ids of its yes and no tokens")
-    return YesNoScore(model, *settings.score_tokens)
 
 
 FAMILY = Family(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -11,7 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from export.configs import Tensor
-from export.request import HOSTED_TARGETS, GraphSettings
+from export.heads import Head
+from export.request import HOSTED_TARGETS
+from graphs import GraphBuilder
 
 if TYPE_CHECKING:
     import torch
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 Samples = tuple[dict[str, "torch.Tensor"], dict[str, dict[int, object]]]
 
 
-GraphBuilder = Callable[[Any, GraphSettings], "torch.nn.Module"]  # (transformers model, settings) → graph
-
-
 @dataclass(frozen=True)
 class TritonModel:
     """One model a tower adds to the repository, and what its version folder holds besides the config."""
@@ -33,7 +31,7 @@ class TritonModel:
     config: mc.ModelConfig
     shell: str = ""  # the runtime/ module whose TritonPythonModel a Python model runs ("": a native engine)
     tokenizer: bool = False  # tokenizer.json beside it
-    graph_code: bool = False  # a `torch` host: export/ beside runtime/ (it builds the graph), and the weights
+    graph_code: bool = False  # a `torch` host: graphs/ beside runtime/ (it builds the graph), and the weights
 
 
 class Tower(ABC):
@@ -41,14 +39,15 @@ class Tower(ABC):
 
     name: ClassVar[str]  # "text" or "image"
     role: ClassVar[str]  # the engine model's role: `<model>_encoder`, `<model>_vision`
-    output: ClassVar[str]  # the graph's output
+    default_head: ClassVar[Head]  # the outputs its graph returns unless the family names another head
     hosted: ClassVar[bool]  # on a native target, the engine sits behind a Python host that packs ragged batches
     controls: ClassVar[tuple[str, ...]]  # its ensemble's optional inputs besides the items (contract/__init__.py)
     fuses_text: ClassVar[bool] = False  # an image item may carry text, embedded with it in one prompt
     items_per_call: ClassVar[int] = 0  # image items its preprocessor takes per request (0: up to the batch)
 
-    def __init__(self, graph: GraphBuilder) -> None:
+    def __init__(self, graph: GraphBuilder, head: Head | None = None) -> None:
         self.graph = graph
+        self.head = head or self.default_head
 
     def read(self, checkpoint: Path, config: dict, request: ExportRequest | None) -> Any:
         """What the tower needs from the checkpoint's files (image settings); None for text."""

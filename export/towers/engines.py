@@ -83,15 +83,22 @@ def cpu_instances(serving: Serving, p: Plan, cores: int | None = None) -> Servin
 
 def torch_params(tower: Tower, p: Plan, request: ExportRequest) -> TorchGraphParams:
     """What a `torch` host needs to build the tower's graph from the weights beside it."""
+    from graphs import builder_path
+
     settings = p.graph_settings
+    engine_inputs, engine_outputs = tower.engine_io(p)
     return TorchGraphParams(
-        family=p.family.name,
+        graph=builder_path(tower.graph),
+        auto_class=p.family.auto_class,
         tower=tower.name,
         dtype=request.resolved_dtype(p),
         attention=p.attention,
         pooling=settings.pooling,
         normalize=settings.normalize,
-        inputs=tuple(t.name for t in tower.engine_io(p)[0]),
+        inputs=tuple(t.name for t in engine_inputs),
+        outputs=tuple(t.name for t in engine_outputs),
+        decoder=p.family.decoder,
         image_token_id=-1 if settings.image_token_id is None else settings.image_token_id,
         score_tokens=settings.score_tokens or (),
+        dropped_ids=settings.dropped_ids,
     )

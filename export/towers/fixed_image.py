@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract import EMBEDDING, IMAGE, TOKEN_COUNT, FixedImageParams
-from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
+from contract import IMAGE, TOKEN_COUNT, FixedImageParams
+from export.configs import Step, Tensor, ensemble, python_model, string, token_count
 from export.errors import ExportError
+from export.heads import DENSE
 from export.towers.base import Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import validation_images
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class FixedImageTower(Tower):
-    name, role, output, hosted = "image", "vision", EMBEDDING, False
+    name, role, default_head, hosted = "image", "vision", DENSE, False
     controls = ()
 
     def read(self, checkpoint: Path, config: dict, request: ExportRequest | None) -> ClipImageSpec:
@@ -76,7 +77,7 @@ class FixedImageTower(Tower):
 
     def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
         inputs = [Tensor("pixel_values", mc.TYPE_FP32, self._pixels(p, batched=True))]
-        return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, p.dimension))]
+        return inputs, self.head.engine(p)
 
     def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
         """The profile's batch range over fixed-size `pixel_values`."""
@@ -92,12 +93,10 @@ class FixedImageTower(Tower):
         preprocess = python_model(
             f"{name}_image_preprocess", [string(IMAGE)], [pixels, token_count()], [params], serving
         )
-        engines = engine_models(
-            self, p, request, [pixels], [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))], "concatenate"
-        )
+        engines = engine_models(self, p, request, [pixels], self.head.served(p), "concatenate")
         steps = [
             Step(preprocess.name, (IMAGE,), ("pixel_values", TOKEN_COUNT)),
-            Step(self.engine_model(request), ("pixel_values",), (self.output,)),
+            Step(self.engine_model(request), ("pixel_values",), self.head.names),
         ]
-        ens = ensemble(f"{name}_image", [string(IMAGE)], embedding_outputs(p.dimension), steps, serving)
+        ens = ensemble(f"{name}_image", [string(IMAGE)], [*self.head.served(p), token_count()], steps, serving)
         return [TritonModel(ens), TritonModel(preprocess, "fixed_image_preprocess_model"), *engines]

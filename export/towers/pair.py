@@ -14,7 +14,6 @@ from contract import (
     INSTRUCTION,
     QUERY,
     RERANK_CONTROLS,
-    SCORE,
     TEXT,
     TOKEN_COUNT,
     TRUNCATE,
@@ -24,6 +23,7 @@ from contract import (
 )
 from export.configs import Step, Tensor, ensemble, python_model, string, token_count
 from export.errors import ExportError
+from export.heads import SCORED
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from runtime.pairs import PairLayout, encode_pairs, encode_prompted
@@ -114,7 +114,7 @@ def _frame(p: Plan) -> PairFrame:
 class PairTower(Tower):
     """A cross-encoder's: the pair framed as its tokenizer frames it, with token types where it gives them."""
 
-    name, role, output, hosted = "text", "encoder", SCORE, False
+    name, role, default_head, hosted = "text", "encoder", SCORED, False
     controls = RERANK_CONTROLS
     shell = "pair_preprocess_model"
 
@@ -166,7 +166,7 @@ class PairTower(Tower):
 
     def engine_io(self, p: Plan) -> tuple[list[Tensor], list[Tensor]]:
         inputs = [Tensor(n, mc.TYPE_INT64, (-1, -1)) for n in self._inputs(p)]
-        return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, 1))]
+        return inputs, self.head.engine(p)
 
     def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
         shape = next(iter(profile.shapes().values()))
@@ -180,12 +180,12 @@ class PairTower(Tower):
             f"{name}_preprocess", inputs, [*tokens, token_count()], [self.params(p, request)], serving
         )
         rows = max(serving.encoder_max_batch_size, serving.max_batch_size)
-        outputs = [Tensor(self.output, mc.TYPE_FP32, (1,))]
+        outputs = self.head.served(p)
         engines = engine_models(self, p, request, tokens, outputs, "length_packed", rows)
         token_names = tuple(t.name for t in tokens)
         steps = [
             Step(preprocess.name, tuple(t.name for t in inputs), (*token_names, TOKEN_COUNT)),
-            Step(self.engine_model(request), token_names, (self.output,)),
+            Step(self.engine_model(request), token_names, self.head.names),
         ]
         ens = ensemble(name, inputs, [*outputs, token_count()], steps, serving, p.card(request))
         return [TritonModel(ens), TritonModel(preprocess, self.shell, tokenizer=True), *engines]

@@ -13,8 +13,9 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from contract import EMBEDDING, FUSED_IMAGE_CONTROLS, IMAGE, IMAGE_EMBEDS, PatchImageParams
-from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string
+from export.configs import Step, Tensor, ensemble, python_model, string, token_count
 from export.errors import ExportError
+from export.heads import DENSE, IMAGE_FEATURES
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.towers.text import token_outputs
@@ -33,7 +34,7 @@ PATCH_INPUTS = ("pixel_values", "position_ids", "segment_ids")
 
 
 class PatchImageTower(Tower):
-    name, role, output, hosted = "image", "vision", IMAGE_EMBEDS, True
+    name, role, default_head, hosted = "image", "vision", IMAGE_FEATURES, True
     controls = FUSED_IMAGE_CONTROLS  # the item's text is fused with its image
     fuses_text, items_per_call = True, 1  # one prompt per item: its image pads and its text together
 
@@ -105,7 +106,7 @@ class PatchImageTower(Tower):
             Tensor("position_ids", mc.TYPE_INT64, (-1, 2)),
             Tensor("segment_ids", mc.TYPE_INT64, (-1,)),
         ]
-        return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, p.dimension))]
+        return inputs, self.head.engine(p)
 
     def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
         """What the host packs: the patches of several images, up to its limit a call, or one larger image alone."""
@@ -142,15 +143,15 @@ class PatchImageTower(Tower):
             f"{name}_image_preprocess", inputs, produced, [p.text_params(request), params], serving
         )
         host_io = [t for t in produced if t.name in PATCH_INPUTS]
-        features = [Tensor(self.output, mc.TYPE_FP32, (-1, p.dimension))]
+        features = [Tensor(IMAGE_EMBEDS, mc.TYPE_FP32, (-1, p.dimension))]  # rows per image: as many as its merges
         engines = engine_models(
             self, p, request, host_io, features, "vision_packed", max_patches=self.patches_per_call(request)
         )
         encoder = f"{name}_encoder"
         steps = [
             Step(preprocess.name, tuple(t.name for t in inputs), tuple(t.name for t in produced)),
-            Step(self.engine_model(request), PATCH_INPUTS, (self.output,)),
+            Step(self.engine_model(request), PATCH_INPUTS, (IMAGE_EMBEDS,)),
             Step(encoder, ("input_ids", "attention_mask", IMAGE_EMBEDS), (EMBEDDING,)),
         ]
-        ens = ensemble(f"{name}_image", inputs, embedding_outputs(p.dimension), steps, serving)
+        ens = ensemble(f"{name}_image", inputs, [*DENSE.served(p), token_count()], steps, serving)
         return [TritonModel(ens), TritonModel(preprocess, "patch_image_preprocess_model", tokenizer=True), *engines]

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract import EMBEDDING, IMAGE_EMBEDS, TEXT, TEXT_CONTROLS, EncoderHostParams
-from export.configs import Step, Tensor, embedding_outputs, ensemble, python_model, string, token_count
+from contract import IMAGE_EMBEDS, TASK_TABLE, TEXT, TEXT_CONTROLS, TOKEN_COUNT, EncoderHostParams
+from export.configs import Step, Tensor, ensemble, python_model, string, token_count
 from export.errors import ExportError
-from export.graph import torch_reference
+from export.graph import torch_outputs
+from export.heads import DENSE, Head
 from export.towers.base import GraphBuilder, Samples, Tower, TritonModel
 from export.towers.engines import engine_models
 from export.validation import VALIDATION_TEXTS
@@ -43,11 +44,11 @@ def token_outputs() -> list[Tensor]:
 
 
 class TextTower(Tower):
-    name, role, output = "text", "encoder", EMBEDDING
+    name, role, default_head = "text", "encoder", DENSE
     controls = TEXT_CONTROLS
 
-    def __init__(self, graph: GraphBuilder, image_features: bool = False) -> None:
-        super().__init__(graph)
+    def __init__(self, graph: GraphBuilder, image_features: bool = False, head: Head | None = None) -> None:
+        super().__init__(graph, head)
         self.image_features = image_features
 
     @property
@@ -84,7 +85,7 @@ class TextTower(Tower):
         if image is None or "image" not in graphs:
             raise ExportError(f"{p.family.name}'s text tower takes image features, and it has no image tower")
         one, marker = image.one_image(p)
-        features = torch_reference(graphs["image"], *one.values())
+        features = torch_outputs(graphs["image"], image.head.names, one)[IMAGE_EMBEDS]
         prompts.append(template.format(instruction=instruction, text=marker + texts[0]) if template else marker)
         batch = pad(frame_all(encode(p.tokenizer, prompts), p.layout, "END"), p.layout)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "image_embeds": features}
@@ -121,7 +122,7 @@ class TextTower(Tower):
         inputs = [Tensor(n, mc.TYPE_INT64, (-1, -1)) for n in TOKENS]
         if self.image_features:
             inputs.append(Tensor("image_embeds", mc.TYPE_FP32, (-1, p.dimension)))
-        return inputs, [Tensor(self.output, mc.TYPE_FP32, (-1, p.dimension))]
+        return inputs, self.head.engine(p)
 
     def tensorrt_shapes(self, p: Plan, profile: Profile, request: ExportRequest) -> Shapes:
         shapes = profile.shapes()
@@ -143,14 +144,18 @@ class TextTower(Tower):
         if self.image_features:
             inputs.append(Tensor(IMAGE_EMBEDS, mc.TYPE_FP32, (-1, p.dimension), optional=True))
         rows = max(serving.encoder_max_batch_size, serving.max_batch_size)  # text rows are cheap to regroup
-        outputs = [Tensor(self.output, mc.TYPE_FP32, (p.dimension,))]
+        outputs = self.head.served(p)
         engines = engine_models(
             self, p, request, inputs, outputs, "length_packed", rows, call_rows=self.call_rows(p, request)
         )
         steps = [
             Step(preprocess.name, tuple(t.name for t in text_inputs()), tuple(t.name for t in token_outputs())),
-            Step(self.engine_model(request), TOKENS, (self.output,)),
+            Step(self.engine_model(request), TOKENS, self.head.names),
         ]
+        # What the head's tasks return besides the engine's outputs comes from the preprocessor (the ids a
+        # sparse output's weights belong to); the token count always does.
+        wanted = {o.name for task in self.head.tasks for o in TASK_TABLE[task].outputs}
+        passed = [t for t in token_outputs() if t.name in wanted and t.name != TOKEN_COUNT]
         card = p.card(request)
-        ens = ensemble(name, text_inputs(), embedding_outputs(p.dimension), steps, serving, card)
+        ens = ensemble(name, text_inputs(), [*outputs, *passed, token_count()], steps, serving, card)
         return [TritonModel(ens), TritonModel(preprocess, "preprocess_model", tokenizer=True), *engines]
