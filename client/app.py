@@ -26,6 +26,7 @@ from client.registry import ModelRegistry
 from client.responses import JSONResponse, error_response
 from client.routes import DIRECT, router
 from client.settings import Settings
+from client.token_outputs import TokenOutputs
 from client.triton import TritonClient
 from client.workers import WorkerSet
 
@@ -236,6 +237,7 @@ def create_app(settings: Settings, triton: TritonClient | None = None, workers: 
         on_call = lambda model, rows: metrics.call_rows.labels(model).observe(rows)  # noqa: E731
         app.state.inference = Inference(settings, client, registry, on_call)
         app.state.embed = EmbedTask(settings, app.state.inference, images)
+        app.state.token_outputs = TokenOutputs(settings, app.state.inference)
         try:
             names = [m.name for m in await registry.refresh()]
             log.info("serving models: %s", ", ".join(names) or "none yet")

@@ -241,6 +241,9 @@ class ModelCard(BaseModel):
         None, description="whether input_type query / instruction change the embedding (null: not declared)"
     )
     task: Literal["embed", "rerank"] = Field("embed", description="/v1/embeddings, or /v1/rerank for a reranker")
+    tasks: list[str] = Field(
+        default_factory=list, description="every task it serves: embed, rerank, sparse (/embed_sparse), multivector"
+    )
     engine: str | None = Field(None, description="what runs the encoder: `<target> <dtype>` (null: not recorded)")
     engine_candidates: list[EngineCandidate] = Field(
         default_factory=list,

@@ -27,6 +27,7 @@ from client.protocol import (
 from client.protocol import Request as RequestBody
 from client.rerank import cohere_rerank, tei_rerank
 from client.responses import JSONResponse
+from client.token_outputs import EmbedSparseRequest, PoolingRequest, TokenOutputs
 from client.triton import ServedModel
 
 router = APIRouter()
@@ -179,6 +180,31 @@ async def rerank_tei(request: Request):
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
 
+def _token_outputs(request: Request) -> TokenOutputs:
+    return request.app.state.token_outputs
+
+
+@router.post("/embed_sparse", openapi_extra=_body_schema(EmbedSparseRequest))
+async def embed_sparse(request: Request):
+    """text-embeddings-inference's sparse embeddings: per input, its non-zero `{index, value}` by index."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "embed_sparse", timings):
+        body = await parse_body(request, EmbedSparseRequest)
+        rows, tokens = await _token_outputs(request).embed_sparse(body, timings)
+    _count(request, timings, len(rows), tokens)
+    return JSONResponse(rows, headers={**_timing_headers(start, timings), "x-compute-tokens": str(tokens)})
+
+
+@router.post("/pooling", openapi_extra=_body_schema(PoolingRequest))
+async def pooling(request: Request):
+    """vLLM's pooling: `token_embed`, one vector per token (multi-vector models); `embed`, one per input."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "pooling", timings):
+        result = await _token_outputs(request).pool(await parse_body(request, PoolingRequest), timings)
+    _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
 def _count(request: Request, timings: Timings, items: int, tokens: int) -> None:
     metrics = request.app.state.metrics
     metrics.items.labels(timings.model).inc(items)
@@ -209,6 +235,7 @@ def _card(m: ServedModel) -> dict:
         "modalities": list(m.card.modalities),
         "query_template": m.card.query_template,
         "task": m.card.task,
+        "tasks": [m.card.task, *m.card.tasks],
         "engine": m.card.engine or None,
         "engine_candidates": [_candidate(c) for c in m.card.engine_candidates],
     }

@@ -40,6 +40,9 @@ TRUNCATE, INPUT_TYPE, INSTRUCTION = "TRUNCATE", "INPUT_TYPE", "INSTRUCTION"  # p
 EMBEDDING, TOKEN_COUNT = "EMBEDDING", "TOKEN_COUNT"  # what every embedding ensemble returns
 IMAGE_EMBEDS = "IMAGE_EMBEDS"  # image features scattered into the text encoder (GME)
 QUERY, SCORE = "QUERY", "SCORE"  # a reranker's: each row's query (beside its document, TEXT), and its raw score
+# Per-token outputs, each row at its padded width: a sparse head's weight of each token (the preprocessor's
+# INPUT_IDS say which), and a multi-vector head's vector of each token.
+SPARSE_WEIGHTS, TOKEN_VECTORS, INPUT_IDS = "SPARSE_WEIGHTS", "TOKEN_VECTORS", "input_ids"
 MAX_DOC_TOKENS = "MAX_DOC_TOKENS"  # a reranker's per-request control: each document cut to this many tokens first
 # The optional inputs each kind of ensemble accepts besides its items.
 TEXT_CONTROLS: tuple[str, ...] = (TRUNCATE, INPUT_TYPE, INSTRUCTION, TOKEN_IDS)  # TOKEN_IDS: instead of TEXT
@@ -65,7 +68,7 @@ def expand_repeats(column: list[str], name: str) -> list[str]:
     return out
 
 
-Task = Literal["embed", "rerank"]
+Task = Literal["embed", "rerank", "sparse", "multivector"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 
 
@@ -106,6 +109,16 @@ TASK_TABLE: dict[str, TaskSpec] = {
         (TaskOutput(SCORE, "float32", (1,)), _TOKENS),
         RERANK_CONTROLS,
         ("/v1/rerank", "/v2/rerank", "/rerank"),
+    ),
+    "sparse": TaskSpec(
+        (TaskOutput(SPARSE_WEIGHTS, "float32", ("tokens",)), TaskOutput(INPUT_IDS, "int64", ("tokens",)), _TOKENS),
+        TEXT_CONTROLS,
+        ("/embed_sparse",),
+    ),
+    "multivector": TaskSpec(
+        (TaskOutput(TOKEN_VECTORS, "float32", ("tokens", "dimension")), _TOKENS),
+        TEXT_CONTROLS,
+        ("/pooling",),
     ),
 }
 

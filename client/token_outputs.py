@@ -1,0 +1,118 @@
+"""The tasks whose outputs are per token: sparse lexical weights (TEI's `POST /embed_sparse`) and
+multi-vector output (vLLM's `POST /pooling` with `"task": "token_embed"`). Request and response models,
+checks and response shaping are here; Triton through the inference core, which asks the ensemble only
+for the task's outputs (the contract's task table), so a request pays on the wire for what it gets.
+
+Sparse rows arrive as each token's id and weight (the head zeroes special tokens and padding): a row
+costs 12 bytes per token on the wire, whatever the vocabulary. Here, as FlagEmbedding's
+`_process_token_weights` does, each id keeps its largest weight and only weights > 0 remain, in index
+order. Multi-vector rows arrive as a vector per position with CLS zeroed: a text of n tokens gets the
+vectors of positions 1 … n−1 (FlagEmbedding's `vecs[:n-1]` of `h[:, 1:]`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from client.errors import bad_request
+from client.inference import Inference, Timings
+from client.protocol import Request, TeiTruncation
+from client.settings import Settings
+from contract import EMBEDDING, INPUT_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
+
+
+class EmbedSparseRequest(TeiTruncation):
+    """TEI's `POST /embed_sparse`: no `model` in TEI (the only sparse model answers); with several, it picks."""
+
+    items: ClassVar[str] = "inputs"
+
+    model: str | None = None
+    inputs: str | list[str]
+
+
+class PoolingRequest(Request):
+    """vLLM's `POST /pooling` (`task` picks the pooling; token_embed: one vector per token)."""
+
+    model: str | None = None
+    input: str | list[str]
+    task: str = Field("token_embed", description="token_embed (one vector per token); embed (one per input)")
+    truncate_prompt_tokens: int | None = Field(None, description="-1 or unset: cut to the model's limit")
+    encoding_format: Literal["float"] = "float"
+
+
+def _texts(value: str | list[str], param: str) -> list[str]:
+    texts = [value] if isinstance(value, str) else list(value)
+    if not texts:
+        raise bad_request(f"{param} cannot be an empty list", param)
+    return texts
+
+
+def sparse_rows(ids: np.ndarray, weights: np.ndarray, counts: np.ndarray) -> list[list[dict]]:
+    """Each row's `{index, value}` entries: an id's largest weight, weights > 0 only, by index."""
+    rows = []
+    for row_ids, row_weights, n in zip(ids, weights, counts.reshape(-1), strict=True):
+        w, i = row_weights[:n], row_ids[:n]
+        kept = w > 0
+        i, w = i[kept], w[kept]
+        order = np.lexsort((-w, i))  # by id, its largest weight first
+        i, w = i[order], w[order]
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = i[1:] != i[:-1]
+        rows.append([{"index": int(a), "value": float(b)} for a, b in zip(i[first], w[first], strict=True)])
+    return rows
+
+
+class TokenOutputs:
+    def __init__(self, settings: Settings, inference: Inference) -> None:
+        self.settings = settings
+        self.inference = inference
+
+    def _truncate(self, mode: str | None) -> dict[str, str]:
+        mode = mode or self.settings.default_truncate
+        return {TRUNCATE: mode} if mode else {}
+
+    async def embed_sparse(self, request: EmbedSparseRequest, timings: Timings) -> tuple[list[list[dict]], int]:
+        """TEI's answer (one list per input, a single string included) and the tokens it counted."""
+        model = await self.inference.registry.resolve(request.model, "sparse")
+        timings.model = model.name
+        texts = _texts(request.inputs, "inputs")
+        out = await self.inference.run(
+            model, texts, timings, options=self._truncate(request.truncate_mode()), field="inputs", task="sparse"
+        )
+        self.inference.succeeded(model)
+        return sparse_rows(out[INPUT_IDS], out[SPARSE_WEIGHTS], out[TOKEN_COUNT]), int(out[TOKEN_COUNT].sum())
+
+    async def pool(self, request: PoolingRequest, timings: Timings) -> dict:
+        """vLLM's pooling response: each input's vectors (token_embed), or its one vector (embed)."""
+        if request.task not in ("token_embed", "embed"):
+            raise bad_request(f"task must be token_embed or embed, got {request.task!r}", "task")
+        task = "multivector" if request.task == "token_embed" else "embed"
+        model = await self.inference.registry.resolve(request.model, task)
+        timings.model = model.name
+        texts = _texts(request.input, "input")
+        options = self._truncate(None)
+        if request.truncate_prompt_tokens not in (None, -1):
+            raise bad_request(
+                "truncate_prompt_tokens takes -1 (the model's limit) or nothing", "truncate_prompt_tokens"
+            )
+        out = await self.inference.run(model, texts, timings, options=options, task=task)
+        self.inference.succeeded(model)
+        counts = out[TOKEN_COUNT].reshape(-1)
+        if task == "embed":
+            data = [row.tolist() for row in out[EMBEDDING]]
+        else:
+            data = [rows[1:n].tolist() for rows, n in zip(out[TOKEN_VECTORS], counts, strict=True)]
+        tokens = int(counts.sum())
+        return {
+            "id": f"pool-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": model.name,
+            "data": [{"index": i, "object": "pooling", "data": d} for i, d in enumerate(data)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
