@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,23 @@ def task_of(config: dict) -> str:
     return "rerank" if any(a.endswith("ForSequenceClassification") for a in architectures) else "embed"
 
 
+def reranker_signs(checkpoint: Path, config: dict, hf_id: str = "") -> list[str]:
+    """What says a checkpoint is a reranker besides its architecture (a Qwen3-Reranker is a plain causal
+    LM): its folder's name, the id it was saved from or is served as, its model card's `pipeline_tag`."""
+    signs = [
+        f"{what} {name!r}"
+        for what, name in (("folder", checkpoint.name), ("saved from", config.get("_name_or_path", "")), ("id", hf_id))
+        if "reranker" in str(name).lower()
+    ]
+    card = checkpoint / "README.md"
+    if card.is_file():
+        with card.open(encoding="utf-8", errors="replace") as f:
+            head = f.read(16384)
+        if head.startswith("---") and re.search(r"^pipeline_tag:\s*text-ranking\s*$", head.split("\n---", 1)[0], re.M):
+            signs.append("README.md's pipeline_tag text-ranking")
+    return signs
+
+
 def _served_tokenizer(transformer_dir: Path) -> tuple[Any, Tokenizer, int | None]:
     """Transformers' tokenizer (the reference), the fast tokenizer it is built on, and its EOS id."""
     from transformers import AutoTokenizer
@@ -177,7 +195,14 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
     files = frozenset(path.name for path in modules.transformer_dir.iterdir())
-    family = family_for(model_type, (request.task if request else None) or task_of(config), files)
+    task = (request.task if request else None) or task_of(config)
+    signs = [] if request is None or request.task else reranker_signs(checkpoint, config, request.hf_id)
+    if task == "embed" and signs:
+        raise ExportError(
+            f"{checkpoint} looks like a reranker ({'; '.join(signs)}) while its architecture would embed: pass "
+            "--task rerank to score (query, document) pairs with it, or --task embed to embed with it all the same"
+        )
+    family = family_for(model_type, task, files)
     text_config = config.get(family.text_config, config) if family.text_config else config
     hf_tokenizer, tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)

@@ -133,8 +133,30 @@ def test_a_checkpoints_task_picks_its_family(bert_reranker_checkpoint: Path, tmp
     assert ExportRequest(bert_reranker_checkpoint, tmp_path, "r").plan().family.name == "cross-encoder"
     assert ExportRequest(default_model.checkpoint(), tmp_path, "m").plan().family.name == "encoder"
     qwen3 = qwen3_reranker(tmp_path / "qwen3-reranker", layers=1, hidden=32)
-    assert ExportRequest(qwen3, tmp_path, "q").plan().family.name == "qwen3-embedder"
+    assert ExportRequest(qwen3, tmp_path, "q", task="embed").plan().family.name == "qwen3-embedder"
     plan = ExportRequest(qwen3, tmp_path, "q", task="rerank").plan()
     assert (plan.family.name, plan.dimension, plan.layout.max_length) == ("qwen3-reranker", 1, 8192)
     assert plan.score_tokens == (plan.tokenizer.token_to_id("yes"), plan.tokenizer.token_to_id("no"))
     assert parse_args([str(qwen3), "--task", "rerank"]).task == "rerank"
+
+
+def test_a_reranker_by_name_or_card_is_not_embedded_silently(tmp_path: Path) -> None:
+    """A Qwen3-Reranker is a plain `Qwen3ForCausalLM`: the export refuses it without `--task` when its folder
+    name, the id it is served as or its model card's pipeline_tag says reranker; `--task` decides."""
+    from export.errors import ExportError
+    from tests.tiny.qwen3_reranker import qwen3_reranker
+
+    named = qwen3_reranker(tmp_path / "Qwen3-Reranker-0.6B", layers=1, hidden=32)
+    with pytest.raises(ExportError, match=r"looks like a reranker \(folder 'Qwen3-Reranker-0.6B'\).*--task rerank"):
+        ExportRequest(named, tmp_path, "q").plan()
+    assert ExportRequest(named, tmp_path, "q", task="rerank").plan().family.name == "qwen3-reranker"
+    plain = qwen3_reranker(tmp_path / "plain", layers=1, hidden=32)
+    assert ExportRequest(plain, tmp_path, "q").plan().family.name == "qwen3-embedder"
+    with pytest.raises(ExportError, match="id 'Qwen/Qwen3-Reranker-4B'"):
+        ExportRequest(plain, tmp_path, "q", hf_id="Qwen/Qwen3-Reranker-4B").plan()
+    (plain / "README.md").write_text("---\nlicense: apache-2.0\npipeline_tag: text-ranking\n---\n# A model\n")
+    with pytest.raises(ExportError, match="pipeline_tag text-ranking"):
+        ExportRequest(plain, tmp_path, "q").plan()
+    # An embedder's card may name its sibling reranker in its text: only the front matter counts.
+    (plain / "README.md").write_text("---\npipeline_tag: feature-extraction\n---\nSee also Qwen3-Reranker.\n")
+    assert ExportRequest(plain, tmp_path, "q").plan().family.name == "qwen3-embedder"
