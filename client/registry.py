@@ -58,7 +58,7 @@ class ModelRegistry:
             if not models:
                 raise not_ready("no embedding model is ready in Triton; retry shortly")
             if not fitting:
-                raise bad_request(f"no served model can {task} (GET /v1/models lists each one's task)", "model")
+                raise bad_request(f"no served model serves {task} (GET /v1/models lists each one's tasks)", "model")
             raise bad_request("model is required when several models are served", param="model")
         model = await self._named(name, models)
         if task is not None and not model.card.serves(task):

@@ -5,6 +5,11 @@ query (the QUERY column), so pairs of concurrent requests share Triton calls, an
 split and reassembled in order. The ensemble returns raw scores (the classifier's logit); the
 relevance score is their sigmoid unless `raw_scores` (sentence-transformers' `CrossEncoder.predict`,
 TEI, infinity and vLLM do the same for one label).
+
+A multi-vector model (BGE-M3) reranks by late interaction instead: the query and the documents are
+encoded apart (the multivector task), and each score is FlagEmbedding's `colbert_score`, the mean over
+the query's vectors of each one's best dot product with the document's: in [-1, 1], and the relevance
+score as it is (no sigmoid).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from client.errors import APIError, bad_request, too_large
 from client.inference import Inference, Timings
 from client.protocol import RerankRequest, TeiRerankRequest
 from client.settings import Settings
-from contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TRUNCATE
+from client.tasks import all_or_cancel
+from client.triton import ServedModel
+from contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
 
 log = logging.getLogger("client.rerank")
 
@@ -30,13 +37,14 @@ class Ranking:
     model: str
     raw: np.ndarray  # float64 [n]
     tokens: int
+    logits: bool = True  # raw scores are logits, whose sigmoid is the relevance (MaxSim's are not)
 
     @property
     def order(self) -> list[int]:
         return np.argsort(-self.raw, kind="stable").tolist()
 
     def scores(self, raw: bool) -> np.ndarray:
-        return self.raw if raw else 1.0 / (1.0 + np.exp(-self.raw))
+        return self.raw if raw or not self.logits else 1.0 / (1.0 + np.exp(-self.raw))
 
 
 async def rank(
@@ -69,6 +77,8 @@ async def rank(
     for i, document in enumerate(documents):
         if not document.strip():  # an empty one is no pair to the reference tokenizer
             raise bad_request(f"documents[{i}] cannot be empty or whitespace only", "documents")
+    if model.card.task != "rerank":
+        return await _late_interaction(inference, model, query, documents, options, timings, instruction)
     if instruction is not None:
         if INSTRUCTION not in model.card.controls:
             raise bad_request(f"model {model.name!r} takes no instruction; drop it", "instruction")
@@ -95,6 +105,40 @@ async def rank(
     inference.succeeded(model)
     timings.tokens = int(outputs[TOKEN_COUNT].sum())
     return Ranking(model.name, scores[:, 0].astype(np.float64), timings.tokens)
+
+
+async def _late_interaction(
+    inference: Inference,
+    model: ServedModel,
+    query: str,
+    documents: list[str],
+    options: dict[str, str],
+    timings: Timings,
+    instruction: str | None,
+) -> Ranking:
+    """MaxSim over the multivector task's outputs: the query encoded once, each document apart."""
+    if instruction is not None:
+        raise bad_request(f"model {model.name!r} scores by MaxSim and takes no instruction; drop it", "instruction")
+    if MAX_DOC_TOKENS in options:
+        raise bad_request(
+            f"model {model.name!r} scores by MaxSim: max_tokens_per_doc is not applied; drop it (each document is "
+            "cut to the model's limit)",
+            "max_tokens_per_doc",
+        )
+    plain = {k: v for k, v in options.items() if k == TRUNCATE}
+    run = inference.run
+    asked, answered = await all_or_cancel(
+        run(model, [query], timings, options=plain, field="query", task="multivector"),
+        run(model, documents, timings, options=plain, field="documents", task="multivector"),
+    )
+    q_count, counts = int(asked[TOKEN_COUNT].reshape(-1)[0]), answered[TOKEN_COUNT].reshape(-1)
+    q = asked[TOKEN_VECTORS][0, 1:q_count]  # positions 1 … n−1: CLS dropped (FlagEmbedding's vecs[:n-1])
+    scores = np.array(
+        [float((q @ d[1:n].T).max(axis=1).mean()) for d, n in zip(answered[TOKEN_VECTORS], counts, strict=True)]
+    )
+    inference.succeeded(model)
+    timings.tokens = q_count + int(counts.sum())
+    return Ranking(model.name, scores, timings.tokens, logits=False)
 
 
 def _options(settings: Settings, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:

@@ -207,7 +207,9 @@ class EnsembleCard(Parameters):
     tasks: tuple[str, ...] = ()  # the tasks its ensemble serves besides `task` (each its outputs, by name)
 
     def serves(self, task: str) -> bool:
-        return task == self.task or task in self.tasks
+        """Its own tasks; and a multi-vector model reranks too (MaxSim of the query's and each document's
+        vectors, computed by the adapter from the multivector task's outputs)."""
+        return task == self.task or task in self.tasks or (task == "rerank" and "multivector" in self.tasks)
 
     def to_parameters(self) -> dict[str, str]:
         return {self.MARK: "true", **super().to_parameters()}

@@ -377,6 +377,19 @@ class ScoringTriton(FakeTriton):
 RERANKER = ServedModel("r", 4, EnsembleCard(1, 512, controls=("TRUNCATE", "MAX_DOC_TOKENS"), task="rerank"))
 
 
+def test_a_request_for_an_output_the_model_lacks_names_its_task_and_route() -> None:
+    """Sparse and multi-vector routes on an embed-only model or a reranker: a 400 naming what it serves."""
+    with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))) as c:
+        sparse = c.post("/embed_sparse", json={"model": "m", "inputs": "abc"})
+        assert sparse.status_code == 400
+        assert "serves embed, not sparse: send it to /v1/embeddings" in sparse.json()["error"]["message"]
+        pooled = c.post("/pooling", json={"model": "r", "input": "abc", "task": "token_embed"})
+        assert pooled.status_code == 400
+        assert "serves rerank, not multivector: send it to /v1/rerank" in pooled.json()["error"]["message"]
+        alone = c.post("/embed_sparse", json={"inputs": ["abc"]})  # no model named, and none is sparse
+        assert alone.status_code == 400 and "no served model serves sparse" in alone.json()["error"]["message"]
+
+
 def test_each_route_takes_only_models_of_its_task() -> None:
     with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))) as c:
         embedded = c.post("/v1/embeddings", json={"input": "abc"})  # the only embedder
@@ -395,7 +408,7 @@ def test_each_route_takes_only_models_of_its_task() -> None:
         assert tei.json() == [{"index": 1, "score": 3.0}, {"index": 0, "score": 0.0}]
     with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL]))) as c:
         none = c.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
-        assert none.status_code == 400 and "no served model can rerank" in none.json()["error"]["message"]
+        assert none.status_code == 400 and "no served model serves rerank" in none.json()["error"]["message"]
 
 
 def test_a_rerank_query_and_document_count_are_bounded_before_any_call() -> None:

@@ -112,3 +112,25 @@ def test_each_route_names_the_model_task_and_route(stack) -> None:
     assert wrong.status_code == 400 and "token_embed" in wrong.json()["error"]["message"]
     empty = post(stack, "/embed_sparse", {"inputs": []})
     assert empty.status_code == 400
+
+
+def test_a_multivector_model_reranks_by_maxsim(served, flag) -> None:
+    """`/v1/rerank`, `/v2/rerank` and TEI's `/rerank` score each document by FlagEmbedding's `colbert_score`
+    of the query's and the document's vectors (encoded apart), best first, the score as it is."""
+    query, documents = TEXTS[0], TEXTS[1:]
+    model = flag["model"]
+    encoded = model.encode([query, *documents], return_dense=False, return_colbert_vecs=True, max_length=512)
+    vecs = encoded["colbert_vecs"]
+    expected = np.array([float(model.colbert_score(vecs[0], d)) for d in vecs[1:]])
+    for path in ("/v1/rerank", "/v2/rerank"):
+        got = post(served, path, {"model": NAME, "query": query, "documents": documents})
+        assert got.status_code == 200, got.text
+        results = got.json()["results"]
+        assert [r["index"] for r in results] == np.argsort(-expected, kind="stable").tolist()
+        np.testing.assert_allclose([r["relevance_score"] for r in results], np.sort(expected)[::-1], atol=1e-5)
+    tei = post(served, "/rerank", {"query": query, "texts": documents, "raw_scores": True}).json()
+    np.testing.assert_allclose([x["score"] for x in sorted(tei, key=lambda x: x["index"])], expected, atol=1e-5)
+    refused = post(
+        served, "/v1/rerank", {"model": NAME, "query": query, "documents": documents, "max_tokens_per_doc": 8}
+    )
+    assert refused.status_code == 400 and "MaxSim" in refused.json()["error"]["message"]
