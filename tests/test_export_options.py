@@ -93,18 +93,33 @@ def test_a_missing_tensorrt_fails_before_the_export_starts(monkeypatch, tmp_path
         ("torch", True),
     ],
 )
-@pytest.mark.parametrize("family", ["minilm", "clip"])
+@pytest.mark.parametrize("family", ["minilm", "clip", "bge-m3"])
 def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_path) -> None:
     """The configs an export writes, for every target: TensorRT gets GPU instances even without --gpu."""
     from tests import tiny
+    from tests.tiny.bge_m3 import bge_m3
 
-    checkpoint = default_model.checkpoint() if family == "minilm" else tiny.clip(tmp_path / "clip")
+    checkpoint = {
+        "minilm": default_model.checkpoint,
+        "clip": lambda: tiny.clip(tmp_path / "clip"),
+        "bge-m3": lambda: bge_m3(tmp_path / "bge-m3"),
+    }[family]()
     req = ExportRequest(checkpoint, tmp_path / "repo", family, target=target, gpu=gpu)
     p = req.plan()
     models = build.write_models(req, p)  # raises on any violation
     configs = [repo.parse_config(m / "config.pbtxt") for m in models]
     engines = [c for c in configs if c.name.endswith(("_encoder", "_vision"))]
-    assert len(engines) == (1 if family == "minilm" else 2)
+    assert len(engines) == (2 if family == "clip" else 1)
+    if family == "bge-m3":  # three outputs from the engine, and the ids the sparse weights belong to
+        (ensemble,) = [c for c in configs if c.platform == "ensemble"]
+        assert [t.name for t in ensemble.output] == [
+            "EMBEDDING",
+            "SPARSE_WEIGHTS",
+            "TOKEN_VECTORS",
+            "input_ids",
+            "TOKEN_COUNT",
+        ]
+        assert [list(t.dims) for t in engines[0].output] == [[p.dimension], [-1], [-1, p.dimension]]
     for config in engines:
         kinds = {g.kind for g in config.instance_group}
         on_gpu = target == "tensorrt" or gpu
