@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peers", choices=("infinity", "none"), default="infinity")
     ap.add_argument("--skip-st", action="store_true", help="skip in-process sentence-transformers")
     ap.add_argument("--skip-rerank", action="store_true", help="skip the reranking table (python -m bench.rerank)")
+    ap.add_argument("--skip-sparse", action="store_true", help="skip the sparse table (python -m bench.sparse)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument(
@@ -373,6 +374,11 @@ def main() -> None:
         options = rerank.parse_args(["--peers", args.peers, "--workdir", str(args.workdir / "rerank")])
         print()
         print(rerank.report(*rerank.measure(options)))
+    if not args.skip_sparse:
+        from bench import sparse
+
+        print()
+        print(sparse.report(*sparse.measure(sparse.parse_args(["--workdir", str(args.workdir / "sparse")]))))
 
 
 def run_infinity(args, model: Model, texts, queries, workloads, b: int, c: int, concurrency: list[int]):

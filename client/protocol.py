@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from contract import InputType, Truncate
+from contract import InputType, Task, Truncate
 
 TOKEN_ID_LIMIT = 2**63  # ids travel as int64; the model's vocabulary bound is checked once the model is known
 log = logging.getLogger("client.protocol")
@@ -240,7 +240,7 @@ class ModelCard(BaseModel):
     query_template: bool | None = Field(
         None, description="whether input_type query / instruction change the embedding (null: not declared)"
     )
-    task: Literal["embed", "rerank"] = Field("embed", description="/v1/embeddings, or /v1/rerank for a reranker")
+    task: Task = Field("embed", description="its own task: embed, rerank, sparse (/embed_sparse), multivector")
     tasks: list[str] = Field(
         default_factory=list, description="every task it serves: embed, rerank, sparse (/embed_sparse), multivector"
     )

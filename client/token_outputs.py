@@ -1,13 +1,14 @@
-"""The tasks whose outputs are per token: sparse lexical weights (TEI's `POST /embed_sparse`) and
+"""The tasks whose outputs are not one vector a row: sparse lexical weights (TEI's `POST /embed_sparse`) and
 multi-vector output (vLLM's `POST /pooling` with `"task": "token_embed"`). Request and response models,
 checks and response shaping are here; Triton through the inference core, which asks the ensemble only
 for the task's outputs (the contract's task table), so a request pays on the wire for what it gets.
 
-Sparse rows arrive as each token's id and weight (the head zeroes special tokens and padding): a row
-costs 12 bytes per token on the wire, whatever the vocabulary. Here, as FlagEmbedding's
-`_process_token_weights` does, each id keeps its largest weight and only weights > 0 remain, in index
-order. Multi-vector rows arrive as a vector per position with CLS zeroed: a text of n tokens gets the
-vectors of positions 1 … n−1 (FlagEmbedding's `vecs[:n-1]` of `h[:, 1:]`).
+Sparse rows arrive as entries, ids and weights: BGE-M3's one per token (the head zeroes special tokens
+and padding), 12 bytes per token on the wire; SPLADE's one per non-zero vocabulary id (its host drops
+the zeros). Here, as FlagEmbedding's `_process_token_weights` does, each id keeps its largest weight
+and only weights > 0 remain, in index order. Multi-vector rows arrive as a vector per position with CLS
+zeroed: a text of n tokens gets the vectors of positions 1 … n−1 (FlagEmbedding's `vecs[:n-1]` of
+`h[:, 1:]`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from client.errors import bad_request
 from client.inference import Inference, Timings
 from client.protocol import Request, TeiTruncation
 from client.settings import Settings
-from contract import EMBEDDING, INPUT_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
+from contract import EMBEDDING, SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
 
 
 class EmbedSparseRequest(TeiTruncation):
@@ -52,11 +53,10 @@ def _texts(value: str | list[str], param: str) -> list[str]:
     return texts
 
 
-def sparse_rows(ids: np.ndarray, weights: np.ndarray, counts: np.ndarray) -> list[list[dict]]:
+def sparse_rows(ids: np.ndarray, weights: np.ndarray) -> list[list[dict]]:
     """Each row's `{index, value}` entries: an id's largest weight, weights > 0 only, by index."""
     rows = []
-    for row_ids, row_weights, n in zip(ids, weights, counts.reshape(-1), strict=True):
-        w, i = row_weights[:n], row_ids[:n]
+    for i, w in zip(ids, weights, strict=True):
         kept = w > 0
         i, w = i[kept], w[kept]
         order = np.lexsort((-w, i))  # by id, its largest weight first
@@ -85,7 +85,7 @@ class TokenOutputs:
             model, texts, timings, options=self._truncate(request.truncate_mode()), field="inputs", task="sparse"
         )
         self.inference.succeeded(model)
-        return sparse_rows(out[INPUT_IDS], out[SPARSE_WEIGHTS], out[TOKEN_COUNT]), int(out[TOKEN_COUNT].sum())
+        return sparse_rows(out[SPARSE_IDS], out[SPARSE_WEIGHTS]), int(out[TOKEN_COUNT].sum())
 
     async def pool(self, request: PoolingRequest, timings: Timings) -> dict:
         """vLLM's pooling response: each input's vectors (token_embed), or its one vector (embed)."""

@@ -40,9 +40,10 @@ TRUNCATE, INPUT_TYPE, INSTRUCTION = "TRUNCATE", "INPUT_TYPE", "INSTRUCTION"  # p
 EMBEDDING, TOKEN_COUNT = "EMBEDDING", "TOKEN_COUNT"  # what every embedding ensemble returns
 IMAGE_EMBEDS = "IMAGE_EMBEDS"  # image features scattered into the text encoder (GME)
 QUERY, SCORE = "QUERY", "SCORE"  # a reranker's: each row's query (beside its document, TEXT), and its raw score
-# Per-token outputs, each row at its padded width: a sparse head's weight of each token (the preprocessor's
-# INPUT_IDS say which), and a multi-vector head's vector of each token.
-SPARSE_WEIGHTS, TOKEN_VECTORS, INPUT_IDS = "SPARSE_WEIGHTS", "TOKEN_VECTORS", "input_ids"
+# A sparse output as entries, row by row: weights and the vocabulary id of each (an id may repeat, and a
+# weight of 0 is no entry); and a multi-vector head's vector of each token, at the row's padded width.
+SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_VECTORS = "SPARSE_IDS", "SPARSE_WEIGHTS", "TOKEN_VECTORS"
+SPARSE_VECTOR = "SPARSE_VECTOR"  # a SPLADE engine's weight of every vocabulary id, compacted by its host
 MAX_DOC_TOKENS = "MAX_DOC_TOKENS"  # a reranker's per-request control: each document cut to this many tokens first
 # The optional inputs each kind of ensemble accepts besides its items.
 TEXT_CONTROLS: tuple[str, ...] = (TRUNCATE, INPUT_TYPE, INSTRUCTION, TOKEN_IDS)  # TOKEN_IDS: instead of TEXT
@@ -111,7 +112,7 @@ TASK_TABLE: dict[str, TaskSpec] = {
         ("/v1/rerank", "/v2/rerank", "/rerank"),
     ),
     "sparse": TaskSpec(
-        (TaskOutput(SPARSE_WEIGHTS, "float32", ("tokens",)), TaskOutput(INPUT_IDS, "int64", ("tokens",)), _TOKENS),
+        (TaskOutput(SPARSE_IDS, "int64", ("entries",)), TaskOutput(SPARSE_WEIGHTS, "float32", ("entries",)), _TOKENS),
         TEXT_CONTROLS,
         ("/embed_sparse",),
     ),
@@ -278,6 +279,9 @@ class EncoderHostParams(Parameters):
     max_tokens: int = 16384  # length_packed: rows × padded width of one call
     max_padding: float = 0.25  # length_packed: padded tokens allowed per real token of one call
     max_patches: int = 0  # vision_packed: image patches of one call (a larger image runs alone)
+    # An engine output `[rows, vocabulary]` (SPLADE's) the host sends as SPARSE_IDS and SPARSE_WEIGHTS: each
+    # row's non-zero entries, padded to the request's largest count, so the wire carries no vocabulary.
+    sparse_source: str = ""
 
     def engine_dtypes(self) -> dict[str, str]:
         return dict(pair.split(":", 1) for pair in self.engine_inputs)

@@ -194,7 +194,7 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
     modules = read_modules(checkpoint)
     config = json.loads((modules.transformer_dir / "config.json").read_text())
     model_type = config.get("model_type", "")
-    files = frozenset(path.name for path in modules.transformer_dir.iterdir())
+    found = frozenset({*(path.name for path in modules.transformer_dir.iterdir()), *modules.kinds})
     task = (request.task if request else None) or task_of(config)
     signs = [] if request is None or request.task else reranker_signs(checkpoint, config, request.hf_id)
     if task == "embed" and signs:
@@ -202,7 +202,7 @@ def plan(checkpoint: Path, request: ExportRequest | None = None, max_length: int
             f"{checkpoint} looks like a reranker ({'; '.join(signs)}) while its architecture would embed: pass "
             "--task rerank to score (query, document) pairs with it, or --task embed to embed with it all the same"
         )
-    family = family_for(model_type, task, files)
+    family = family_for(model_type, request.task if request else None, found, task)
     text_config = config.get(family.text_config, config) if family.text_config else config
     hf_tokenizer, tokenizer, eos_id = _served_tokenizer(modules.transformer_dir)
     prefix, suffix = special_token_frame(tokenizer)

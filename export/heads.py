@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract import EMBEDDING, IMAGE_EMBEDS, SCORE
+from contract import EMBEDDING, IMAGE_EMBEDS, SCORE, SPARSE_IDS, SPARSE_WEIGHTS
 from export.configs import Tensor
 from export.errors import ValidationError
 
@@ -54,6 +54,8 @@ class HeadOutput:
     width: int | str = "dimension"
     per_token: bool = False  # one value or vector per token position (zero at padded positions)
     directed: bool = True  # a vector, held to a cosine as well as to an error (a score: its error only)
+    dtype: int = mc.TYPE_FP32  # TYPE_INT64 for ids
+    compact: bool = False  # vocabulary-wide: served as its non-zero entries, SPARSE_IDS and SPARSE_WEIGHTS
 
     def dims(self, p: Plan) -> tuple[int, ...]:
         width = p.dimension if self.width == "dimension" else int(self.width)
@@ -87,15 +89,28 @@ class Head:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The graph's outputs."""
         return tuple(o.name for o in self.outputs)
 
+    @property
+    def sparse_source(self) -> str:
+        """The vocabulary-wide output its engine's host compacts ("": none)."""
+        return next((o.name for o in self.outputs if o.compact), "")
+
     def served(self, p: Plan) -> list[Tensor]:
-        """Each output per row, as the engine model and the ensemble state it (no batch axis)."""
-        return [Tensor(o.name, mc.TYPE_FP32, o.dims(p)) for o in self.outputs]
+        """Each output per row, as the engine model and the ensemble state it (no batch axis); a compact
+        one as its entries."""
+        out = []
+        for o in self.outputs:
+            if o.compact:
+                out += [Tensor(SPARSE_IDS, mc.TYPE_INT64, (-1,)), Tensor(SPARSE_WEIGHTS, mc.TYPE_FP32, (-1,))]
+            else:
+                out.append(Tensor(o.name, o.dtype, o.dims(p)))
+        return out
 
     def engine(self, p: Plan) -> list[Tensor]:
         """Each output of the exported graph, batch axis first."""
-        return [Tensor(o.name, mc.TYPE_FP32, (-1, *o.dims(p))) for o in self.outputs]
+        return [Tensor(o.name, o.dtype, (-1, *o.dims(p))) for o in self.outputs]
 
     def agreement(self, reference: Outputs, candidate: Outputs) -> Agreement:
         """The worst agreement over the outputs (the largest error, the lowest cosine)."""

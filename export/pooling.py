@@ -30,6 +30,7 @@ class SentenceTransformerModules:
     pooling: PoolingMode | None
     normalize: bool
     max_seq_length: int | None
+    kinds: tuple[str, ...] = ()  # every module's kind (`Transformer`, `Pooling`, `SpladePooling`…)
 
 
 def read_modules(checkpoint: Path) -> SentenceTransformerModules:
@@ -39,11 +40,13 @@ def read_modules(checkpoint: Path) -> SentenceTransformerModules:
         return SentenceTransformerModules(checkpoint, None, False, None)
     modules = json.loads(modules_file.read_text())
     transformer_dir, pooling, normalize = checkpoint, None, False
-    for module in modules:
-        kind = module["type"].rsplit(".", 1)[-1]
+    kinds = tuple(module["type"].rsplit(".", 1)[-1] for module in modules)
+    for module, kind in zip(modules, kinds, strict=True):
         path = checkpoint / module.get("path", "")
-        if kind == "Transformer":
+        if kind in ("Transformer", "MLMTransformer"):  # a SparseEncoder's MLM backbone is the latter
             transformer_dir = path
+        elif kind == "SpladePooling":
+            _check_splade(json.loads((path / "config.json").read_text()))
         elif kind == "Pooling":
             pooling = _pooling_mode(json.loads((path / "config.json").read_text()))
         elif kind == "Normalize":
@@ -52,7 +55,18 @@ def read_modules(checkpoint: Path) -> SentenceTransformerModules:
             raise ExportError(f"unsupported sentence-transformers module {module['type']} in {modules_file}")
     bert_config = transformer_dir / "sentence_bert_config.json"
     max_len = json.loads(bert_config.read_text()).get("max_seq_length") if bert_config.exists() else None
-    return SentenceTransformerModules(transformer_dir, pooling, normalize, max_len)
+    return SentenceTransformerModules(transformer_dir, pooling, normalize, max_len, kinds)
+
+
+def _check_splade(config: dict[str, object]) -> None:
+    """SPLADE's max pooling of `log(1 + relu(logits))`, as SPLADE v2 and v3 use it; the sum pooling of the
+    first SPLADE and OpenSearch's double log are not served."""
+    strategy, activation = config.get("pooling_strategy", "max"), config.get("activation_function", "relu")
+    if (strategy, activation) != ("max", "relu"):
+        raise ExportError(
+            f"SpladePooling with pooling_strategy {strategy!r} and activation_function {activation!r} is not "
+            "supported (only max of log(1 + relu(logits)))"
+        )
 
 
 def _pooling_mode(config: dict[str, object]) -> PoolingMode:

@@ -2,8 +2,9 @@
 (`finetune/embedder/encoder_only/m3/modeling.py`, `inference/embedder/encoder_only/m3.py`):
 
 - dense: the CLS hidden state, L2-normalised;
-- sparse: `relu(sparse_linear(h))` at each position, zero at the tokenizer's cls, eos, pad and unk ids
-  (the adapter keeps each id's largest weight, and only weights > 0, as `_process_token_weights` does);
+- sparse: each position's id and `relu(sparse_linear(h))`, zero at the tokenizer's cls, eos, pad and unk
+  ids and at padding (the adapter keeps each id's largest weight, and only weights > 0, as
+  `_process_token_weights` does);
 - multi-vector: `colbert_linear(h)` at every position but CLS, masked, each vector L2-normalised (the
   adapter keeps positions 1 … n−1, as `_process_colbert_vecs` keeps `vecs[:n-1]` of `h[:, 1:]`).
 
@@ -32,7 +33,8 @@ def _linear(directory: Path, name: str, dtype: torch.dtype) -> torch.nn.Linear:
 
 
 class M3Graph(torch.nn.Module):
-    """`(input_ids, attention_mask) → EMBEDDING [b, H], SPARSE_WEIGHTS [b, s], TOKEN_VECTORS [b, s, D]`."""
+    """`(input_ids, attention_mask) → EMBEDDING [b, H], SPARSE_IDS [b, s], SPARSE_WEIGHTS [b, s],
+    TOKEN_VECTORS [b, s, D]`."""
 
     def __init__(self, model: torch.nn.Module, dropped_ids: tuple[int, ...]) -> None:
         super().__init__()
@@ -44,7 +46,7 @@ class M3Graph(torch.nn.Module):
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         dense = torch.nn.functional.normalize(hidden[:, 0].float(), dim=-1)
         kept = (input_ids.unsqueeze(-1) != self.dropped).all(dim=-1) & (attention_mask > 0)
@@ -52,7 +54,7 @@ class M3Graph(torch.nn.Module):
         vectors = torch.nn.functional.normalize(self.colbert_linear(hidden).float(), dim=-1)
         not_cls = attention_mask.clone()
         not_cls[:, 0] = 0
-        return dense, weights, vectors * not_cls.unsqueeze(-1).float()
+        return dense, input_ids * attention_mask, weights, vectors * not_cls.unsqueeze(-1).float()
 
 
 def m3(model: torch.nn.Module, settings: GraphSettings) -> M3Graph:

@@ -17,7 +17,17 @@ import traceback
 
 import triton_python_backend_utils as pb_utils
 
-from contract import IMAGE_EMBEDS, EncoderHostParams, TorchGraphParams, model_config, parameters, version_dir
+from contract import (
+    IMAGE_EMBEDS,
+    SPARSE_IDS,
+    SPARSE_WEIGHTS,
+    EncoderHostParams,
+    TorchGraphParams,
+    model_config,
+    parameters,
+    version_dir,
+)
+from runtime.compact import nonzero_entries
 from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
 
 
@@ -27,6 +37,9 @@ class TritonPythonModel:
         self.params = p = EncoderHostParams.from_parameters(parameters(config))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = tuple(o["name"] for o in config["output"])
+        if p.sparse_source:  # the engine returns the vocabulary-wide source; the host sends its entries
+            compacted = (SPARSE_IDS, SPARSE_WEIGHTS)
+            self.outputs = (*(o for o in self.outputs if o not in compacted), p.sparse_source)
         # An output with a token axis first (`[-1]`, `[-1, width]`) holds a value per position: each request
         # gets it at its own padded width. A pooled one (`[dim]`, `[1]`) has none.
         self.per_token = frozenset(o["name"] for o in config["output"] if len(o["dims"]) and int(o["dims"][0]) == -1)
@@ -62,6 +75,9 @@ class TritonPythonModel:
             pb_utils.Logger.log_error(f"{', '.join(self.outputs)} engine failed:\n{traceback.format_exc()}")
             error = pb_utils.TritonError("the encoder failed on this batch; see the Triton log")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        if self.params.sparse_source:
+            for out in outputs:
+                out[SPARSE_IDS], out[SPARSE_WEIGHTS] = nonzero_entries(out.pop(self.params.sparse_source))
         return [
             pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, rows) for name, rows in out.items()])
             for out in outputs

@@ -78,4 +78,5 @@ class TorchSession:
             args = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.inputs]
             out = self.graph(*args)
             named = dict(zip(self.outputs, out if isinstance(out, tuple) else (out,), strict=True))
-            return [named[name].float().cpu().numpy() for name in (output_names or self.outputs)]
+            wanted = [named[name] for name in (output_names or self.outputs)]
+            return [(t.float() if t.is_floating_point() else t).cpu().numpy() for t in wanted]

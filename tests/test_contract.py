@@ -80,20 +80,23 @@ def test_the_adapter_reads_the_contract_without_heavy_libraries() -> None:
 
 
 def test_each_model_type_has_one_family_per_task_and_weight_files() -> None:
-    """A `bert` checkpoint embeds or reranks (its architecture says which), and an `xlm-roberta` one with
-    BGE-M3's head files is BGE-M3's: one family for each."""
+    """A `bert` checkpoint embeds or reranks (its architecture says which), an `xlm-roberta` one with
+    BGE-M3's head files is BGE-M3's, and one saved as a SparseEncoder is SPLADE's: one family for each."""
     from export.families import families, family_for
 
-    types = [(t, f.task, f.weight_files) for f in families() for t in f.model_types]
+    types = [(t, f.task, f.weight_files, f.markers) for f in families() for t in f.model_types]
     assert len(types) == len(set(types)), types
     assert len({f.name for f in families()}) == len(families())
     m3 = frozenset({"config.json", "sparse_linear.pt", "colbert_linear.pt"})
     assert family_for("xlm-roberta", "embed", m3).name == "bge-m3"
     assert family_for("xlm-roberta", "embed", m3 - {"colbert_linear.pt"}).name == "encoder"
+    # A SparseEncoder's SpladePooling module marks SPLADE, whose own task is sparse; --task embed overrides it.
+    assert family_for("bert", None, frozenset({"Transformer", "SpladePooling"})).name == "splade"
+    assert family_for("bert", "embed", frozenset({"Transformer", "SpladePooling"})).name == "encoder"
 
 
 WIRE_NAMES = {"TEXT", "IMAGE", "TOKEN_IDS", "TRUNCATE", "INPUT_TYPE", "INSTRUCTION", "EMBEDDING", "TOKEN_COUNT"}
-WIRE_NAMES |= {"IMAGE_EMBEDS", "SPARSE_WEIGHTS", "TOKEN_VECTORS"}
+WIRE_NAMES |= {"IMAGE_EMBEDS", "SPARSE_IDS", "SPARSE_WEIGHTS", "TOKEN_VECTORS"}
 
 
 def second_spellings(source: str) -> list[tuple[int, str]]:

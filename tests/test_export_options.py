@@ -110,16 +110,11 @@ def test_generated_configs_follow_their_backends_rules(family, target, gpu, tmp_
     configs = [repo.parse_config(m / "config.pbtxt") for m in models]
     engines = [c for c in configs if c.name.endswith(("_encoder", "_vision"))]
     assert len(engines) == (2 if family == "clip" else 1)
-    if family == "bge-m3":  # three outputs from the engine, and the ids the sparse weights belong to
+    if family == "bge-m3":  # three outputs from one engine, the sparse one as each token's id and weight
         (ensemble,) = [c for c in configs if c.platform == "ensemble"]
-        assert [t.name for t in ensemble.output] == [
-            "EMBEDDING",
-            "SPARSE_WEIGHTS",
-            "TOKEN_VECTORS",
-            "input_ids",
-            "TOKEN_COUNT",
-        ]
-        assert [list(t.dims) for t in engines[0].output] == [[p.dimension], [-1], [-1, p.dimension]]
+        names = ["EMBEDDING", "SPARSE_IDS", "SPARSE_WEIGHTS", "TOKEN_VECTORS", "TOKEN_COUNT"]
+        assert [t.name for t in ensemble.output] == names
+        assert [list(t.dims) for t in engines[0].output] == [[p.dimension], [-1], [-1], [-1, p.dimension]]
     for config in engines:
         kinds = {g.kind for g in config.instance_group}
         on_gpu = target == "tensorrt" or gpu

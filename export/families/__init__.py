@@ -28,13 +28,24 @@ def families() -> tuple[Family, ...]:
     return tuple(found)
 
 
-def family_for(model_type: str, task: str = "embed", files: frozenset[str] = frozenset()) -> Family:
-    """The family serving `model_type` for `task` given the checkpoint's `files` (a family whose weight files
-    are all there before one that reads none), or an error listing what is supported."""
+def family_for(
+    model_type: str, task: str | None = None, found: frozenset[str] = frozenset(), default_task: str = "embed"
+) -> Family:
+    """The family serving `model_type`: one whose weight files and module kinds are all `found` in the
+    checkpoint first (it says its own task, unless `task` names another), else the plain family for `task`
+    (`default_task` when None, the architecture's); or an error listing what is supported."""
     from export.errors import ExportError
 
-    fitting = [f for f in families() if model_type in f.model_types and f.task == task and set(f.weight_files) <= files]
-    if fitting:
-        return max(fitting, key=lambda f: len(f.weight_files))
+    def marks(f: Family) -> set[str]:
+        return {*f.weight_files, *f.markers}
+
+    fitting = [f for f in families() if model_type in f.model_types and marks(f) <= found]
+    marked = [f for f in fitting if marks(f) and (task is None or f.task == task)]
+    if marked:
+        return max(marked, key=lambda f: len(marks(f)))
+    task = task or default_task
+    plain = [f for f in fitting if not marks(f) and f.task == task]
+    if plain:
+        return plain[0]
     supported = ", ".join(t for f in families() if f.task == task for t in f.model_types)
     raise ExportError(f"model_type {model_type!r} is not supported for {task}; supported: {supported}")

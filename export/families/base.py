@@ -80,6 +80,7 @@ class Family:
     # Files beside config.json that its graphs read besides the safetensors (a head's own weights); a
     # checkpoint holding them all is this family's rather than a family of the same model_type without them.
     weight_files: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()  # sentence-transformers module kinds that mark its checkpoints the same way
 
     @property
     def text_tower(self) -> Tower:

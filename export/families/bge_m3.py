@@ -6,7 +6,9 @@ reranking). The tokenizer frames `<s> … </s>`; 8,192 tokens."""
 
 from __future__ import annotations
 
-from contract import EMBEDDING, SPARSE_WEIGHTS, TOKEN_VECTORS
+from tritonclient.grpc import model_config_pb2 as mc
+
+from contract import EMBEDDING, SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_VECTORS
 from export.families.base import Family
 from export.heads import Head, HeadOutput
 from export.towers.text import TextTower
@@ -16,6 +18,7 @@ THREE_OUTPUTS = Head(
     "bge-m3",
     (
         HeadOutput(EMBEDDING),
+        HeadOutput(SPARSE_IDS, 0, per_token=True, directed=False, dtype=mc.TYPE_INT64),
         HeadOutput(SPARSE_WEIGHTS, 0, per_token=True, directed=False),
         HeadOutput(TOKEN_VECTORS, per_token=True),
     ),

@@ -37,14 +37,18 @@ def engine_models(
     ragged = batching != "concatenate"
     threads = serving.intra_op_threads
     if request.target == "local":
-        host = EncoderHostParams(batching, "model.onnx", threads, max_patches=max_patches)
+        host = EncoderHostParams(
+            batching, "model.onnx", threads, max_patches=max_patches, sparse_source=tower.head.sparse_source
+        )
         config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
         return [TritonModel(config, HOST_SHELL)]
     if request.target == "torch":
         gpu = on_gpu(request.target, request.gpu)
         if not gpu:
             serving = cpu_instances(serving, p)
-        host = EncoderHostParams(batching, "", serving.intra_op_threads, max_patches=max_patches)
+        host = EncoderHostParams(
+            batching, "", serving.intra_op_threads, max_patches=max_patches, sparse_source=tower.head.sparse_source
+        )
         blocks = [host, torch_params(tower, p, request)]
         config = python_model(
             name, inputs, outputs, blocks, serving, engine=True, max_batch=max_batch, ragged=ragged, gpu=gpu
@@ -56,7 +60,16 @@ def engine_models(
     gpu = on_gpu(request.target, request.gpu)
     engine = unbatched_engine(f"{name}_engine", engine_inputs, engine_outputs, request.target, gpu)
     types = tuple(f"{t.name}:{numpy_dtype(t.data_type)}" for t in engine_inputs)
-    host = EncoderHostParams(batching, "", threads, engine.name, types, max_rows=call_rows, max_patches=max_patches)
+    host = EncoderHostParams(
+        batching,
+        "",
+        threads,
+        engine.name,
+        types,
+        max_rows=call_rows,
+        max_patches=max_patches,
+        sparse_source=tower.head.sparse_source,
+    )
     config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
     return [TritonModel(config, HOST_SHELL), TritonModel(engine)]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract import IMAGE_EMBEDS, TASK_TABLE, TEXT, TEXT_CONTROLS, TOKEN_COUNT, EncoderHostParams
+from contract import IMAGE_EMBEDS, TEXT, TEXT_CONTROLS, EncoderHostParams
 from export.configs import Step, Tensor, ensemble, python_model, string, token_count
 from export.errors import ExportError
 from export.graph import torch_outputs
@@ -53,7 +53,9 @@ class TextTower(Tower):
 
     @property
     def hosted(self) -> bool:  # type: ignore[override]
-        return self.image_features
+        """Behind a Python host on every target: to pack rows with image features, or to compact a
+        vocabulary-wide output before it leaves."""
+        return self.image_features or bool(self.head.sparse_source)
 
     def samples(self, p: Plan) -> Samples:
         import torch
@@ -150,12 +152,8 @@ class TextTower(Tower):
         )
         steps = [
             Step(preprocess.name, tuple(t.name for t in text_inputs()), tuple(t.name for t in token_outputs())),
-            Step(self.engine_model(request), TOKENS, self.head.names),
+            Step(self.engine_model(request), TOKENS, tuple(t.name for t in outputs)),
         ]
-        # What the head's tasks return besides the engine's outputs comes from the preprocessor (the ids a
-        # sparse output's weights belong to); the token count always does.
-        wanted = {o.name for task in self.head.tasks for o in TASK_TABLE[task].outputs}
-        passed = [t for t in token_outputs() if t.name in wanted and t.name != TOKEN_COUNT]
         card = p.card(request)
-        ens = ensemble(name, text_inputs(), [*outputs, *passed, token_count()], steps, serving, card)
+        ens = ensemble(name, text_inputs(), [*outputs, token_count()], steps, serving, card)
         return [TritonModel(ens), TritonModel(preprocess, "preprocess_model", tokenizer=True), *engines]

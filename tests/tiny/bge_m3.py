@@ -15,7 +15,7 @@ KEY, REAL = "bge-m3", "bge-m3"  # `python -m tests.tiny bge-m3`
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 
 
-def bge_m3(path: Path, positions: int = 514) -> Path:
+def bge_m3(path: Path, positions: int = 514, sizes: dict[str, int] = SIZES) -> Path:
     import torch
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
@@ -35,11 +35,11 @@ def bge_m3(path: Path, positions: int = 514) -> Path:
     )
     hf.save_pretrained(str(path))
     config = XLMRobertaConfig(
-        vocab_size=len(hf), max_position_embeddings=positions, type_vocab_size=1, pad_token_id=1, **SIZES
+        vocab_size=len(hf), max_position_embeddings=positions, type_vocab_size=1, pad_token_id=1, **sizes
     )
     torch.manual_seed(0)
     save_model(XLMRobertaModel(config, add_pooling_layer=False), path)
-    hidden = SIZES["hidden_size"]
+    hidden = sizes["hidden_size"]
     for name, out in (("sparse_linear.pt", 1), ("colbert_linear.pt", hidden)):
         layer = torch.nn.Linear(hidden, out)
         torch.save({k: v.half() for k, v in layer.state_dict().items()}, path / name)
