@@ -2,8 +2,10 @@
 
 Facts from DESIGN.md: the Python-backend stub for the running interpreter must be
 copied into the backends folder; the venv's `bin/` goes first on `PATH` (so the
-stub finds the venv's packages) and `LD_LIBRARY_PATH` starts with the base
-interpreter's `LIBDIR` (so the stub's libpython is the interpreter's own build).
+stub finds the venv's packages) and `LD_LIBRARY_PATH` starts with a folder holding only links to the
+base interpreter's libpython (so the stub's libpython is the interpreter's own build). Not `LIBDIR`
+itself: on a system Python that is `/usr/lib/x86_64-linux-gnu`, where CUDA images keep NCCL and cuDNN,
+which would then shadow torch's own inside the stub.
 """
 
 from __future__ import annotations
@@ -54,11 +56,24 @@ def prepare_backends(workdir: Path) -> Path:
     return backends
 
 
-def server_env() -> dict[str, str]:
+def libpython_dir(workdir: Path) -> Path:
+    """`workdir/libpython`: links to this interpreter's shared libpython (its soname and link name), and
+    nothing else of the folder it lives in."""
+    folder = workdir / "libpython"
+    folder.mkdir(parents=True, exist_ok=True)
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
+    for name in {sysconfig.get_config_var("INSTSONAME"), sysconfig.get_config_var("LDLIBRARY")} - {None, ""}:
+        link, target = folder / name, libdir / name
+        if target.exists() and not link.exists():
+            link.symlink_to(target)
+    return folder
+
+
+def server_env(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
-    libs = [sysconfig.get_config_var("LIBDIR") or "", str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
+    libs = [str(libpython_dir(workdir)), str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -141,7 +156,7 @@ class TritonServer:
         command = self.command(backends)
         self.process = subprocess.Popen(
             die_with_parent(command),
-            env=server_env(),
+            env=server_env(self.workdir),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

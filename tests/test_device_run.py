@@ -50,6 +50,9 @@ def test_the_device_run_serves_and_measures_each_model_from_the_carried_tritonse
         timeout=900,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "== preflight" in run.stdout and "stub environment: torch" in run.stdout
+    logs = tmp_path / "out" / "logs"  # copied on exit from the work folders, Triton's and the adapter's
+    assert any("triton" in p.name for p in logs.iterdir()) and any("adapter" in p.name for p in logs.iterdir())
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "failed" not in results
@@ -67,6 +70,10 @@ def test_the_device_run_serves_and_measures_each_model_from_the_carried_tritonse
     for heading in ("**e5-mistral-7b-instruct**", "**all-MiniLM-L6-v2**", "**gme-Qwen2-VL-2B-Instruct**"):
         assert heading in report
     assert (tmp_path / "out" / "run.log").read_text().count("worker") >= 2
+    # The decoder's config knows more ids than its tokenizer, as the real one does: ids were drawn below the latter.
+    decoder_checkpoint = tmp_path / "work" / "e5-mistral-7b-instruct-tiny"
+    vocab = json.loads((decoder_checkpoint / "config.json").read_text())["vocab_size"]
+    assert vocab > gpu_served.served_vocabulary(decoder_checkpoint)
 
 
 def test_a_section_that_fails_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
@@ -116,11 +123,35 @@ def test_minilm_without_its_weights_takes_its_architecture_with_random_weights(t
     assert (config["hidden_size"], config["num_hidden_layers"]) == (384, 6)
 
 
-def test_real_shapes_replace_the_tiny_ones_but_not_its_token_ids():
+@pytest.mark.parametrize(("key", "billions"), [("e5", 7.11), ("gme", 2.21)])
+def test_real_shaped_configs_are_the_real_models_with_the_tiny_tokenizers_ids(key, billions, tmp_path) -> None:
+    """The configuration the device run builds is the real one, derived fields included (the tiny
+    Mistral's `head_dim: 16` and the tiny Qwen2-VL's two `layer_types` once survived a merge: 5.9B
+    parameters labelled e5-mistral, and a GME config transformers refused), with only the tiny
+    tokenizer's ids: counted on the meta device."""
+    import torch
+    import transformers
+
+    from export.families import families
+    from tests import tiny
+
+    module = tiny.builders()[key]
+    built = json.loads((module.build(tmp_path / key) / "config.json").read_text())
+    family, arch = next((f, a) for f in families() for a in f.architectures if a.name == module.REAL)
+    config = gpu_served.real_config(arch, built)
+    assert gpu_served.token_ids(config) == gpu_served.token_ids(built)
+    real = getattr(transformers, arch.model_class).config_class.from_dict(config)
+    with torch.device("meta"):
+        model = getattr(transformers, family.auto_class).from_config(real)
+    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.005)
+    if key == "e5":
+        assert config["head_dim"] == 128 and config["vocab_size"] == 32000
+    else:
+        assert len(config["text_config"]["layer_types"]) == 28
+
+
+def test_token_ids_are_the_only_fields_the_tiny_checkpoint_keeps() -> None:
     tiny = {"hidden_size": 64, "eos_token_id": 2, "vision_config": {"depth": 2, "pad_token_id": 0}}
-    real = {"hidden_size": 4096, "eos_token_id": 151643, "vision_config": {"depth": 32, "pad_token_id": 7}}
-    assert gpu_served._merge(tiny, real) == {
-        "hidden_size": 4096,
-        "eos_token_id": 2,
-        "vision_config": {"depth": 32, "pad_token_id": 0},
-    }
+    assert gpu_served.token_ids(tiny) == {"eos_token_id": 2, "vision_config": {"pad_token_id": 0}}
+    grown = gpu_served._grown_vocabulary({"vocab_size": 600, "text_config": {"vocab_size": 600}}, 256)
+    assert grown == {"vocab_size": 856, "text_config": {"vocab_size": 856}}

@@ -161,3 +161,17 @@ def test_the_already_exported_hint_speaks_makes_language(minilm_repository, monk
         with console.capture() as captured:
             ensure_exported(args)
         assert hint in captured.get()
+
+
+def test_the_stub_finds_libpython_in_a_folder_of_its_own(tmp_path) -> None:
+    """The Python-backend stub's library path starts with links to this interpreter's libpython only, not
+    its LIBDIR (on a system Python, /usr/lib/x86_64-linux-gnu: CUDA images keep NCCL and cuDNN there)."""
+    import sysconfig
+
+    from launcher.tritonserver import server_env
+
+    first = Path(server_env(tmp_path)["LD_LIBRARY_PATH"].split(os.pathsep)[0])
+    assert first == tmp_path / "libpython"
+    links = sorted(first.iterdir())
+    assert links and all(p.is_symlink() and p.name.startswith("libpython") and p.exists() for p in links)
+    assert sysconfig.get_config_var("INSTSONAME") in {p.name for p in links}

@@ -1,7 +1,8 @@
 """`python -m bench.device.bundle`: what the GPU run carries to a machine that has PyTorch and nothing else.
 
-The lent GPU machine (an H200 with Python 3.12, PyTorch, transformers, tokenizers, numpy, grpcio and
-aiohttp; no network) lacks Triton and the adapter's packages. This writes `build/device/`:
+The lent GPU machine (an H100 or H200 with Python 3.12, PyTorch, transformers, tokenizers, numpy and
+aiohttp; no network) lacks Triton and the adapter's packages, and may hold grpcio and protobuf at
+versions tritonclient's generated code was not built with. This writes `build/device/`:
 
 - `triton.tar.xz`: the `tritonserver` of the `nvidia-pytriton` wheel (a CUDA 12.6 build) with its
   Python backend, the stubs for Python 3.12 and for this interpreter, and the libraries it links
@@ -58,6 +59,9 @@ PACKAGES = (
     "python-rapidjson",
     "prometheus-client",
     "rich",
+    # tritonclient's generated gRPC code needs these at versions near its own: the machine's may differ.
+    "grpcio",
+    "protobuf",
 )
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64")
 

@@ -63,6 +63,51 @@ fi
 usage=$("$EMBED_TRITONSERVER_DIR/bin/tritonserver" --help 2>&1 || true)
 [[ $usage == *Usage* ]] || { echo "tritonserver does not start: $usage" >&2; exit 2; }
 
-# 3. Measure.
+# 3. What stays on the machine comes back: whatever happens, the tail of every server and adapter log
+#    under the run's work folders is copied into $OUT on exit (a host failure tells its client only "see
+#    the Triton log").
+WORKDIRS=("$ROOT/build/gpu-served")
+args=("$@")
+for i in "${!args[@]}"; do [ "${args[$i]}" = "--workdir" ] && WORKDIRS+=("${args[$((i + 1))]}"); done
+collect_logs() {
+    mkdir -p "$OUT_DIR/logs"
+    for dir in "${WORKDIRS[@]}"; do
+        [ -d "$dir" ] || continue
+        find "$dir" -name '*.log' -type f | while read -r log; do
+            tail -n 300 "$log" > "$OUT_DIR/logs/$(echo "${log#"$dir"/}" | tr / _)"
+        done
+    done
+}
+trap collect_logs EXIT
+
+# 4. A preflight (seconds, before any long work): the adapter and tritonclient import; under the Python
+#    stub's own environment (launcher.tritonserver.server_env) torch imports, touches the GPU and names its
+#    cuDNN; the versions the run depends on; the shared memory the Python backend uses.
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+echo "== preflight"
+$PY - <<'PYEOF'
+import importlib.metadata
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+for name in ("torch", "transformers", "tokenizers", "numpy", "grpcio", "protobuf", "tritonclient", "fastapi"):
+    try:
+        print(f"  {name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+        print(f"  {name} MISSING")
+import client.app  # noqa: E402,F401  the adapter
+import tritonclient.grpc.aio  # noqa: E402,F401
+from launcher.tritonserver import server_env  # noqa: E402
+
+probe = (
+    "import torch; gpu = torch.cuda.is_available(); torch.ones(1, device='cuda' if gpu else 'cpu').sum().item(); "
+    "print('  stub environment: torch', torch.__version__, 'cuda', gpu, 'cudnn', torch.backends.cudnn.version())"
+)
+subprocess.run([sys.executable, "-c", probe], env=server_env(Path(tempfile.mkdtemp())), check=True)
+PYEOF
+df -h /dev/shm | tail -n 1 | awk '{print "  /dev/shm: " $2 " (" $4 " free)"}'
+
+# 5. Measure.
 $PY -m bench.gpu_served --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/run.log"
