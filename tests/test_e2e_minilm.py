@@ -172,6 +172,7 @@ def test_models_and_health(minilm_stack) -> None:
             "modalities": ["text"],
             "query_template": False,
             "task": "embed",
+            "tasks": ["embed"],
             "engine": "local float32",  # the fixture's export names its target; `auto` adds its candidates
             "engine_candidates": [],
         }
