@@ -4,9 +4,11 @@ One short query (1–3 words) per request, the load that a small embedding model
 that tests the adapter rather than the encoder: requests/s, p50 and p99 at each concurrency, for
 1, 2, 4 and 8 adapter workers (`EMBED_WORKERS`) on one Triton, and beside each the CPU time per
 request of every serving process (adapter, Triton's core, each Python-backend stub), which barely
-moves with the noise of a shared machine. The load generator runs in this process and is not
-counted. Exports the embedded all-MiniLM-L6-v2 (`local` target) unless `--repository` names an
-exported one (the GPU run passes its `torch` export).
+moves with the noise of a shared machine. The load comes from `--load-processes` processes (one per
+four cores, at most four: one aiohttp loop cannot keep eight adapter workers busy), whose own CPU ms
+per request is reported beside the servers' as `load generator`. Exports the embedded
+all-MiniLM-L6-v2 (`local` target) unless `--repository` names an exported one (the GPU run passes
+its `torch` export).
 
     python -m bench.request_rate --workers 1,2 --concurrency 64
 """
@@ -14,6 +16,7 @@ exported one (the GPU run passes its `torch` export).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", default="64,256")
     ap.add_argument("-n", type=int, default=4000, help="requests per point")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="short-1-3", help="the texts, one per request")
+    ap.add_argument(
+        "--load-processes",
+        type=int,
+        default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+        help="processes generating the load (default: one per four cores, at most four)",
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-request-rate")
     return ap.parse_args(argv)
 
@@ -67,11 +76,14 @@ def measure(args: argparse.Namespace) -> list[tuple[int, runners.Result]]:
                 runners.served(url, args.model, queries[:512], 1, 64, "warm-up")
                 for c in (int(c) for c in args.concurrency.split(",") if c):
                     name = f"{workers} worker{'s' if workers > 1 else ''}, concurrency {c}"
-                    result, result.cpu_ms = cpu.measure(
+                    (result, client_ms), result.cpu_ms = cpu.measure(
                         processes,
-                        lambda c=c, name=name, url=url: runners.served(url, args.model, queries, 1, c, name),
-                        lambda r: r.requests,
+                        lambda c=c, name=name, url=url: runners.served_by(
+                            args.load_processes, url, args.model, queries, 1, c, name
+                        ),
+                        lambda out: out[0].requests,
                     )
+                    result.cpu_ms = {**(result.cpu_ms or {}), "load generator": client_ms}
                     rows.append((workers, result))
                     print(report_line(result, args.model), flush=True)
             finally:

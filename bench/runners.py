@@ -108,6 +108,47 @@ def served(
     return asyncio.run(run())
 
 
+def _served_slice(start_at: float, args: tuple) -> tuple[Result, float]:
+    """One load process's share: wait for the common start, drive it, and say its own CPU seconds."""
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_start = time.process_time()
+    result = served(*args)
+    return result, time.process_time() - cpu_start
+
+
+def served_by(
+    processes: int, url: str, model: str, inputs: list, per_request: int, concurrency: int, name: str
+) -> tuple[Result, float]:
+    """`served` from `processes` load processes at once (each a share of the inputs and of the concurrency),
+    so the client is not the limit of a fast server; and the load generators' CPU ms per request.
+    One process: `served` in this one."""
+    if processes <= 1:
+        cpu_start = time.process_time()
+        result = served(url, model, inputs, per_request, concurrency, name)
+        return result, (time.process_time() - cpu_start) * 1000 / max(result.requests, 1)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [inputs[i::processes] for i in range(processes)]
+    each = max(1, concurrency // processes)
+    start_at = time.time() + 3.0  # every process has imported and connected by then
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_served_slice, start_at, (url, model, share, per_request, each, name)) for share in shares
+        ]
+        parts = [f.result() for f in futures]
+    results = [r for r, _ in parts]
+    merged = Result(
+        name,
+        sum(r.items for r in results),
+        max(r.seconds for r in results),
+        [x for r in results for x in r.latencies],
+        sum(r.tokens for r in results),
+    )
+    requests = sum(r.requests for r in results)
+    return merged, sum(cpu_s for _, cpu_s in parts) * 1000 / max(requests, 1)
+
+
 def triton_direct(
     grpc_url: str, model: str, values: list, per_request: int, concurrency: int, name: str, tensor: str = "TEXT"
 ) -> Result:

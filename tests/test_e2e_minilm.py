@@ -274,3 +274,14 @@ def test_tritonclient_example(minilm_stack) -> None:
         check=True,
     ).stdout
     assert out.count("384 dims, norm 1.000000") == 2
+
+
+def test_the_load_can_come_from_several_processes(minilm_stack) -> None:
+    """bench.request_rate's load generator: shares of the requests from separate processes, merged, with
+    the generators' own CPU per request (one aiohttp loop cannot keep eight adapter workers busy)."""
+    from bench import runners
+
+    queries = [f"query {i}" for i in range(40)]
+    result, client_ms = runners.served_by(2, minilm_stack.adapter_url, default_model.NAME, queries, 1, 4, "two")
+    assert (result.items, len(result.latencies)) == (40, 40) and result.seconds > 0
+    assert result.tokens > 0 and client_ms > 0
