@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from client.compression import check_compression, compress
 from client.errors import APIError
 from client.images import ImageLoader
 from client.inference import Inference, Timings
@@ -40,12 +41,14 @@ def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 
 
-def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] | list[str]:
-    """Float lists, or base64 of little-endian float32 as the openai SDK expects."""
+def encode_rows(vectors: np.ndarray, encoding_format: str) -> list[list[float]] | list[list[int]] | list[str]:
+    """Number lists, or base64 of the rows' bytes: little-endian float32 as the openai SDK expects, or the
+    compressed types' own bytes."""
+    if vectors.dtype.kind == "f":
+        vectors = vectors.astype("<f4", copy=False)
     if encoding_format == "base64":
-        data = vectors.astype("<f4", copy=False)
-        return [base64.b64encode(row.tobytes()).decode("ascii") for row in data]
-    return vectors.astype(np.float32, copy=False).tolist()
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
+    return vectors.tolist()
 
 
 def accepted(options: dict[str, str], controls: tuple[str, ...]) -> dict[str, str]:
@@ -75,8 +78,9 @@ class EmbedTask:
         check_instruction(model, request.instruction)
         options = controls_of(request, self.settings)
         check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
+        check_compression(model, request.embedding_type, request.dimensions or model.card.dimension, "embedding_type")
         vectors, tokens = await self._embed_items(model, items, options, timings)
-        vectors = shorten(vectors, request.dimensions)
+        vectors = compress(shorten(vectors, request.dimensions), request.embedding_type, model)
         self.inference.succeeded(model)
         return {
             "object": "list",

@@ -82,6 +82,10 @@ class EmbeddingRequest(Request):
         None, description="query: wrap in the model's instruction template; document (default): raw text"
     )
     instruction: str | None = Field(None, description="task description replacing the model's default, for queries")
+    embedding_type: Literal["float", "int8", "uint8", "binary", "ubinary"] = Field(
+        "float",
+        description="compressed embeddings (NIM's name): int8/uint8 calibrated, binary/ubinary 1 bit a dimension",
+    )
 
     @field_validator("input", mode="before")
     @classmethod
@@ -199,7 +203,7 @@ class TeiRerankRequest(TeiTruncation):
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str
 
 
 class Usage(BaseModel):
@@ -248,6 +252,9 @@ class ModelCard(BaseModel):
     engine_candidates: list[EngineCandidate] = Field(
         default_factory=list,
         description="what `--target auto` measured at export on its machine: each engine's speed and fidelity",
+    )
+    int8_ranges: list[list[float]] | None = Field(
+        None, description="int8/uint8 calibration: [minimums, maximums] per dimension (null: none)"
     )
 
 

@@ -238,7 +238,14 @@ def _card(m: ServedModel) -> dict:
         "tasks": [m.card.task, *m.card.tasks],
         "engine": m.card.engine or None,
         "engine_candidates": [_candidate(c) for c in m.card.engine_candidates],
+        "int8_ranges": _ranges(m.card.int8_ranges),
     }
+
+
+def _ranges(flat: tuple[float, ...]) -> list[list[float]] | None:
+    """The card's int8 calibration, minimums then maximums, as `quantize_embeddings` takes `ranges`."""
+    half = len(flat) // 2
+    return [list(flat[:half]), list(flat[half:])] if flat else None
 
 
 def _candidate(figures: str) -> dict:

@@ -206,6 +206,9 @@ class EnsembleCard(Parameters):
     # What `--target auto` measured on the export's machine, each "target dtype:texts/s:min cosine:pass|fail"
     engine_candidates: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()  # the tasks its ensemble serves besides `task` (each its outputs, by name)
+    # int8 / uint8 embeddings: each dimension's minimum then maximum over the export's calibration texts, at
+    # the full dimension (sentence-transformers' `quantize_embeddings` ranges); empty: not calibrated
+    int8_ranges: tuple[float, ...] = ()
 
     def serves(self, task: str) -> bool:
         """Its own tasks; and a multi-vector model reranks too (MaxSim of the query's and each document's

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from contract import EMBEDDING
 from export import repository as repo
 from export.backend_rules import violations
 from export.checkpoint import Plan
@@ -75,12 +76,14 @@ class Progress:
 Checks = list[tuple[dict[str, np.ndarray], Outputs]]  # (validation feeds, PyTorch's outputs) of one tower
 
 
-def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Checks], dict[str, list[Outputs]]]:
+def _export_graphs(
+    request: ExportRequest, dtype: Dtype
+) -> tuple[dict[str, Checks], dict[str, list[Outputs]], tuple[float, ...]]:
     """Load the weights once (in `dtype`), compute each tower's references, and export ONNX; for the
     `torch` target, install the weights beside each host and run its served graph instead.
 
-    Returns each tower's validation batches with their PyTorch references, and for the `torch`
-    target the served graph's outputs on them."""
+    Returns each tower's validation batches with their PyTorch references, for the `torch` target the
+    served graph's outputs on them, and the int8 calibration ranges of the text tower's vectors."""
     quiet_libraries()
     progress = Progress()
     p = request.plan()
@@ -93,11 +96,12 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Chec
         sets = {t.name: t.feed_sets(p, graphs) for t in p.family.towers}
         heads = {t.name: t.head.names for t in p.family.towers}
         references = {t: [(f, torch_outputs(g, heads[t], f)) for f in sets[t]] for t, g in graphs.items()}
+    ranges = calibrated_ranges(p, graphs, progress)
     if request.target == "torch":
         del graphs
         if device == "cuda":
             torch.cuda.empty_cache()
-        return references, _served_torch_outputs(request, p, references, progress)
+        return references, _served_torch_outputs(request, p, references, progress), ranges
     n_bytes = sum(t.numel() * t.element_size() for g in graphs.values() for t in g.parameters())
     external = request.external_data if request.external_data is not None else n_bytes > EXTERNAL_DATA_BYTES
     for tower in p.family.towers:
@@ -111,7 +115,30 @@ def _export_graphs(request: ExportRequest, dtype: Dtype) -> tuple[dict[str, Chec
             path = tower.engine_dir(request) / "model.onnx"
             export_onnx(graph, path, samples, dynamic, external, tower.head.names)
             check_io(tower, p, path)
-    return references, {}
+    return references, {}, ranges
+
+
+CALIBRATION_TEXTS = Path(__file__).with_name("calibration_texts.txt")
+CALIBRATION_ROWS = 256
+
+
+def calibrated_ranges(p: Plan, graphs: dict[str, torch.nn.Module], progress: Progress) -> tuple[float, ...]:
+    """The int8 / uint8 ranges of the text tower's vectors: each dimension's minimum, then each one's
+    maximum, over the first 256 of the shipped calibration texts (sentences of Python's own documentation)
+    embedded as documents, as sentence-transformers' `quantize_embeddings` derives them from its
+    `calibration_embeddings`; empty for a tower that returns no vector."""
+    tower = p.family.text_tower
+    if EMBEDDING not in tower.head.names:
+        return ()
+    texts = CALIBRATION_TEXTS.read_text().splitlines()[:CALIBRATION_ROWS]
+    with progress.step(f"calibrate int8 ranges on {len(texts)} texts"):
+        vectors = np.concatenate(
+            [
+                torch_outputs(graphs[tower.name], tower.head.names, feed)[EMBEDDING]
+                for feed in tower.timing_batches(p, texts, 32)
+            ]
+        )
+    return tuple(float(v) for v in np.concatenate([vectors.min(axis=0), vectors.max(axis=0)]))
 
 
 def _served_torch_outputs(
@@ -254,7 +281,8 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
     # The weights live only in a child process, which exits before ONNX Runtime loads the graphs:
     # at no point are two copies of the model in memory.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        checks, served = pool.submit(_export_graphs, request, request.reference_dtype(p)).result()
+        checks, served, ranges = pool.submit(_export_graphs, request, request.reference_dtype(p)).result()
+    request = replace(request, int8_ranges=ranges)
     limits = tolerance(p.family.tolerance, dtype, request.cpu_autocast(p))
     agreements = []
     for tower in towers:

@@ -87,6 +87,7 @@ class Plan:
             matryoshka_min_dimension=self.family.matryoshka.min_dimension,
             engine=f"{request.target} {request.resolved_dtype(self)}",
             engine_candidates=request.engine_candidates,
+            int8_ranges=request.int8_ranges,
         )
 
 

@@ -134,6 +134,7 @@ class ExportRequest:
     workspace_mib: int = 8192  # TensorRT builder workspace
     serving: Serving = Serving()
     engine_candidates: tuple[str, ...] = ()  # what `auto` measured, for the card (`engine:texts/s:cosine:gate`)
+    int8_ranges: tuple[float, ...] = ()  # calibrated at export: each dimension's minimum, then its maximum
 
     def plan(self) -> Plan:
         from export.checkpoint import plan

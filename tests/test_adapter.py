@@ -479,3 +479,21 @@ def test_unknown_fields_are_logged_once_by_every_route(caplog) -> None:
             assert c.post(path, json=body).status_code == 200, path
             lines = [r.getMessage() for r in caplog.records if "unknown request fields" in r.getMessage()]
             assert lines == ["ignoring unknown request fields: 'extra_one'"], (path, lines)
+
+
+def test_compressed_embeddings_follow_the_cards_calibration_and_size() -> None:
+    """int8/uint8 need the card's calibration, at the full dimension; binary packs any size; the float
+    vectors are cut and re-normalised first."""
+    ranges = (0.0, -1.0, -1.0, -1.0, 8.0, 1.0, 1.0, 1.0)  # minimums, then maximums
+    calibrated = ServedModel("c", 3, EnsembleCard(4, 16, matryoshka_dimensions=(2,), int8_ranges=ranges))
+    with TestClient(create_app(Settings(), triton=FakeTriton([MODEL, calibrated]))) as c:
+        got = c.post("/v1/embeddings", json={"model": "c", "input": "ab", "embedding_type": "uint8"})
+        assert got.status_code == 200 and got.json()["data"][0]["embedding"] == [63, 127, 127, 127]  # 2 of 0…8
+        packed = c.post(
+            "/v1/embeddings", json={"model": "c", "input": "ab", "embedding_type": "binary", "dimensions": 2}
+        )
+        assert packed.json()["data"][0]["embedding"] == [0b10000000 - 128]  # one bit set, packed, offset
+        cut = c.post("/v1/embeddings", json={"model": "c", "input": "ab", "embedding_type": "int8", "dimensions": 2})
+        assert cut.status_code == 400 and "calibrated for the full 4 dimensions" in cut.json()["error"]["message"]
+        bare = c.post("/v1/embeddings", json={"model": "m", "input": "ab", "embedding_type": "int8"})
+        assert bare.status_code == 400 and "no int8 calibration" in bare.json()["error"]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import subprocess
 import sys
@@ -157,6 +158,9 @@ def test_curl_form_from_the_readme(minilm_stack) -> None:
 
 def test_models_and_health(minilm_stack) -> None:
     models = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()
+    ranges = models["data"][0].pop("int8_ranges")  # calibrated at export: minimums, then maximums
+    assert len(ranges) == 2 and len(ranges[0]) == len(ranges[1]) == 384
+    assert all(lo < hi for lo, hi in zip(*ranges, strict=True))
     assert models["data"] == [
         {
             "id": "all-MiniLM-L6-v2",
@@ -285,3 +289,48 @@ def test_the_load_can_come_from_several_processes(minilm_stack) -> None:
     result, client_ms = runners.served_by(2, minilm_stack.adapter_url, default_model.NAME, queries, 1, 4, "two")
     assert (result.items, len(result.latencies)) == (40, 40) and result.seconds > 0
     assert result.tokens > 0 and client_ms > 0
+
+
+HELD_OUT = (Path(__file__).parent / "held_out_texts.txt").read_text().splitlines()
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8", "binary", "ubinary"])
+def test_compressed_embeddings_are_sentence_transformers_quantize_embeddings(minilm_stack, kind) -> None:
+    """`embedding_type` on /v1/embeddings: bit for bit (binary, ubinary) and value for value (int8, uint8 with
+    the card's calibration) what `quantize_embeddings` makes of the float vectors."""
+    from sentence_transformers.quantization import quantize_embeddings
+
+    url = f"{minilm_stack.adapter_url}/v1/embeddings"
+    texts = HELD_OUT[:64]
+    floats = np.array([d["embedding"] for d in httpx.post(url, json={"input": texts}, timeout=60).json()["data"]])
+    got = httpx.post(url, json={"input": texts, "embedding_type": kind}, timeout=60).json()["data"]
+    card = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()["data"][0]
+    ranges = np.array(card["int8_ranges"], dtype=np.float32) if kind.endswith("int8") else None
+    expected = quantize_embeddings(floats.astype(np.float32), precision=kind, ranges=ranges)
+    np.testing.assert_array_equal(np.array([d["embedding"] for d in got]), expected)
+    packed = httpx.post(url, json={"input": texts[:2], "embedding_type": kind, "encoding_format": "base64"}).json()
+    raw = base64.b64decode(packed["data"][0]["embedding"])
+    assert np.frombuffer(raw, dtype=expected.dtype).tolist() == expected[0].tolist()
+
+
+def test_int8_keeps_the_cosine_to_float_on_held_out_texts(minilm_stack) -> None:
+    """The calibration texts and these are disjoint; the README quotes the figures this prints."""
+    url = f"{minilm_stack.adapter_url}/v1/embeddings"
+    texts = HELD_OUT
+    floats = np.array([d["embedding"] for d in httpx.post(url, json={"input": texts}, timeout=120).json()["data"]])
+    card = httpx.get(f"{minilm_stack.adapter_url}/v1/models").json()["data"][0]
+    ranges = np.array(card["int8_ranges"], dtype=np.float64)
+    steps = (ranges[1] - ranges[0]) / 255
+    for kind, offset in (("int8", 128), ("uint8", 0)):
+        got = httpx.post(url, json={"input": texts, "embedding_type": kind}, timeout=120).json()["data"]
+        restored = (np.array([d["embedding"] for d in got], dtype=np.float64) + offset) * steps + ranges[0]
+        cosine = (restored * floats).sum(axis=1) / np.linalg.norm(restored, axis=1) / np.linalg.norm(floats, axis=1)
+        print(f"{kind}: {len(texts)} held-out texts, cosine to float mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+        assert cosine.min() > 0.99
+
+
+def test_int8_is_refused_at_a_reduced_size_and_binary_is_not(minilm_stack) -> None:
+    url = f"{minilm_stack.adapter_url}/v1/embeddings"
+    assert httpx.post(url, json={"input": "a", "embedding_type": "int8", "dimensions": 384}).status_code == 200
+    refused = httpx.post(url, json={"input": "a", "embedding_type": "bogus"})
+    assert refused.status_code == 400 and "embedding_type" in refused.json()["error"]["message"]
