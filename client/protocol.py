@@ -171,6 +171,23 @@ class RerankRequest(Request):
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
+class NimText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+class NimRankingRequest(Request):
+    """`POST /v1/ranking` in NVIDIA NIM's reranking shape."""
+
+    items: ClassVar[str] = "passages"
+    max_items: ClassVar[str] = "max_documents_per_request"
+
+    model: str | None = None
+    query: NimText
+    passages: list[NimText]
+    truncate: Literal["NONE", "END"] | None = Field(None, description="END cuts an over-long pair; NONE refuses it")
+
+
 class TeiTruncation(Request):
     """text-embeddings-inference's truncation fields, as every TEI-shaped route takes them."""
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from client.errors import APIError, bad_request, too_large
 from client.inference import Inference, Timings
-from client.protocol import RerankRequest, TeiRerankRequest
+from client.protocol import NimRankingRequest, RerankRequest, TeiRerankRequest
 from client.settings import Settings
 from client.tasks import all_or_cancel
 from client.triton import ServedModel
@@ -141,7 +141,7 @@ async def _late_interaction(
     return Ranking(model.name, scores, timings.tokens, logits=False)
 
 
-def _options(settings: Settings, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
+def rerank_options(settings: Settings, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
     options = {}
     truncate = truncate or settings.default_truncate
     if truncate is not None:
@@ -162,7 +162,7 @@ async def cohere_rerank(
             "instruction",
         )
     texts = request.texts()
-    options = _options(settings, request.truncate, request.max_tokens_per_doc)
+    options = rerank_options(settings, request.truncate, request.max_tokens_per_doc)
     ranking = await rank(inference, request.model, request.query, texts, options, timings, request.instruction)
     scores = ranking.scores(request.raw_scores)
     results = []
@@ -183,9 +183,17 @@ async def cohere_rerank(
     }
 
 
+async def nim_ranking(inference: Inference, request: NimRankingRequest, timings: Timings) -> dict:
+    """`/v1/ranking`: NIM's `{"rankings": [{"index", "logit"}]}`, best first (the raw score: a logit)."""
+    options = rerank_options(inference.settings, request.truncate, None)
+    passages = [p.text for p in request.passages]
+    ranking = await rank(inference, request.model, request.query.text, passages, options, timings)
+    return {"rankings": [{"index": i, "logit": float(ranking.raw[i])} for i in ranking.order]}
+
+
 async def tei_rerank(inference: Inference, request: TeiRerankRequest, timings: Timings) -> list[dict]:
     """`/rerank`: TEI's bare array of `{index, score, text?}`, best first."""
-    options = _options(inference.settings, request.truncate_mode(), None)
+    options = rerank_options(inference.settings, request.truncate_mode(), None)
     ranking = await rank(inference, request.model, request.query, request.texts, options, timings)
     scores = ranking.scores(request.raw_scores)
     out = []

@@ -19,14 +19,16 @@ from client.protocol import (
     EmbeddingResponse,
     ModelCard,
     ModelList,
+    NimRankingRequest,
     RerankRequest,
     TeiRerankRequest,
     TokenizeRequest,
     one_id_list,
 )
 from client.protocol import Request as RequestBody
-from client.rerank import cohere_rerank, tei_rerank
+from client.rerank import cohere_rerank, nim_ranking, tei_rerank
 from client.responses import JSONResponse
+from client.score import ScoreRequest, score
 from client.token_outputs import EmbedSparseRequest, PoolingRequest, TokenOutputs
 from client.triton import ServedModel
 
@@ -177,6 +179,28 @@ async def rerank_tei(request: Request):
         body = await parse_body(request, TeiRerankRequest)
         result = await tei_rerank(_inference(request), body, timings)
     _count(request, timings, len(body.texts), timings.tokens)
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/v1/ranking", openapi_extra=_body_schema(NimRankingRequest))
+async def ranking_nim(request: Request):
+    """NVIDIA NIM's reranking: `{"rankings": [{"index", "logit"}]}`, best first."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "rerank", timings):
+        body = await parse_body(request, NimRankingRequest)
+        result = await nim_ranking(_inference(request), body, timings)
+    _count(request, timings, len(body.passages), timings.tokens)
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/score", openapi_extra=_body_schema(ScoreRequest))
+@router.post("/v1/score", openapi_extra=_body_schema(ScoreRequest))
+async def score_vllm(request: Request):
+    """vLLM's score API: a reranker's relevance score of each pair, or an embedder's cosine."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "score", timings):
+        result = await score(_inference(request), _embed(request), await parse_body(request, ScoreRequest), timings)
+    _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
 

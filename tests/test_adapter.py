@@ -497,3 +497,24 @@ def test_compressed_embeddings_follow_the_cards_calibration_and_size() -> None:
         assert cut.status_code == 400 and "calibrated for the full 4 dimensions" in cut.json()["error"]["message"]
         bare = c.post("/v1/embeddings", json={"model": "m", "input": "ab", "embedding_type": "int8"})
         assert bare.status_code == 400 and "no int8 calibration" in bare.json()["error"]["message"]
+
+
+def test_nim_ranking_and_vllm_score_shape_the_rerank_and_embed_tasks() -> None:
+    """NIM's /v1/ranking (logits, best first) and vLLM's /score (a reranker's relevance score of each pair,
+    or an embedder's cosine), with vLLM's pairing rule."""
+    with TestClient(create_app(Settings(), triton=ScoringTriton([MODEL, RERANKER]))) as c:
+        nim = c.post("/v1/ranking", json={"query": {"text": "q"}, "passages": [{"text": "a"}, {"text": "aaa"}]})
+        assert nim.status_code == 200 and nim.json() == {
+            "rankings": [{"index": 1, "logit": 2.0}, {"index": 0, "logit": 0.0}]
+        }
+        scored = c.post("/score", json={"model": "r", "text_1": "q", "text_2": ["aaa", "a"]}).json()
+        assert scored["object"] == "list" and [d["object"] for d in scored["data"]] == ["score", "score"]
+        assert [d["score"] for d in scored["data"]] == pytest.approx([1 / (1 + np.exp(-2)), 0.5])
+        pairwise = c.post("/v1/score", json={"model": "r", "text_1": ["q", "qq"], "text_2": ["aaa", "aaa"]}).json()
+        assert [d["score"] for d in pairwise["data"]] == pytest.approx([1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-1))])
+        cosine = c.post("/score", json={"model": "m", "text_1": "ab", "text_2": ["abc", "a"]}).json()
+        assert [d["score"] for d in cosine["data"]] == pytest.approx([1.0, 1.0])  # the fake's vectors are parallel
+        uneven = c.post("/score", json={"model": "r", "text_1": ["a", "b"], "text_2": ["a", "b", "c"]})
+        assert (
+            uneven.status_code == 400 and "give one text_1, or as many as text_2" in uneven.json()["error"]["message"]
+        )

@@ -334,3 +334,13 @@ def test_int8_is_refused_at_a_reduced_size_and_binary_is_not(minilm_stack) -> No
     assert httpx.post(url, json={"input": "a", "embedding_type": "int8", "dimensions": 384}).status_code == 200
     refused = httpx.post(url, json={"input": "a", "embedding_type": "bogus"})
     assert refused.status_code == 400 and "embedding_type" in refused.json()["error"]["message"]
+
+
+def test_vllm_score_on_an_embedding_model_is_the_cosine_of_its_embeddings(minilm_stack) -> None:
+    url = minilm_stack.adapter_url
+    texts = ["how are embeddings served?", "Triton serves the encoder.", "bread"]
+    vectors = np.array(
+        [d["embedding"] for d in httpx.post(f"{url}/v1/embeddings", json={"input": texts}).json()["data"]]
+    )
+    got = httpx.post(f"{url}/v1/score", json={"text_1": texts[0], "text_2": texts[1:]}, timeout=60).json()
+    np.testing.assert_allclose([d["score"] for d in got["data"]], vectors[1:] @ vectors[0], atol=1e-6)

@@ -131,6 +131,29 @@ def test_scores_order_and_tokens_equal_the_model_cards_recipe(served, checkpoint
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_nim_ranking_and_vllm_score_give_the_recipes_scores(served, checkpoints, name: str) -> None:
+    """NIM's /v1/ranking returns the logits best first; vLLM's /score the relevance score (sigmoid) per pair."""
+    raw, counts = reference(checkpoints[name], QUERY, DOCUMENTS)
+    nim = post(
+        served, "/v1/ranking", {"model": name, "query": {"text": QUERY}, "passages": [{"text": d} for d in DOCUMENTS]}
+    )
+    assert nim.status_code == 200, nim.text
+    rankings = nim.json()["rankings"]
+    assert [r["index"] for r in rankings] == np.argsort(-raw, kind="stable").tolist()
+    np.testing.assert_allclose([r["logit"] for r in rankings], raw[[r["index"] for r in rankings]], atol=1e-5)
+    refused = post(
+        served,
+        "/v1/ranking",
+        {"model": name, "query": {"text": QUERY}, "passages": [{"text": DOCUMENTS[3]}], "truncate": "NONE"},
+    )
+    assert refused.status_code == 400, refused.text  # over-long pair, NONE
+    scored = post(served, "/score", {"model": name, "text_1": QUERY, "text_2": DOCUMENTS})
+    assert scored.status_code == 200, scored.text
+    np.testing.assert_allclose([d["score"] for d in scored.json()["data"]], sigmoid(raw), atol=1e-5)
+    assert scored.json()["usage"]["prompt_tokens"] == int(counts.sum())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_sentence_transformers_cross_encoder_agrees(served, checkpoints, name: str) -> None:
     from sentence_transformers import CrossEncoder
 
