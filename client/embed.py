@@ -68,6 +68,24 @@ class EmbedTask:
 
     async def embed(self, request: EmbeddingRequest, timings: Timings | None = None) -> dict:
         timings = timings or Timings()
+        model, vectors, tokens = await self.vectors(request, timings, (request.embedding_type,), "embedding_type")
+        vectors = compress(vectors, request.embedding_type, model)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": row}
+                for i, row in enumerate(encode_rows(vectors, request.encoding_format))
+            ],
+            "model": model.name,  # the canonical id, whatever name the request used
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def vectors(
+        self, request: EmbeddingRequest, timings: Timings, kinds: tuple[str, ...] = ("float",), param: str = ""
+    ) -> tuple[ServedModel, np.ndarray, int]:
+        """The request's vectors, cut to its `dimensions` and re-normalised, and its token count; every
+        check first, the compressed `kinds` the response will take among them (every route that embeds
+        shapes these: OpenAI's, Cohere's, vLLM's score)."""
         model = await self.inference.registry.resolve(request.model, "embed")
         timings.model = model.name
         items = items_of(request)
@@ -78,19 +96,11 @@ class EmbedTask:
         check_instruction(model, request.instruction)
         options = controls_of(request, self.settings)
         check_dimensions(request.dimensions, model, self.settings.allow_any_dimensions)
-        check_compression(model, request.embedding_type, request.dimensions or model.card.dimension, "embedding_type")
+        for kind in kinds:
+            check_compression(model, kind, request.dimensions or model.card.dimension, param or "embedding_type")
         vectors, tokens = await self._embed_items(model, items, options, timings)
-        vectors = compress(shorten(vectors, request.dimensions), request.embedding_type, model)
         self.inference.succeeded(model)
-        return {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": row}
-                for i, row in enumerate(encode_rows(vectors, request.encoding_format))
-            ],
-            "model": model.name,  # the canonical id, whatever name the request used
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        return model, shorten(vectors, request.dimensions), tokens
 
     async def _embed_items(
         self, model: ServedModel, items: list[Item], options: dict[str, str], timings: Timings

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from client import request_id
+from client.cohere_embed import CohereEmbedRequest, cohere_embed
 from client.embed import EmbedTask
 from client.errors import APIError, invalid_fields, too_large
 from client.inference import UNRESOLVED, Inference, Timings
@@ -179,6 +180,18 @@ async def rerank_tei(request: Request):
         body = await parse_body(request, TeiRerankRequest)
         result = await tei_rerank(_inference(request), body, timings)
     _count(request, timings, len(body.texts), timings.tokens)
+    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+
+@router.post("/v2/embed", openapi_extra=_body_schema(CohereEmbedRequest))
+async def embed_cohere(request: Request):
+    """Cohere's embed v2 (`cohere.ClientV2.embed`): every requested embedding type from one inference."""
+    start, timings = time.perf_counter(), Timings()
+    async with _measured(request, "embeddings", timings):
+        body = await parse_body(request, CohereEmbedRequest)
+        result = await cohere_embed(_embed(request), body, timings)
+    tokens = result["meta"]["billed_units"]["input_tokens"]
+    _count(request, timings, len(body.texts or body.images or ()), tokens)
     return JSONResponse(result, headers=_timing_headers(start, timings))
 
 

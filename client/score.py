@@ -92,9 +92,9 @@ async def _cosines(
 ) -> tuple[np.ndarray, int]:
     """The cosine of each pair's two embeddings (each distinct text embedded once, as a document)."""
     texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-    result = await embed.embed(EmbeddingRequest(model=name, input=texts), timings)
-    vectors = np.array([d["embedding"] for d in result["data"]], dtype=np.float64)
+    _, vectors, tokens = await embed.vectors(EmbeddingRequest(model=name, input=texts), timings)
+    vectors = vectors.astype(np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     where = {t: i for i, t in enumerate(texts)}
     scores = np.array([vectors[where[a]] @ vectors[where[b]] for a, b in pairs])
-    return scores, int(result["usage"]["prompt_tokens"])
+    return scores, tokens

@@ -518,3 +518,18 @@ def test_nim_ranking_and_vllm_score_shape_the_rerank_and_embed_tasks() -> None:
         assert (
             uneven.status_code == 400 and "give one text_1, or as many as text_2" in uneven.json()["error"]["message"]
         )
+
+
+def test_cohere_v2_embed_refuses_what_it_cannot_honour() -> None:
+    with TestClient(create_app(Settings(), triton=FakeTriton([MODEL]))) as c:
+        base = {"model": "m", "input_type": "search_document"}
+        both = c.post("/v2/embed", json={**base, "texts": ["a"], "images": ["data:image/png;base64,AA=="]})
+        assert both.status_code == 400 and "either texts or images" in both.json()["error"]["message"]
+        assert c.post("/v2/embed", json={**base, "texts": []}).status_code == 400
+        capped = c.post("/v2/embed", json={**base, "texts": ["a"], "max_tokens": 8})
+        assert capped.status_code == 400 and "max_tokens" in capped.json()["error"]["message"]
+        kind = c.post("/v2/embed", json={**base, "texts": ["a"], "embedding_types": ["float", "fp8"]})
+        assert kind.status_code == 400
+        ok = c.post("/v2/embed", json={**base, "texts": ["ab"], "embedding_types": ["float", "ubinary"]}).json()
+        assert ok["embeddings"] == {"float": [[2.0, 0.0, 0.0, 0.0]], "ubinary": [[128]]}
+        assert ok["response_type"] == "embeddings_by_type" and ok["meta"]["billed_units"]["input_tokens"] == 2

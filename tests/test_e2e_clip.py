@@ -369,3 +369,15 @@ def test_tokenize_ids_round_trip(stack) -> None:
     from tests.conftest import assert_token_ids_round_trip
 
     assert_token_ids_round_trip(stack.adapter_url, "clip-vit-large-patch14-336", "a photo of a cat")
+
+
+def test_cohere_v2_embeds_images_given_as_data_uris(stack) -> None:
+    """`cohere.ClientV2.embed(images=[data URI], input_type="image")`: the image item's own vector."""
+    import cohere
+
+    uris = [data_uri("alpha.png"), data_uri("gray.jpg")]
+    expected = vectors(post(stack, [{"image": u} for u in uris]))
+    client = cohere.ClientV2(base_url=stack.adapter_url, api_key="unused")
+    got = client.embed(model="clip-vit-large-patch14-336", images=uris, input_type="image", embedding_types=["float"])
+    np.testing.assert_allclose(np.array(got.embeddings.float_), expected, atol=1e-6)
+    assert got.meta.billed_units.images == 2

@@ -344,3 +344,40 @@ def test_vllm_score_on_an_embedding_model_is_the_cosine_of_its_embeddings(minilm
     )
     got = httpx.post(f"{url}/v1/score", json={"text_1": texts[0], "text_2": texts[1:]}, timeout=60).json()
     np.testing.assert_allclose([d["score"] for d in got["data"]], vectors[1:] @ vectors[0], atol=1e-6)
+
+
+def test_cohere_sdk_v2_embed_gets_every_type_from_one_request(minilm_stack) -> None:
+    """`cohere.ClientV2(base_url=…).embed`, unchanged: float, base64, and the compressed types as
+    `quantize_embeddings` makes them with the card's calibration."""
+    import cohere
+    from sentence_transformers.quantization import quantize_embeddings
+
+    url = minilm_stack.adapter_url
+    texts = HELD_OUT[:8]
+    floats = np.array(
+        [d["embedding"] for d in httpx.post(f"{url}/v1/embeddings", json={"input": texts}).json()["data"]]
+    )
+    client = cohere.ClientV2(base_url=url, api_key="unused")
+    kinds = ["float", "int8", "uint8", "binary", "ubinary", "base64"]
+    got = client.embed(model=default_model.NAME, texts=texts, input_type="search_document", embedding_types=kinds)
+    np.testing.assert_allclose(np.array(got.embeddings.float_), floats, atol=1e-6)
+    decoded = np.array([np.frombuffer(base64.b64decode(row), dtype="<f4") for row in got.embeddings.base64])
+    np.testing.assert_allclose(decoded, floats, atol=1e-6)
+    ranges = np.array(httpx.get(f"{url}/v1/models").json()["data"][0]["int8_ranges"], dtype=np.float32)
+    for kind in ("int8", "uint8", "binary", "ubinary"):
+        expected = quantize_embeddings(floats.astype(np.float32), precision=kind, ranges=ranges)
+        np.testing.assert_array_equal(np.array(getattr(got.embeddings, kind)), expected)
+    assert got.texts == texts and got.meta.billed_units.input_tokens > 0
+    query = client.embed(
+        model=default_model.NAME, texts=texts[:1], input_type="search_query", embedding_types=["float"]
+    )
+    assert np.allclose(query.embeddings.float_[0], floats[0], atol=1e-6)  # MiniLM has no query template
+    with pytest.raises(cohere.core.api_error.ApiError) as refused:
+        client.embed(
+            model=default_model.NAME,
+            texts=texts,
+            input_type="search_query",
+            embedding_types=["int8"],
+            output_dimension=64,
+        )
+    assert refused.value.status_code == 400
