@@ -1,4 +1,7 @@
-"""Request and response bodies of the adapter's APIs: OpenAI embeddings, the rerank shapes, /tokenize."""
+"""The request and response bodies several task modules share: the base model every request extends
+(unknown fields logged, items counted by the body parser), OpenAI embeddings, the rerank shapes (Cohere,
+Jina, TEI, NIM), /tokenize and the model cards. A task's own bodies live in its module
+(client/token_outputs.py, client/cohere_embed.py, client/score.py)."""
 
 from __future__ import annotations
 
