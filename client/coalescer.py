@@ -5,8 +5,9 @@ preprocessor call, and Triton's dynamic batcher joins requests only at the encod
 TEI's router, requests are batched in front of the model instead:
 
 - Rows queue per *lane*: the model's ensemble, the input tensor, the per-request options
-  (TRUNCATE, INPUT_TYPE, INSTRUCTION, which are one value for a whole call) and the names of
-  the per-row columns. Only rows of one lane can share a call.
+  (TRUNCATE, INPUT_TYPE, INSTRUCTION, which are one value for a whole call), the names of
+  the per-row columns, the outputs asked for and the Triton priority level. Only rows of one lane
+  can share a call, and each lane has its own bound: a higher priority never waits behind a lower.
 - While the lane has fewer than `calls_in_flight` calls out, what is queued goes out at once:
   a lone request never waits. Rows that arrive while the bound is reached join the next call,
   up to the model's max batch; a request is never split across calls beyond that batch.
@@ -37,7 +38,8 @@ from tritonclient.utils import InferenceServerException
 from client.triton import Outputs, TritonClient, join_rows, refused_row, translate
 from contract import TEXT
 
-Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]  # … and the outputs
+# ensemble, tensor, options, columns, outputs, priority level
+Lane = tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...], int]
 
 
 @dataclass(eq=False)
@@ -93,6 +95,7 @@ class Coalescer:
         tensor: str = TEXT,
         columns: dict[str, list[str]] | None = None,
         field: str = "input",
+        priority: int = 0,
     ) -> Outputs:
         """The `outputs` of `values` by name, each with one row per value in order (the task table's:
         embeddings `[n, dim]` and token counts, a reranker's scores `[n, 1]`…), chunked by `max_batch`.
@@ -104,7 +107,7 @@ class Coalescer:
         """
         options, columns = options or {}, columns or {}
         positions = positions if positions is not None else list(range(len(values)))
-        lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)), outputs)
+        lane: Lane = (ensemble, tensor, tuple(sorted(options.items())), tuple(sorted(columns)), outputs, priority)
         loop = asyncio.get_running_loop()
         pieces = [
             Piece(
@@ -201,12 +204,12 @@ class Coalescer:
         batch = [p for p in batch if not p.future.done()]
         if not batch:
             return
-        ensemble, _, options, _, outputs = lane
+        ensemble, _, options, _, outputs, priority = lane
         rows = {name: [v for p in batch for v in p.rows[name]] for name in batch[0].rows}
         if self.on_call is not None:
             self.on_call(ensemble, sum(p.size for p in batch))
         try:
-            result = await self.triton.call(ensemble, rows, dict(options), outputs)
+            result = await self.triton.call(ensemble, rows, dict(options), outputs, priority)
         except InferenceServerException as exc:
             await self._refused(lane, batch, exc)
             return

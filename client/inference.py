@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +23,12 @@ from client.errors import APIError
 from client.registry import ModelRegistry
 from client.settings import Settings
 from client.triton import Outputs, ServedModel, TritonClient
-from contract import TASK_TABLE, TEXT
+from contract import TASK_TABLE, TEXT, triton_priority
 
 UNRESOLVED = "unknown"  # the metric label of requests that name no served model or fail before resolution
+# The request's `priority` (vLLM's: lower first, 0 by default), set by the body parser: every Triton call
+# the request makes carries its level (contract.triton_priority), whichever task module makes it.
+request_priority: ContextVar[int] = ContextVar("request_priority", default=0)
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Inference:
                     tensor,
                     columns,
                     field,
+                    triton_priority(request_priority.get()),
                 )
         except APIError as exc:
             if exc.status == 503:  # readiness probes this model again now instead of trusting the TTL

@@ -37,11 +37,16 @@ def field_names(extra: dict, shown: int = 8, width: int = 40) -> str:
 class Request(BaseModel):
     """Every request body: unknown fields are accepted (OpenAI's and the peers' clients send their own),
     logged once, and ignored. `items` names the list counted before validation, `max_items` the setting
-    that bounds it (both read by the route's body parser, the one place items are counted)."""
+    that bounds it (both read by the route's body parser, the one place items are counted). `priority`
+    (vLLM's, and Cohere's on /v2/embed) is every request's."""
 
     model_config = ConfigDict(extra="allow")
     items: ClassVar[str] = "input"
     max_items: ClassVar[str] = "max_items_per_request"
+
+    priority: int = Field(
+        0, ge=-(2**31), lt=2**31, description="vLLM's: lower first; below 0 is served first, above 0 last"
+    )
 
     @model_validator(mode="after")
     def _log_unknown(self) -> Request:

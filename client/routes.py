@@ -14,7 +14,7 @@ from client import request_id
 from client.cohere_embed import CohereEmbedRequest, cohere_embed
 from client.embed import EmbedTask
 from client.errors import APIError, invalid_fields, too_large
-from client.inference import UNRESOLVED, Inference, Timings
+from client.inference import UNRESOLVED, Inference, Timings, request_priority
 from client.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -75,7 +75,9 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         except ValidationError as exc:
             raise invalid_fields(list(exc.errors())) from exc
 
-    return await request.app.state.parser.parse(raw, max_items, validate)
+    body = await request.app.state.parser.parse(raw, max_items, validate)
+    request_priority.set(body.priority)  # every Triton call of this request carries its level
+    return body
 
 
 def check_id_lengths(items: list, one_id_list: bool, limit: int) -> None:

@@ -302,7 +302,7 @@ class TritonClient:
             raise translate(exc, positions) from exc
 
     async def call(
-        self, name: str, rows: dict[str, list], options: dict[str, str], outputs: tuple[str, ...]
+        self, name: str, rows: dict[str, list], options: dict[str, str], outputs: tuple[str, ...], priority: int = 0
     ) -> Outputs:
         """One call: `rows` are per-row inputs (equal lengths), `options` the same value for every row;
         the `outputs` asked for, by name, as Triton returns them (one row per input row).
@@ -312,7 +312,7 @@ class TritonClient:
         """
         inputs = request_inputs(rows, options)
         requested = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        deadline = {"client_timeout": self.timeout_s, "timeout": int(self.timeout_s * 1_000_000)}
+        deadline = {"client_timeout": self.timeout_s, "timeout": int(self.timeout_s * 1_000_000), "priority": priority}
         try:
             result = await uncancelled(self.client.infer(name, inputs, outputs=requested, **deadline))
         except InferenceServerException as exc:

@@ -54,6 +54,17 @@ RERANK_CONTROLS: tuple[str, ...] = (TRUNCATE, MAX_DOC_TOKENS)
 REPEATED_ROWS: tuple[str, ...] = (QUERY,)
 
 
+# Request priority: every batched model queues by Triton priority level (1 first, PRIORITY_LEVELS last), and
+# a request that names none takes DEFAULT_PRIORITY_LEVEL. The adapter's `priority` is vLLM's: an integer,
+# lower first, 0 by default; below 0 is the first level, above 0 the last.
+PRIORITY_LEVELS, DEFAULT_PRIORITY_LEVEL = 3, 2
+
+
+def triton_priority(priority: int) -> int:
+    """The Triton level of a request's `priority` (0, Triton's "the model's default", for 0)."""
+    return 0 if priority == 0 else min(max(DEFAULT_PRIORITY_LEVEL + priority, 1), PRIORITY_LEVELS)
+
+
 def collapse_repeats(column: list) -> list:
     """`[q, q, q, r]` → `[q, "", "", r]`: each value equal to the row above it sent empty."""
     return [v if j == 0 or v != column[j - 1] else "" for j, v in enumerate(column)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from contract import EMBEDDING, TOKEN_COUNT, Parameters
+from contract import DEFAULT_PRIORITY_LEVEL, EMBEDDING, PRIORITY_LEVELS, TOKEN_COUNT, Parameters
 from export.request import Serving, Target
 
 
@@ -55,6 +55,8 @@ def _params(config: mc.ModelConfig, *blocks: Parameters | dict[str, str]) -> Non
 def _bounded_queue(c: mc.ModelConfig, serving: Serving, delay_us: int) -> None:
     """Dynamic batching with a bounded queue: full → rejected at once; queued past its deadline → rejected."""
     c.dynamic_batching.max_queue_delay_microseconds = delay_us
+    c.dynamic_batching.priority_levels = PRIORITY_LEVELS  # requests' `priority` (contract: triton_priority)
+    c.dynamic_batching.default_priority_level = DEFAULT_PRIORITY_LEVEL
     policy = c.dynamic_batching.default_queue_policy
     policy.max_queue_size = serving.max_queue_size
     policy.timeout_action = mc.ModelQueuePolicy.REJECT

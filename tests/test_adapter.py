@@ -27,6 +27,7 @@ class FakeTriton(TritonClient):
     def __init__(self, models: list[ServedModel]) -> None:
         self._models = models
         self.calls: list[int] = []
+        self.priorities: list[int] = []
 
     async def close(self) -> None:
         pass
@@ -34,9 +35,10 @@ class FakeTriton(TritonClient):
     async def models(self) -> list[ServedModel]:
         return self._models
 
-    async def call(self, name, rows, options, outputs=None):
+    async def call(self, name, rows, options, outputs=None, priority=0):
         texts = next(iter(rows.values()))
         self.calls.append(len(texts))
+        self.priorities.append(priority)
         for i, t in enumerate(texts):
             if t == "bad":
                 raise InferenceServerException(f"input[{i}] has 99 tokens", "StatusCode.INVALID_ARGUMENT")
@@ -163,7 +165,7 @@ class FailingTriton(FakeTriton):
         super().__init__(models)
         self.status, self.message = status, message
 
-    async def call(self, name, rows, options, outputs=None):
+    async def call(self, name, rows, options, outputs=None, priority=0):
         raise InferenceServerException(self.message, self.status)
 
 
@@ -215,7 +217,7 @@ class FlakyGrpc:
         self.sent: list = []
         self.deadlines: list[tuple[float, int | None]] = []
 
-    async def infer(self, name, inputs, outputs, client_timeout, timeout=None):
+    async def infer(self, name, inputs, outputs, client_timeout, timeout=None, priority=0):
         self.calls += 1
         self.sent = inputs
         self.deadlines.append((client_timeout, timeout))
@@ -345,7 +347,7 @@ def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
             super().__init__([])
             self.finished = 0
 
-        async def infer(self, name, inputs, outputs, client_timeout, timeout=None):
+        async def infer(self, name, inputs, outputs, client_timeout, timeout=None, priority=0):
             await asyncio.sleep(0.2)
             self.finished += 1
             return FakeResult(inputs[0].shape()[0])
@@ -367,9 +369,9 @@ def test_a_cancelled_request_never_cancels_its_inference_in_flight() -> None:
 class ScoringTriton(FakeTriton):
     """Also serves a reranker `r`: the score of a document is its length minus the query's."""
 
-    async def call(self, name, rows, options, outputs=None):
+    async def call(self, name, rows, options, outputs=None, priority=0):
         if name != "r":
-            return await super().call(name, rows, options, outputs)
+            return await super().call(name, rows, options, outputs, priority)
         scores = [[len(d) - len(q)] for d, q in zip(rows["TEXT"], rows["QUERY"], strict=True)]
         return {SCORE: np.array(scores, dtype=np.float32), TOKEN_COUNT: np.ones((len(scores), 1), dtype=np.int32)}
 
@@ -533,3 +535,15 @@ def test_cohere_v2_embed_refuses_what_it_cannot_honour() -> None:
         ok = c.post("/v2/embed", json={**base, "texts": ["ab"], "embedding_types": ["float", "ubinary"]}).json()
         assert ok["embeddings"] == {"float": [[2.0, 0.0, 0.0, 0.0]], "ubinary": [[128]]}
         assert ok["response_type"] == "embeddings_by_type" and ok["meta"]["billed_units"]["input_tokens"] == 2
+
+
+def test_a_requests_priority_reaches_triton_as_its_level() -> None:
+    """vLLM's `priority` (lower first) on every inference route: Triton's level 1 below 0, 3 above, and 0
+    (the model's default, level 2) when unset; each level is a lane of its own in the coalescer."""
+    triton = ScoringTriton([MODEL, RERANKER])
+    with TestClient(create_app(Settings(), triton=triton)) as c:
+        for priority in (-5, 0, 7):
+            assert c.post("/v1/embeddings", json={"model": "m", "input": "a", "priority": priority}).status_code == 200
+        assert c.post("/v2/embed", json={"model": "m", "texts": ["a"], "input_type": "search_query", "priority": -1})
+        assert c.post("/v1/embeddings", json={"input": "a", "priority": "high"}).status_code == 400
+    assert triton.priorities == [1, 0, 3, 1]

@@ -27,7 +27,7 @@ class GatedTriton(TritonClient):
         self.gate.set()
         self.down = False
 
-    async def call(self, name, rows, options, outputs=None):
+    async def call(self, name, rows, options, outputs=None, priority=0):
         texts = list(rows["TEXT"])
         self.calls.append((name, texts, dict(options)))
         await self.gate.wait()

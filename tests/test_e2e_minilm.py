@@ -6,6 +6,7 @@ import base64
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -381,3 +382,38 @@ def test_cohere_sdk_v2_embed_gets_every_type_from_one_request(minilm_stack) -> N
             output_dimension=64,
         )
     assert refused.value.status_code == 400
+
+
+def test_a_high_priority_request_overtakes_a_queue_of_low_priority_ones(minilm_stack) -> None:
+    """Triton's dynamic batchers queue by priority level (the generated configs' `priority_levels`), and the
+    ensemble passes the request's level to its steps: a request at level 1 sent behind 24 queued at level 3
+    comes back before most of them (in arrival order it would come back after all of them)."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpcclient
+
+    texts = [" ".join(["priority"] * 40 + [str(i)]) for i in range(64)]
+
+    def inputs():
+        data = np.array([[t.encode()] for t in texts], dtype=np.object_)
+        tensor = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        return [tensor]
+
+    async def run() -> tuple[list[float], float]:
+        client = grpcclient.InferenceServerClient(minilm_stack.grpc_url)
+        done: dict[str, float] = {}
+
+        async def one(tag: str, priority: int) -> None:
+            await client.infer(default_model.NAME, inputs(), priority=priority, client_timeout=120)
+            done[tag] = time.perf_counter()
+
+        low = [asyncio.ensure_future(one(f"low{i}", 3)) for i in range(24)]
+        await asyncio.sleep(0.3)  # the low ones are queued
+        await one("high", 1)
+        await asyncio.gather(*low)
+        await client.close()
+        return [v for k, v in done.items() if k.startswith("low")], done["high"]
+
+    lows, high = asyncio.run(run())
+    assert sum(t > high for t in lows) >= 12, sorted(t - high for t in lows)

@@ -193,7 +193,7 @@ def test_a_query_crosses_grpc_once_per_call() -> None:
 
 
 class CountingScorer(ScoringTriton):
-    async def call(self, name, rows, options, outputs=None):
+    async def call(self, name, rows, options, outputs=None, priority=0):
         self.calls.append(len(rows[TEXT]))
         return await super().call(name, rows, options, outputs)
 
