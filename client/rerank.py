@@ -24,6 +24,7 @@ from client.inference import Inference, Timings
 from client.protocol import NimRankingRequest, RerankRequest, TeiRerankRequest
 from client.settings import Settings
 from client.tasks import all_or_cancel
+from client.token_outputs import check_token_vectors
 from client.triton import ServedModel
 from contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
 
@@ -125,6 +126,7 @@ async def _late_interaction(
             "cut to the model's limit)",
             "max_tokens_per_doc",
         )
+    check_token_vectors([query, *documents], model, inference.settings, "documents")
     plain = {k: v for k, v in options.items() if k == TRUNCATE}
     run = inference.run
     asked, answered = await all_or_cancel(

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
         description="a rerank query's UTF-8 bytes times its number of documents (413 beyond): every pair "
         "repeats the query, so this bounds what a request costs the tokenizer and the model beyond its body",
     )
+    max_token_vectors_per_request: int = Field(
+        16384,
+        ge=1,
+        description="most per-token vectors a request may ask for (`/pooling` token_embed, MaxSim reranking; "
+        "413 beyond), counted before inference from its texts' UTF-8 bytes, each capped at the model's limit: "
+        "a 1,024-wide vector a token makes a 2 MiB body worth gigabytes otherwise",
+    )
     default_truncate: Truncate | None = Field(
         None, description="truncation when the request names none (unset: each model's export default)"
     )

@@ -20,10 +20,11 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from client.errors import bad_request
+from client.errors import bad_request, too_large
 from client.inference import Inference, Timings
 from client.protocol import Request, TeiTruncation
 from client.settings import Settings
+from client.triton import ServedModel
 from contract import EMBEDDING, SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
 
 
@@ -51,6 +52,23 @@ def _texts(value: str | list[str], param: str) -> list[str]:
     if not texts:
         raise bad_request(f"{param} cannot be an empty list", param)
     return texts
+
+
+FRAME_TOKENS = 8  # room for the special tokens a tokenizer frames a text with
+
+
+def check_token_vectors(texts: list[str], model: ServedModel, settings: Settings, param: str) -> None:
+    """The per-token vectors `texts` can ask for within `max_token_vectors_per_request`, checked before any
+    inference: a text makes at most one token per UTF-8 byte (every tokenizer we serve) plus its frame, and
+    at most the model's limit (a longer one is cut, or refused under NONE)."""
+    limit, budget = model.card.max_tokens, settings.max_token_vectors_per_request
+    most = sum(min(len(t.encode("utf-8")) + FRAME_TOKENS, limit) for t in texts)
+    if most > budget:
+        raise too_large(
+            f"these texts may make up to {most} token vectors; the maximum is {budget} a request (send fewer "
+            "or shorter texts)",
+            param,
+        )
 
 
 def sparse_rows(ids: np.ndarray, weights: np.ndarray) -> list[list[dict]]:
@@ -95,6 +113,8 @@ class TokenOutputs:
         model = await self.inference.registry.resolve(request.model, task)
         timings.model = model.name
         texts = _texts(request.input, "input")
+        if task == "multivector":
+            check_token_vectors(texts, model, self.settings, "input")
         options = self._truncate(None)
         if request.truncate_prompt_tokens not in (None, -1):
             raise bad_request(

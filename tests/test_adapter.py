@@ -547,3 +547,17 @@ def test_a_requests_priority_reaches_triton_as_its_level() -> None:
         assert c.post("/v2/embed", json={"model": "m", "texts": ["a"], "input_type": "search_query", "priority": -1})
         assert c.post("/v1/embeddings", json={"input": "a", "priority": "high"}).status_code == 400
     assert triton.priorities == [1, 0, 3, 1]
+
+
+def test_per_token_vectors_are_bounded_before_inference() -> None:
+    """A 1,024-wide vector per token turns a 2 MiB body into gigabytes: /pooling token_embed and MaxSim
+    reranking count the vectors a request may make (UTF-8 bytes plus a frame, capped at the model's limit)
+    against `max_token_vectors_per_request` before any Triton call."""
+    multi = ServedModel("mv", 3, EnsembleCard(4, 64, tasks=("multivector",)))
+    triton = FakeTriton([multi])
+    with TestClient(create_app(Settings(max_token_vectors_per_request=100), triton=triton)) as c:
+        pooled = c.post("/pooling", json={"input": ["x" * 60, "y" * 60], "task": "token_embed"})
+        assert pooled.status_code == 413 and "up to 128 token vectors" in pooled.json()["error"]["message"]
+        ranked = c.post("/v1/rerank", json={"query": "q", "documents": ["d" * 50, "e" * 50]})
+        assert ranked.status_code == 413 and "the maximum is 100" in ranked.json()["error"]["message"]
+    assert triton.calls == []
