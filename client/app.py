@@ -237,7 +237,7 @@ def create_app(settings: Settings, triton: TritonClient | None = None, workers: 
         on_call = lambda model, rows: metrics.call_rows.labels(model).observe(rows)  # noqa: E731
         app.state.inference = Inference(settings, client, registry, on_call)
         app.state.embed = EmbedTask(settings, app.state.inference, images)
-        app.state.token_outputs = TokenOutputs(settings, app.state.inference)
+        app.state.token_outputs = TokenOutputs(settings, app.state.inference, app.state.embed)
         try:
             names = [m.name for m in await registry.refresh()]
             log.info("serving models: %s", ", ".join(names) or "none yet")

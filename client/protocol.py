@@ -196,6 +196,20 @@ class NimRankingRequest(Request):
     truncate: Literal["NONE", "END"] | None = Field(None, description="END cuts an over-long pair; NONE refuses it")
 
 
+class VllmTruncation(Request):
+    """vLLM's `truncate_prompt_tokens`, as its pooling and score routes take it: here only -1 or unset (each
+    input is cut to the model's limit)."""
+
+    truncate_prompt_tokens: int | None = Field(None, description="-1 or unset: cut to the model's limit")
+
+    @field_validator("truncate_prompt_tokens")
+    @classmethod
+    def _whole_limit(cls, value: int | None) -> int | None:
+        if value not in (None, -1):
+            raise ValueError("truncate_prompt_tokens takes -1 (the model's limit) or nothing")
+        return value
+
+
 class TeiTruncation(Request):
     """text-embeddings-inference's truncation fields, as every TEI-shaped route takes them."""
 

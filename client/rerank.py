@@ -26,6 +26,7 @@ from client.settings import Settings
 from client.tasks import all_or_cancel
 from client.token_outputs import check_token_vectors
 from client.triton import ServedModel
+from client.validation import truncation
 from contract import INSTRUCTION, MAX_DOC_TOKENS, QUERY, SCORE, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
 
 log = logging.getLogger("client.rerank")
@@ -144,10 +145,7 @@ async def _late_interaction(
 
 
 def rerank_options(settings: Settings, truncate: str | None, max_tokens_per_doc: int | None) -> dict[str, str]:
-    options = {}
-    truncate = truncate or settings.default_truncate
-    if truncate is not None:
-        options[TRUNCATE] = truncate
+    options = truncation(truncate, settings)
     if max_tokens_per_doc is not None:
         options[MAX_DOC_TOKENS] = str(max_tokens_per_doc)
     return options

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -166,57 +168,55 @@ async def rerank_v2(request: Request):
 
 
 async def _cohere(request: Request, version: str):
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "rerank", timings):
-        body = await parse_body(request, RerankRequest)
+    async def task(body: RerankRequest, timings: Timings) -> Answer:
         result = await cohere_rerank(_inference(request), body, timings, version, request_id.current.get())
-    _count(request, timings, len(body.documents), result["usage"]["prompt_tokens"])
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+        return Answer(result, len(body.documents), result["usage"]["prompt_tokens"])
+
+    return await _answered(request, "rerank", RerankRequest, task)
 
 
 @router.post("/rerank", openapi_extra=_body_schema(TeiRerankRequest))
 async def rerank_tei(request: Request):
     """text-embeddings-inference's rerank: a bare array of `{index, score, text?}`, best first."""
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "rerank", timings):
-        body = await parse_body(request, TeiRerankRequest)
-        result = await tei_rerank(_inference(request), body, timings)
-    _count(request, timings, len(body.texts), timings.tokens)
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+    async def task(body: TeiRerankRequest, timings: Timings) -> Answer:
+        return Answer(await tei_rerank(_inference(request), body, timings), len(body.texts), timings.tokens)
+
+    return await _answered(request, "rerank", TeiRerankRequest, task)
 
 
 @router.post("/v2/embed", openapi_extra=_body_schema(CohereEmbedRequest))
 async def embed_cohere(request: Request):
     """Cohere's embed v2 (`cohere.ClientV2.embed`): every requested embedding type from one inference."""
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "embeddings", timings):
-        body = await parse_body(request, CohereEmbedRequest)
+
+    async def task(body: CohereEmbedRequest, timings: Timings) -> Answer:
         result = await cohere_embed(_embed(request), body, timings)
-    tokens = result["meta"]["billed_units"]["input_tokens"]
-    _count(request, timings, len(body.texts or body.images or ()), tokens)
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+        items = len(body.texts or body.images or ())
+        return Answer(result, items, result["meta"]["billed_units"]["input_tokens"])
+
+    return await _answered(request, "embeddings", CohereEmbedRequest, task)
 
 
 @router.post("/v1/ranking", openapi_extra=_body_schema(NimRankingRequest))
 async def ranking_nim(request: Request):
     """NVIDIA NIM's reranking: `{"rankings": [{"index", "logit"}]}`, best first."""
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "rerank", timings):
-        body = await parse_body(request, NimRankingRequest)
-        result = await nim_ranking(_inference(request), body, timings)
-    _count(request, timings, len(body.passages), timings.tokens)
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+    async def task(body: NimRankingRequest, timings: Timings) -> Answer:
+        return Answer(await nim_ranking(_inference(request), body, timings), len(body.passages), timings.tokens)
+
+    return await _answered(request, "rerank", NimRankingRequest, task)
 
 
 @router.post("/score", openapi_extra=_body_schema(ScoreRequest))
 @router.post("/v1/score", openapi_extra=_body_schema(ScoreRequest))
 async def score_vllm(request: Request):
     """vLLM's score API: a reranker's relevance score of each pair, or an embedder's cosine."""
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "score", timings):
-        result = await score(_inference(request), _embed(request), await parse_body(request, ScoreRequest), timings)
-    _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+
+    async def task(body: ScoreRequest, timings: Timings) -> Answer:
+        result = await score(_inference(request), _embed(request), body, timings)
+        return Answer(result, len(result["data"]), result["usage"]["prompt_tokens"])
+
+    return await _answered(request, "score", ScoreRequest, task)
 
 
 def _token_outputs(request: Request) -> TokenOutputs:
@@ -226,22 +226,47 @@ def _token_outputs(request: Request) -> TokenOutputs:
 @router.post("/embed_sparse", openapi_extra=_body_schema(EmbedSparseRequest))
 async def embed_sparse(request: Request):
     """text-embeddings-inference's sparse embeddings: per input, its non-zero `{index, value}` by index."""
-    start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "embed_sparse", timings):
-        body = await parse_body(request, EmbedSparseRequest)
+
+    async def task(body: EmbedSparseRequest, timings: Timings) -> Answer:
         rows, tokens = await _token_outputs(request).embed_sparse(body, timings)
-    _count(request, timings, len(rows), tokens)
-    return JSONResponse(rows, headers={**_timing_headers(start, timings), "x-compute-tokens": str(tokens)})
+        return Answer(rows, len(rows), tokens, {"x-compute-tokens": str(tokens)})
+
+    return await _answered(request, "embed_sparse", EmbedSparseRequest, task)
 
 
 @router.post("/pooling", openapi_extra=_body_schema(PoolingRequest))
 async def pooling(request: Request):
     """vLLM's pooling: `token_embed`, one vector per token (multi-vector models); `embed`, one per input."""
+
+    async def task(body: PoolingRequest, timings: Timings) -> Answer:
+        result = await _token_outputs(request).pool(body, timings)
+        return Answer(result, len(result["data"]), result["usage"]["prompt_tokens"])
+
+    return await _answered(request, "pooling", PoolingRequest, task)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a task gives its route: the response body, the items and tokens the metrics count, and any
+    headers of its API (TEI's `x-compute-tokens`)."""
+
+    body: Any
+    items: int
+    tokens: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def _answered(
+    request: Request, route: str, model: type[Body], task: Callable[[Body, Timings], Awaitable[Answer]]
+) -> JSONResponse:
+    """Every inference route's frame: the body parsed once, the task run under the route's metrics, its
+    items and tokens counted, the timing headers. (`/v1/embeddings` spells the same frame out: the gate
+    dispatches it directly, and it is the hot path.)"""
     start, timings = time.perf_counter(), Timings()
-    async with _measured(request, "pooling", timings):
-        result = await _token_outputs(request).pool(await parse_body(request, PoolingRequest), timings)
-    _count(request, timings, len(result["data"]), result["usage"]["prompt_tokens"])
-    return JSONResponse(result, headers=_timing_headers(start, timings))
+    async with _measured(request, route, timings):
+        answer = await task(await parse_body(request, model), timings)
+    _count(request, timings, answer.items, answer.tokens)
+    return JSONResponse(answer.body, headers={**_timing_headers(start, timings), **answer.headers})
 
 
 def _count(request: Request, timings: Timings, items: int, tokens: int) -> None:

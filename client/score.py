@@ -17,12 +17,12 @@ from pydantic import Field
 from client.embed import EmbedTask
 from client.errors import bad_request
 from client.inference import Inference, Timings
-from client.protocol import EmbeddingRequest, Request
+from client.protocol import EmbeddingRequest, VllmTruncation
 from client.rerank import rank, rerank_options
 from client.tasks import all_or_cancel
 
 
-class ScoreRequest(Request):
+class ScoreRequest(VllmTruncation):
     """`POST /score` and `/v1/score` in vLLM's shape."""
 
     items: ClassVar[str] = "text_2"
@@ -31,7 +31,6 @@ class ScoreRequest(Request):
     model: str | None = None
     text_1: str | list[str] = Field(description="the query, or one text per pair")
     text_2: str | list[str] = Field(description="the documents, or one text per pair")
-    truncate_prompt_tokens: int | None = Field(None, description="-1 or unset: cut to the model's limit")
 
 
 def pairs_of(request: ScoreRequest) -> list[tuple[str, str]]:
@@ -50,8 +49,6 @@ def pairs_of(request: ScoreRequest) -> list[tuple[str, str]]:
 
 
 async def score(inference: Inference, embed: EmbedTask, request: ScoreRequest, timings: Timings) -> dict:
-    if request.truncate_prompt_tokens not in (None, -1):
-        raise bad_request("truncate_prompt_tokens takes -1 (the model's limit) or nothing", "truncate_prompt_tokens")
     pairs = pairs_of(request)
     model = await inference.registry.resolve(request.model)
     timings.model = model.name

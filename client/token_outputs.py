@@ -20,12 +20,14 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from client.embed import EmbedTask
 from client.errors import bad_request, too_large
 from client.inference import Inference, Timings
-from client.protocol import Request, TeiTruncation
+from client.protocol import EmbeddingRequest, TeiTruncation, VllmTruncation
 from client.settings import Settings
 from client.triton import ServedModel
-from contract import EMBEDDING, SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS, TRUNCATE
+from client.validation import truncation
+from contract import SPARSE_IDS, SPARSE_WEIGHTS, TOKEN_COUNT, TOKEN_VECTORS
 
 
 class EmbedSparseRequest(TeiTruncation):
@@ -37,13 +39,12 @@ class EmbedSparseRequest(TeiTruncation):
     inputs: str | list[str]
 
 
-class PoolingRequest(Request):
+class PoolingRequest(VllmTruncation):
     """vLLM's `POST /pooling` (`task` picks the pooling; token_embed: one vector per token)."""
 
     model: str | None = None
     input: str | list[str]
     task: str = Field("token_embed", description="token_embed (one vector per token); embed (one per input)")
-    truncate_prompt_tokens: int | None = Field(None, description="-1 or unset: cut to the model's limit")
     encoding_format: Literal["float"] = "float"
 
 
@@ -86,13 +87,10 @@ def sparse_rows(ids: np.ndarray, weights: np.ndarray) -> list[list[dict]]:
 
 
 class TokenOutputs:
-    def __init__(self, settings: Settings, inference: Inference) -> None:
+    def __init__(self, settings: Settings, inference: Inference, embed: EmbedTask) -> None:
         self.settings = settings
         self.inference = inference
-
-    def _truncate(self, mode: str | None) -> dict[str, str]:
-        mode = mode or self.settings.default_truncate
-        return {TRUNCATE: mode} if mode else {}
+        self.embed = embed  # /pooling's `embed`: the embed task's own vectors, its checks included
 
     async def embed_sparse(self, request: EmbedSparseRequest, timings: Timings) -> tuple[list[list[dict]], int]:
         """TEI's answer (one list per input, a single string included) and the tokens it counted."""
@@ -100,7 +98,12 @@ class TokenOutputs:
         timings.model = model.name
         texts = _texts(request.inputs, "inputs")
         out = await self.inference.run(
-            model, texts, timings, options=self._truncate(request.truncate_mode()), field="inputs", task="sparse"
+            model,
+            texts,
+            timings,
+            options=truncation(request.truncate_mode(), self.settings),
+            field="inputs",
+            task="sparse",
         )
         self.inference.succeeded(model)
         return sparse_rows(out[SPARSE_IDS], out[SPARSE_WEIGHTS]), int(out[TOKEN_COUNT].sum())
@@ -109,25 +112,22 @@ class TokenOutputs:
         """vLLM's pooling response: each input's vectors (token_embed), or its one vector (embed)."""
         if request.task not in ("token_embed", "embed"):
             raise bad_request(f"task must be token_embed or embed, got {request.task!r}", "task")
-        task = "multivector" if request.task == "token_embed" else "embed"
-        model = await self.inference.registry.resolve(request.model, task)
-        timings.model = model.name
         texts = _texts(request.input, "input")
-        if task == "multivector":
-            check_token_vectors(texts, model, self.settings, "input")
-        options = self._truncate(None)
-        if request.truncate_prompt_tokens not in (None, -1):
-            raise bad_request(
-                "truncate_prompt_tokens takes -1 (the model's limit) or nothing", "truncate_prompt_tokens"
+        if request.task == "embed":
+            model, vectors, tokens = await self.embed.vectors(
+                EmbeddingRequest(model=request.model, input=texts), timings
             )
-        out = await self.inference.run(model, texts, timings, options=options, task=task)
-        self.inference.succeeded(model)
-        counts = out[TOKEN_COUNT].reshape(-1)
-        if task == "embed":
-            data = [row.tolist() for row in out[EMBEDDING]]
+            data = vectors.tolist()
         else:
+            model = await self.inference.registry.resolve(request.model, "multivector")
+            timings.model = model.name
+            check_token_vectors(texts, model, self.settings, "input")
+            options = truncation(None, self.settings)
+            out = await self.inference.run(model, texts, timings, options=options, task="multivector")
+            self.inference.succeeded(model)
+            counts = out[TOKEN_COUNT].reshape(-1)
             data = [rows[1:n].tolist() for rows, n in zip(out[TOKEN_VECTORS], counts, strict=True)]
-        tokens = int(counts.sum())
+            tokens = int(counts.sum())
         return {
             "id": f"pool-{uuid.uuid4().hex}",
             "object": "list",

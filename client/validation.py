@@ -118,16 +118,19 @@ def check_instruction(model: ServedModel, instruction: str | None) -> None:
         )
 
 
+def truncation(mode: str | None, settings: Settings) -> dict[str, str]:
+    """The TRUNCATE control: the request's mode, else the adapter's default, else none (each model's own)."""
+    mode = mode or settings.default_truncate
+    return {TRUNCATE: mode} if mode else {}
+
+
 def controls_of(request: EmbeddingRequest | TokenizeRequest, settings: Settings) -> dict[str, str]:
     """The per-request controls (optional ensemble inputs) this request sets, each checked."""
     try:
         input_type = input_type_of(request.input_type, request.instruction)
     except ValueError as exc:
         raise bad_request(str(exc), "instruction") from exc
-    options = {}
-    truncate = request.truncate or settings.default_truncate
-    if truncate is not None:
-        options[TRUNCATE] = truncate
+    options = truncation(request.truncate, settings)
     if request.input_type is not None or request.instruction is not None:
         options[INPUT_TYPE] = input_type
     if request.instruction is not None:

@@ -134,3 +134,14 @@ def test_a_multivector_model_reranks_by_maxsim(served, flag) -> None:
         served, "/v1/rerank", {"model": NAME, "query": query, "documents": documents, "max_tokens_per_doc": 8}
     )
     assert refused.status_code == 400 and "MaxSim" in refused.json()["error"]["message"]
+
+
+def test_pooling_embed_is_the_embed_tasks_vector(stack) -> None:
+    """`/pooling` with `embed` is the embed task itself (its checks and its vectors); vLLM's
+    `truncate_prompt_tokens` takes only -1."""
+    dense = post(stack, "/v1/embeddings", {"model": NAME, "input": TEXTS[:2]}).json()["data"]
+    pooled = post(stack, "/pooling", {"model": NAME, "input": TEXTS[:2], "task": "embed", "truncate_prompt_tokens": -1})
+    assert pooled.status_code == 200, pooled.text
+    np.testing.assert_allclose([d["data"] for d in pooled.json()["data"]], [d["embedding"] for d in dense], atol=1e-6)
+    cut = post(stack, "/pooling", {"model": NAME, "input": "x", "truncate_prompt_tokens": 8})
+    assert cut.status_code == 400 and cut.json()["error"]["param"] == "truncate_prompt_tokens"

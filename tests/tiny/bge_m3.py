@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.tiny.common import bpe, save_model
+from tests.tiny.common import save_model, xlmr_tokenizer
 
 KEY, REAL = "bge-m3", "bge-m3"  # `python -m tests.tiny bge-m3`
 
@@ -17,25 +17,12 @@ SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "i
 
 def bge_m3(path: Path, positions: int = 514, sizes: dict[str, int] = SIZES) -> Path:
     import torch
-    from tokenizers import processors
-    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+    from transformers import XLMRobertaConfig, XLMRobertaModel
 
     path.mkdir(parents=True, exist_ok=True)
-    tok = bpe(["<s>", "<pad>", "</s>", "<unk>"])  # ids 0-3, as XLM-R's
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_input_names=["input_ids", "attention_mask"],
-    )
-    hf.save_pretrained(str(path))
+    vocab = xlmr_tokenizer(path)
     config = XLMRobertaConfig(
-        vocab_size=len(hf), max_position_embeddings=positions, type_vocab_size=1, pad_token_id=1, **sizes
+        vocab_size=vocab, max_position_embeddings=positions, type_vocab_size=1, pad_token_id=1, **sizes
     )
     torch.manual_seed(0)
     save_model(XLMRobertaModel(config, add_pooling_layer=False), path)

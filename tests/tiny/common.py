@@ -59,3 +59,25 @@ def save_model(model, path: Path) -> None:
         for p in model.parameters():
             p.normal_(0.0, 0.2)  # larger than the default init, so positions and attention visibly matter
     model.save_pretrained(str(path))
+
+
+def xlmr_tokenizer(path: Path) -> int:
+    """An XLM-R-style tokenizer saved in `path` (`<s> … </s>`, pairs `<s> q </s></s> d </s>`, ids 0-3 the
+    specials as XLM-R's, pad 1, no token types); its size."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = bpe(["<s>", "<pad>", "</s>", "<unk>"])
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    hf.save_pretrained(str(path))
+    return len(hf)

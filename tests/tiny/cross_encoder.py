@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.tiny.common import bpe, save_model
+from tests.tiny.common import save_model, xlmr_tokenizer
 
 KEY, REAL = "bert-reranker", "ms-marco-MiniLM-L6-v2"  # `python -m tests.tiny bert-reranker`
 
@@ -33,24 +33,11 @@ def bert_reranker(path: Path, sizes: dict[str, int] = SIZES) -> Path:
 
 
 def xlmr_reranker(path: Path) -> Path:
-    from tokenizers import processors
-    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-    tok = bpe(["<s>", "<pad>", "</s>", "<unk>"])  # ids 0-3, as XLM-R's
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        model_input_names=["input_ids", "attention_mask"],
-    )
-    hf.save_pretrained(str(path))
+    vocab = xlmr_tokenizer(path)
     config = XLMRobertaConfig(
-        vocab_size=len(hf), max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, num_labels=1, **SIZES
+        vocab_size=vocab, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, num_labels=1, **SIZES
     )
     save_model(XLMRobertaForSequenceClassification(config), path)
     return path
