@@ -236,10 +236,26 @@ def median_seconds(fn: Callable[[], object], device: str, warmup: int, reps: int
     return statistics.median(times)
 
 
+def _attention_flops(query_shape, key_shape, value_shape, *_args, out_shape=None, **_kwargs) -> int:
+    """One fused attention's FLOPs, q·kᵀ and then p·v for every query head, grouped-query or not: a key/value
+    head serves several query heads. torch's own formula asserts equal head counts (transformers passes
+    grouped heads to CUDA's kernels with `enable_gqa`), and its CPU kernel has no formula (counted 0)."""
+    batch, heads, queries, width = query_shape
+    keys, value_width = key_shape[-2], value_shape[-1]
+    return 2 * batch * heads * queries * keys * (width + value_width)
+
+
 def count_flops(graph: torch.nn.Module, feeds: Inputs) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    aten = torch.ops.aten
+    fused = (
+        aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention,
+        aten._scaled_dot_product_cudnn_attention,
+        aten._scaled_dot_product_flash_attention_for_cpu,
+    )
+    counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(fused, _attention_flops))
     with counter, torch.inference_mode():
         graph(**feeds)
     return counter.get_total_flops()

@@ -64,7 +64,7 @@ class TorchSession:
 
         if device == "cpu" and threads > 0:
             torch.set_num_threads(threads)
-        if device.startswith("cuda"):
+        if torch.device(device).index is not None:  # "cuda:1"; a bare "cuda" is the current device
             torch.cuda.set_device(torch.device(device))
         autocast = cpu_autocast(params.dtype, device)
         graph = served_graph(version_dir, params, device)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,10 @@ def test_the_device_run_serves_and_measures_each_model_from_the_carried_tritonse
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "== preflight" in run.stdout and "stub environment: torch" in run.stdout
-    logs = tmp_path / "out" / "logs"  # copied on exit from the work folders, Triton's and the adapter's
-    assert any("triton" in p.name for p in logs.iterdir()) and any("adapter" in p.name for p in logs.iterdir())
+    # Packed on exit from the work folders, Triton's and the adapter's: one file, as the device returns few.
+    with tarfile.open(tmp_path / "out" / "logs.tar.gz") as tar:
+        logs = [Path(name).name for name in tar.getnames()]
+    assert any("triton" in name for name in logs) and any("adapter" in name for name in logs)
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "failed" not in results
@@ -155,3 +158,57 @@ def test_token_ids_are_the_only_fields_the_tiny_checkpoint_keeps() -> None:
     assert gpu_served.token_ids(tiny) == {"eos_token_id": 2, "vision_config": {"pad_token_id": 0}}
     grown = gpu_served._grown_vocabulary({"vocab_size": 600, "text_config": {"vocab_size": 600}}, 256)
     assert grown == {"vocab_size": 856, "text_config": {"vocab_size": 856}}
+
+
+def test_grouped_query_attention_counts_as_every_query_head_attending() -> None:
+    """Found on the H100: transformers hands CUDA's fused kernel grouped key/value heads (`enable_gqa`), and
+    torch's own FLOP formula asserted equal head counts (the decoder section failed); on the CPU its kernel
+    had no formula at all and counted 0. Eight query heads over two key/value heads cost what eight full
+    heads cost."""
+    import torch
+    import torch.nn.functional as F
+
+    from bench.gpu_graphs import count_flops
+
+    class Attention(torch.nn.Module):
+        def __init__(self, repeat: bool) -> None:
+            super().__init__()
+            self.repeat = repeat
+
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if self.repeat:  # the same attention with each key/value head copied for its query heads
+                return F.scaled_dot_product_attention(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1))
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    feeds = {"q": torch.randn(2, 8, 16, 32), "k": torch.randn(2, 2, 24, 32), "v": torch.randn(2, 2, 24, 64)}
+    expected = 2 * 2 * 8 * 16 * 24 * (32 + 64)
+    assert count_flops(Attention(repeat=False), feeds) == expected
+    assert count_flops(Attention(repeat=True), feeds) == expected
+
+
+@pytest.mark.parametrize(("device", "selected"), [("cuda", []), ("cuda:1", [1])])
+def test_a_gpu_session_selects_a_device_only_when_one_is_named(device, selected, tmp_path, monkeypatch) -> None:
+    """Found on the H100: the export's check loads the torch session on a bare "cuda", which
+    `torch.cuda.set_device` refuses (it wants an index); the served host names its instance's GPU."""
+    import torch
+
+    import graphs
+    from contract import TorchGraphParams
+    from runtime.torch_session import TorchSession
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(torch.device(d).index))
+    monkeypatch.setattr(graphs, "served_graph", lambda *_: torch.nn.Identity())
+    params = TorchGraphParams(
+        graph="graphs.dense:pooled",
+        auto_class="AutoModel",
+        tower="text",
+        dtype="float16",
+        attention="bidirectional",
+        pooling="mean",
+        normalize=True,
+        inputs=("input_ids", "attention_mask"),
+        outputs=("EMBEDDING",),
+    )
+    session = TorchSession.load(tmp_path, params, device)
+    assert calls == selected and session.device == torch.device(device)

@@ -64,19 +64,22 @@ usage=$("$EMBED_TRITONSERVER_DIR/bin/tritonserver" --help 2>&1 || true)
 [[ $usage == *Usage* ]] || { echo "tritonserver does not start: $usage" >&2; exit 2; }
 
 # 3. What stays on the machine comes back: whatever happens, the tail of every server and adapter log
-#    under the run's work folders is copied into $OUT on exit (a host failure tells its client only "see
-#    the Triton log").
+#    under the run's work folders is packed into $OUT/logs.tar.gz on exit (a host failure tells its client
+#    only "see the Triton log"). One archive, because the device tool brings back at most 8 files.
 WORKDIRS=("$ROOT/build/gpu-served")
 args=("$@")
 for i in "${!args[@]}"; do [ "${args[$i]}" = "--workdir" ] && WORKDIRS+=("${args[$((i + 1))]}"); done
 collect_logs() {
-    mkdir -p "$OUT_DIR/logs"
+    local tails
+    tails=$(mktemp -d)
     for dir in "${WORKDIRS[@]}"; do
         [ -d "$dir" ] || continue
         find "$dir" -name '*.log' -type f | while read -r log; do
-            tail -n 300 "$log" > "$OUT_DIR/logs/$(echo "${log#"$dir"/}" | tr / _)"
+            tail -n 2000 "$log" > "$tails/$(echo "${log#"$dir"/}" | tr / _)"
         done
     done
+    tar -czf "$OUT_DIR/logs.tar.gz" -C "$tails" .
+    rm -rf "$tails"
 }
 trap collect_logs EXIT
 
