@@ -114,16 +114,20 @@ def _served_engine(repository: Path, name: str) -> str:
 
 
 def in_process_engines(model: Model, texts: list[str], b: int) -> list[Result]:
-    """ONNX Runtime fp32, PyTorch fp32, and PyTorch bf16 where the CPU has bf16 instructions, each in a
-    fresh process on the same sorted batches."""
+    """Every engine `--target auto` weighs on this CPU (ONNX Runtime and OpenVINO fp32, PyTorch fp32, and
+    OpenVINO and PyTorch bf16 where the CPU has bf16 instructions), each in a fresh process on the same
+    sorted batches."""
     from export.engine_choice import candidates, cpu_flags
 
     rows = []
     for c in candidates(cpu_flags()):
         label = f"in-process {c.runtime} {c.dtype} (sorted batches of {b})"
-        if c.target == "local":
+        if c.target in ("local", "openvino"):
+            runtime = "openvino" if c.target == "openvino" else "onnxruntime"
             rows.append(
-                runners.isolated(runners.onnxruntime_inprocess, model.onnx_repository, model.name, texts, b, label)
+                runners.isolated(
+                    runners.onnx_inprocess, model.onnx_repository, model.name, texts, b, label, runtime, c.dtype
+                )
             )
         else:
             rows.append(
@@ -303,15 +307,11 @@ def main() -> None:
             )
         )
     sweep_baselines = {
-        w: runners.isolated(
-            runners.onnxruntime_inprocess, model.onnx_repository, model.name, items, b, f"in-process ORT, {w}"
-        )
+        w: runners.isolated(runners.onnx_inprocess, model.onnx_repository, model.name, items, b, f"in-process ORT, {w}")
         for w, items in workloads.items()
     }
     single = [
-        runners.isolated(
-            runners.onnxruntime_inprocess, model.onnx_repository, model.name, queries[:200], 1, "in-process ORT"
-        )
+        runners.isolated(runners.onnx_inprocess, model.onnx_repository, model.name, queries[:200], 1, "in-process ORT")
     ]
     sweeps: dict[str, list[Result]] = {w: [] for w in workloads}
     pictures = images(max(args.sweep_n // 4, 1)) if model.image_ensemble else []

@@ -211,11 +211,21 @@ def sorted_batches(repository: Path, model: str, texts: list[str], batch: int, n
     return run(texts)
 
 
-def onnxruntime_inprocess(repository: Path, model: str, texts: list[str], batch: int, name: str) -> Result:
-    """The exported ONNX graph (a `local` export in `repository`), in this process."""
-    from runtime.onnx_encoder import open_session
+def onnx_inprocess(
+    repository: Path,
+    model: str,
+    texts: list[str],
+    batch: int,
+    name: str,
+    runtime: str = "onnxruntime",
+    dtype: str = "float32",
+) -> Result:
+    """The exported fp32 ONNX graph (a `local` export in `repository`), in this process: ONNX Runtime
+    (spinning, every core), or OpenVINO in `dtype` (every core)."""
+    from runtime.onnx_encoder import open_onnx, open_session
 
-    session = open_session(str(repository / f"{model}_encoder" / "1" / "model.onnx"))
+    path = str(repository / f"{model}_encoder" / "1" / "model.onnx")
+    session = open_session(path) if runtime == "onnxruntime" else open_onnx(path, runtime, dtype)
 
     def embed(ids, mask):
         return session.run(None, {"input_ids": ids, "attention_mask": mask})

@@ -282,7 +282,8 @@ class PromptPairParams(Parameters):
 
 @dataclass(frozen=True)
 class EncoderHostParams(Parameters):
-    """An engine hosted by the Python backend: in-process ONNX Runtime, or a native engine model via BLS."""
+    """An engine hosted by the Python backend: the ONNX graph in-process (ONNX Runtime or OpenVINO), or a
+    native engine model via BLS."""
 
     batching: Batching
     onnx_file: str = ""  # "": the engine is `engine_model`
@@ -296,6 +297,8 @@ class EncoderHostParams(Parameters):
     # An engine output `[rows, vocabulary]` (SPLADE's) the host sends as SPARSE_IDS and SPARSE_WEIGHTS: each
     # row's non-zero entries, padded to the request's largest count, so the wire carries no vocabulary.
     sparse_source: str = ""
+    onnx_runtime: str = "onnxruntime"  # what runs `onnx_file`: "onnxruntime" or "openvino"
+    onnx_dtype: str = "float32"  # openvino: its inference precision, "float32" or "bfloat16" (over fp32 weights)
 
     def engine_dtypes(self) -> dict[str, str]:
         return dict(pair.split(":", 1) for pair in self.engine_inputs)
@@ -304,6 +307,8 @@ class EncoderHostParams(Parameters):
         """Only the fields that apply: the engine's source, and the packing limits of its batching."""
         packing = {"length_packed": ("max_rows", "max_tokens", "max_padding"), "vision_packed": ("max_patches",)}
         unused = {k for b, keys in packing.items() if b != self.batching for k in keys}
+        if self.onnx_runtime == "onnxruntime":  # the default engine of an ONNX graph: no fields to say so
+            unused |= {"onnx_runtime", "onnx_dtype"}
         return {k: v for k, v in super().to_parameters().items() if k not in unused and v != ""}
 
 

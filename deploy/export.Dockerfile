@@ -12,8 +12,8 @@ ENV SERVING_TENSORRT_VERSION=${SERVING_TENSORRT_VERSION} PIP_BREAK_SYSTEM_PACKAG
 # installed outside the constraint (PIP_CONSTRAINT emptied for this one command). torch and tensorrt
 # are not in the list, so the image's own stay, and the constraint still holds for anything else.
 RUN PIP_CONSTRAINT='' pip install --no-cache-dir transformers==5.23.0 onnx==1.23.2 onnxscript==0.7.2 \
-        protobuf==6.33.6 rich==15.0.0 tokenizers==0.23.3 onnxruntime==1.31.1 pillow==13.0.0 \
-        "tritonclient[grpc]==2.73.0"
+        protobuf==6.33.6 rich==15.0.0 tokenizers==0.23.3 onnxruntime==1.31.1 openvino==2026.4.1 \
+        pillow==13.0.0 "tritonclient[grpc]==2.73.0"
 WORKDIR /app
 COPY contract ./contract
 COPY export ./export

@@ -231,6 +231,16 @@ def _quietly_measured(request: ExportRequest, flags: frozenset[str]) -> list:
     return measure(request, flags)
 
 
+def _validated_session(request: ExportRequest, path: Path, dtype: Dtype):
+    """The engine that will serve the ONNX graph, to validate it: OpenVINO in the served precision for the
+    `openvino` target (its graph stays fp32), else ONNX Runtime on the graph as exported."""
+    if request.target == "openvino":
+        from runtime.onnx_encoder import open_onnx
+
+        return open_onnx(str(path), "openvino", dtype)
+    return onnx_session(path, dtype)
+
+
 def _batches(checks: Checks) -> str:
     """`input_ids 5×70, …, image_embeds 0×1536`: the shapes of each validation batch."""
     return "; ".join(
@@ -298,10 +308,9 @@ def export(request: ExportRequest, progress: Progress | None = None) -> ExportRe
                 f"  {tower.name}: ONNX Runtime has no bf16 CPU kernels; the TensorRT plan is validated"
             )
         else:
-            with progress.step(
-                f"validate the {tower.name} tower: ONNX Runtime against PyTorch ({_batches(tower_checks)})"
-            ):
-                session = onnx_session(tower.engine_dir(request) / "model.onnx", dtype)
+            engine = "OpenVINO" if request.target == "openvino" else "ONNX Runtime"
+            with progress.step(f"validate the {tower.name} tower: {engine} against PyTorch ({_batches(tower_checks)})"):
+                session = _validated_session(request, tower.engine_dir(request) / "model.onnx", dtype)
                 names = list(tower.head.names)
                 found = [dict(zip(names, session.run(names, f), strict=True)) for f, _ in tower_checks]
                 agreement = _worst(tower, tower_checks, found, limits)

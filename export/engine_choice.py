@@ -2,13 +2,14 @@
 
 Which engine is fastest changes with the CPU: on an AVX2-only EPYC ONNX Runtime fp32 ran PyTorch's fp32
 3× over; on a Xeon with AMX, PyTorch in bf16 runs ONNX Runtime fp32 about 2× over. So the export
-measures. The candidates are those this CPU runs well: ONNX Runtime fp32 (`local`), the family's
-PyTorch graph in fp32 (`torch`), and that graph in bf16 under CPU autocast where the CPU has bf16
-instructions (AMX or AVX-512 BF16; elsewhere PyTorch emulates bf16, slower than fp32, and it is not
-tried). Each is checked against the fp32 PyTorch reference on the validation batches with its own gate
-(fp32: the family's tolerance, cosine ≥ 0.99999; bf16: cosine ≥ 0.9999), timed on the same
-length-sorted batches of fixed texts in the same order, and the fastest that passes is exported. Its
-table goes to the console and into the model's card (`/v1/models`).
+measures. The candidates are those this CPU runs well: ONNX Runtime fp32 (`local`), OpenVINO fp32
+(`openvino`), the family's PyTorch graph in fp32 (`torch`), and, where the CPU has bf16 instructions
+(AMX or AVX-512 BF16), OpenVINO with bf16 inference precision and the PyTorch graph in bf16 under CPU
+autocast (elsewhere bf16 is emulated, slower than fp32, and not tried). Each is checked against the
+fp32 PyTorch reference on the validation batches with its own gate (fp32: the family's tolerance,
+cosine ≥ 0.99999; bf16: cosine ≥ 0.9999), timed on the same length-sorted batches of fixed texts in
+the same order, and the fastest that passes is exported. Its table goes to the console and into the
+model's card (`/v1/models`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class Candidate:
 
     @property
     def runtime(self) -> str:
-        return "ONNX Runtime" if self.target == "local" else "PyTorch"
+        return RUNTIMES[self.target]
+
+
+RUNTIMES = {"local": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Trial:
     min_cosine: float
     max_abs_error: float
     passed: bool
+    failure: str = ""  # why the candidate could not run this graph, if it could not (never chosen)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -74,9 +79,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 def candidates(flags: frozenset[str]) -> list[Candidate]:
     """The engines worth timing on a CPU with these flags, in the order ties are broken."""
-    found = [Candidate("local", "float32"), Candidate("torch", "float32")]
-    if any(flag in flags for flag in BF16_FLAGS):
-        found.append(Candidate("torch", "bfloat16"))
+    found = [Candidate("local", "float32"), Candidate("openvino", "float32"), Candidate("torch", "float32")]
+    if any(flag in flags for flag in BF16_FLAGS):  # torch bf16 last: its cast changes the graph in place
+        found += [Candidate("openvino", "bfloat16"), Candidate("torch", "bfloat16")]
     return found
 
 
@@ -134,12 +139,12 @@ def card_figures(trials: list[Trial]) -> tuple[str, ...]:
 
 def table(trials: list[Trial], chosen: Trial) -> list[str]:
     """The console's table of the trials, the chosen one marked."""
-    lines = ["  target  runtime       dtype      texts/s   min cosine   gate"]
+    lines = ["  target   runtime       dtype      texts/s   min cosine   gate"]
     for t in trials:
         c, mark = t.candidate, "  ← chosen" if t is chosen else ""
-        gate = "pass" if t.passed else "REFUSED"
+        gate = "pass" if t.passed else f"FAILED ({t.failure})" if t.failure else "REFUSED"
         lines.append(
-            f"  {c.target:<7} {c.runtime:<13} {c.dtype:<9} {t.texts_per_second:8.1f}   {t.min_cosine:.7f}    "
+            f"  {c.target:<8} {c.runtime:<13} {c.dtype:<9} {t.texts_per_second:8.1f}   {t.min_cosine:.7f}    "
             f"{gate}{mark}"
         )
     return lines
@@ -147,17 +152,13 @@ def table(trials: list[Trial], chosen: Trial) -> list[str]:
 
 def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
     """Every candidate's trial, measured in this process on the text tower (run it in a child: the
-    weights are loaded here)."""
+    weights are loaded here). A candidate that cannot run the graph is a failed trial, not an error."""
     import tempfile
-
-    import torch
 
     from export.graph import export_onnx, torch_outputs
     from export.heads import within
     from export.torch_graphs import load_graphs
     from export.validation import tolerance
-    from runtime.onnx_encoder import open_session
-    from runtime.torch_session import cast_for_autocast
 
     p = request.plan()
     tower = p.family.text_tower
@@ -168,34 +169,45 @@ def measure(request: ExportRequest, flags: frozenset[str]) -> list[Trial]:
     del graphs
     batches = interleaved(tower.timing_batches(p, timing_texts(), TIMING_ROWS))
     trials = []
-    for candidate in candidates(flags):
-        limits = tolerance(p.family.tolerance, candidate.dtype, cpu_autocast=candidate.dtype != "float32")
-        if candidate.target == "local":
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "model.onnx"
-                samples, dynamic = tower.samples(p)
-                export_onnx(graph, path, samples, dynamic, False, names)
-                session = open_session(str(path), spinning=False)
-
-                def run(feed, session=session):
-                    return dict(zip(names, session.run(list(names), feed), strict=True))
-
+    with tempfile.TemporaryDirectory() as folder:
+        onnx = Path(folder) / "model.onnx"  # one fp32 graph for ONNX Runtime and OpenVINO
+        samples, dynamic = tower.samples(p)
+        export_onnx(graph, onnx, samples, dynamic, False, names)
+        for candidate in candidates(flags):
+            limits = tolerance(p.family.tolerance, candidate.dtype, cpu_autocast=candidate.dtype != "float32")
+            try:
+                run = _runner(candidate, graph, onnx, names)
                 outputs = [run(f) for f, _ in checks]
                 speed = timed(run, batches)
-                del session
-        else:  # the bf16 candidate comes last: its cast changes the graph in place
-            autocast = candidate.dtype == "bfloat16"
-            if autocast:
-                cast_for_autocast(graph)
-
-            def run(feed, autocast=autocast):
-                with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
-                    return torch_outputs(graph, names, feed)
-
-            outputs = [run(f) for f, _ in checks]
-            speed = timed(run, batches)
-        found = [tower.head.agreement(ref, out) for (_, ref), out in zip(checks, outputs, strict=True)]
-        passed = all(within(a, *limits) for a in found)
-        worst_cos, worst_err = min(a.min_cosine for a in found), max(a.max_abs_error for a in found)
-        trials.append(Trial(candidate, speed, worst_cos, worst_err, passed))
+            except Exception as exc:  # noqa: BLE001 - an engine that cannot run this graph is not a candidate
+                reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+                trials.append(Trial(candidate, 0.0, float("nan"), float("nan"), False, reason))
+                continue
+            found = [tower.head.agreement(ref, out) for (_, ref), out in zip(checks, outputs, strict=True)]
+            passed = all(within(a, *limits) for a in found)
+            worst_cos, worst_err = min(a.min_cosine for a in found), max(a.max_abs_error for a in found)
+            trials.append(Trial(candidate, speed, worst_cos, worst_err, passed))
     return trials
+
+
+def _runner(candidate: Candidate, graph, onnx: Path, names: tuple[str, ...]) -> Callable[[dict], dict]:
+    """A function from a batch's feeds to the candidate's outputs by name."""
+    import torch
+
+    from export.graph import torch_outputs
+    from runtime.onnx_encoder import open_onnx
+    from runtime.torch_session import cast_for_autocast
+
+    if candidate.target != "torch":
+        runtime = "openvino" if candidate.target == "openvino" else "onnxruntime"
+        session = open_onnx(str(onnx), runtime, candidate.dtype)
+        return lambda feed: dict(zip(names, session.run(list(names), feed), strict=True))
+    autocast = candidate.dtype == "bfloat16"
+    if autocast:  # in place: the bf16 candidate comes last
+        cast_for_autocast(graph)
+
+    def run(feed: dict) -> dict:
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            return torch_outputs(graph, names, feed)
+
+    return run

@@ -18,14 +18,16 @@ if TYPE_CHECKING:
 INPUT_NAMES = ("input_ids", "attention_mask")  # a text graph's inputs (and a TensorRT profile's)
 
 
-Target = Literal["auto", "local", "onnxruntime", "tensorrt", "torch"]
+Target = Literal["auto", "local", "openvino", "onnxruntime", "tensorrt", "torch"]
 # What runs the encoder; `auto` chooses one of them at export: the fastest CPU engine measured there among
-# local, torch and torch in bf16 (export/engine_choice.py).
-ENGINE_TARGETS: tuple[str, ...] = ("local", "onnxruntime", "tensorrt", "torch")
+# local, openvino and torch, in fp32 and, where the CPU has bf16 instructions, bf16 (export/engine_choice.py).
+ENGINE_TARGETS: tuple[str, ...] = ("local", "openvino", "onnxruntime", "tensorrt", "torch")
 TARGETS: tuple[str, ...] = ("auto", *ENGINE_TARGETS)
-# Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime, or the PyTorch graph)
-# rather than in a native engine model.
-HOSTED_TARGETS: tuple[str, ...] = ("local", "torch")
+# Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime or OpenVINO, or the
+# PyTorch graph) rather than in a native engine model.
+HOSTED_TARGETS: tuple[str, ...] = ("local", "openvino", "torch")
+# Targets that run the exported ONNX graph on the CPU inside the host: ONNX Runtime, or OpenVINO.
+ONNX_HOSTED_TARGETS: tuple[str, ...] = ("local", "openvino")
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,15 @@ class ExportRequest:
         elif self.target == "auto" and (self.gpu or self.dtype is not None):
             problems.append(
                 "--target auto measures the CPU engines and picks the dtype itself: name a target for --gpu or "
-                "--dtype (local, torch, onnxruntime, tensorrt)"
+                "--dtype (local, openvino, torch, onnxruntime, tensorrt)"
+            )
+        elif self.target == "openvino" and (self.gpu or dtype == "float16"):
+            problems.append(
+                "--target openvino serves on the CPU, in float32 or bfloat16: drop --gpu, or use --dtype bfloat16"
             )
         elif self.target == "torch" and not self.on_gpu and dtype == "float16":
             problems.append("a float16 torch graph is not served on the CPU: use --dtype bfloat16 (or float32)")
-        elif dtype == "bfloat16" and self.target != "torch" and not cuda_onnxruntime():
+        elif dtype == "bfloat16" and self.target not in ("torch", "openvino") and not cuda_onnxruntime():
             problems.append(
                 f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
                 "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"
@@ -205,9 +211,11 @@ class ExportRequest:
         return p.family.gpu_dtype if self.on_gpu else "float32"
 
     def cpu_autocast(self, p: Plan) -> bool:
-        """A `torch` graph served on the CPU in bf16: fp32 weights, bf16 matrix products under autocast,
-        checked against the fp32 reference (runtime/torch_session.py)."""
-        return self.target == "torch" and not self.on_gpu and self.resolved_dtype(p) == "bfloat16"
+        """An engine served on the CPU in bf16 over fp32 weights, checked against the fp32 reference: a `torch`
+        graph's matrix products under autocast (runtime/torch_session.py), or an `openvino` graph compiled
+        with bf16 inference precision (runtime/openvino_session.py); the ONNX graph itself stays fp32."""
+        cpu_bf16_targets = ("torch", "openvino")
+        return self.target in cpu_bf16_targets and not self.on_gpu and self.resolved_dtype(p) == "bfloat16"
 
     def reference_dtype(self, p: Plan) -> Dtype:
         """The dtype the PyTorch reference is computed in: the engine's own, but fp32 for a CPU autocast graph."""

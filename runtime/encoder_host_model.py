@@ -1,9 +1,9 @@
-"""Triton Python model hosting an encoder engine on ragged batches (the `local` and `torch` targets,
-and GME's hosts).
+"""Triton Python model hosting an encoder engine on ragged batches (the `local`, `openvino` and `torch`
+targets, and GME's hosts).
 
 Its inputs allow ragged batching, so one `execute` receives every pending request
 whatever its padded length, and `run_packed` regroups their rows by length. The engine
-is ONNX Runtime in this process (`local`), the family's PyTorch graph in this process on
+is ONNX Runtime or OpenVINO in this process (`local`, `openvino`), the family's PyTorch graph in this process on
 the instance's device (`torch`), or, for GME on the `onnxruntime` / `tensorrt` targets, a
 native engine model called through BLS with the packed batch.
 
@@ -28,7 +28,7 @@ from contract import (
     version_dir,
 )
 from runtime.compact import nonzero_entries
-from runtime.onnx_encoder import Packing, open_session, run_concatenated, run_packed, run_vision_packed
+from runtime.onnx_encoder import Packing, open_onnx, run_concatenated, run_packed, run_vision_packed
 
 
 class TritonPythonModel:
@@ -56,7 +56,10 @@ class TritonPythonModel:
             graph = TorchGraphParams.from_parameters(parameters(config))
             self.session = TorchSession.load(version_dir(args), graph, device_of(args), p.intra_op_threads)
         else:
-            self.session = open_session(str(version_dir(args) / p.onnx_file), p.intra_op_threads, spinning=False)
+            path = str(version_dir(args) / p.onnx_file)
+            self.session = open_onnx(path, p.onnx_runtime, p.onnx_dtype, p.intra_op_threads)
+            if precision := getattr(self.session, "precision", ""):  # OpenVINO keeps f32 on a CPU without bf16
+                pb_utils.Logger.log_info(f"{args['model_name']}: OpenVINO runs its matrix products in {precision}")
 
     def execute(self, requests):
         feeds = []

@@ -30,6 +30,18 @@ def open_session(path: str, intra_op_threads: int = 0, spinning: bool = True) ->
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def open_onnx(path: str, runtime: str = "onnxruntime", dtype: str = "float32", threads: int = 0) -> Session:
+    """The engine a host runs an exported ONNX graph with: ONNX Runtime (fp32, no spinning), or OpenVINO
+    compiled for this CPU in `dtype` (runtime/openvino_session.py)."""
+    if runtime == "openvino":
+        from runtime.openvino_session import OpenVinoSession
+
+        return OpenVinoSession(path, dtype, threads)
+    if runtime != "onnxruntime" or dtype != "float32":
+        raise ValueError(f"no ONNX engine {runtime} in {dtype}")
+    return open_session(path, threads, spinning=False)
+
+
 # Qwen2-VL patches packed into one vision-tower call, by where the engine runs. Packed images share one
 # dense block-diagonal mask, so a call's attention grows with the square of its patches while the useful
 # work grows with each image's own square. Measured with `python -m bench.gpu_graphs` on the real GME

@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from contract import EncoderHostParams, EnsembleCard, TextParams, parameters
 from export import build
 from export import repository as repo
-from export.request import ENGINE_TARGETS, ExportRequest, Serving
+from export.request import ENGINE_TARGETS, ONNX_HOSTED_TARGETS, ExportRequest, Serving
 from launcher import default_model
 from runtime.text import TextLayout
 
@@ -52,7 +52,7 @@ def check_ensemble(ensemble: mc.ModelConfig, steps: dict[str, mc.ModelConfig]) -
 def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
     serving = Serving()
     parsed = {}
-    for name, config in configs(target, gpu=target != "local").items():
+    for name, config in configs(target, gpu=target not in ONNX_HOSTED_TARGETS).items():
         path = repo.write_config(tmp_path / name, config)
         parsed[name] = repo.parse_config(path)
         assert parsed[name].name == name
@@ -61,6 +61,7 @@ def test_generated_configs_parse_and_wire(tmp_path: Path, target: str) -> None:
     encoder = parsed["m_encoder"]
     expected = {
         "local": ("python", "", ""),
+        "openvino": ("python", "", ""),
         "torch": ("python", "", ""),
         "onnxruntime": ("onnxruntime", "", "model.onnx"),
         "tensorrt": ("", "tensorrt_plan", "model.plan"),
@@ -109,7 +110,8 @@ def test_reranker_configs_parse_wire_and_pass_their_backend_rules(
 ) -> None:
     """A cross-encoder on every target: (TEXT, QUERY) → pair preprocessor → encoder → SCORE, with the
     token types the BERT tokenizer gives, and a card that says it reranks."""
-    request = ExportRequest(bert_reranker_checkpoint, tmp_path, "r", target=target, gpu=target != "local")
+    gpu = target not in ONNX_HOSTED_TARGETS  # the CPU-only targets; the others on a GPU
+    request = ExportRequest(bert_reranker_checkpoint, tmp_path, "r", target=target, gpu=gpu)
     plan = request.plan()
     written = {m.config.name: m.config for m in build.triton_models(request, plan)}
     build.check_backend_rules(request, plan, list(written.values()))

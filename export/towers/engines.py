@@ -1,6 +1,7 @@
-"""The engine model(s) of a tower on each target: a Python host with ONNX Runtime in-process (`local`)
-or the family's PyTorch graph in-process (`torch`), Triton's own backend (`onnxruntime`, `tensorrt`),
-or a Python host packing ragged batches for a native engine it calls through BLS."""
+"""The engine model(s) of a tower on each target: a Python host with ONNX Runtime or OpenVINO in-process
+(`local`, `openvino`) or the family's PyTorch graph in-process (`torch`), Triton's own backend
+(`onnxruntime`, `tensorrt`), or a Python host packing ragged batches for a native engine it calls through
+BLS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from contract import Batching, EncoderHostParams, TorchGraphParams
 from export.configs import Tensor, native_engine, numpy_dtype, on_gpu, python_model, unbatched_engine
+from export.request import ONNX_HOSTED_TARGETS
 from export.towers.base import Tower, TritonModel
 
 if TYPE_CHECKING:
@@ -36,9 +38,19 @@ def engine_models(
     name, serving = tower.engine_model(request), request.serving
     ragged = batching != "concatenate"
     threads = serving.intra_op_threads
-    if request.target == "local":
+    if request.target in ONNX_HOSTED_TARGETS:
+        runtime, dtype = "onnxruntime", "float32"
+        if request.target == "openvino":
+            serving = cpu_instances(serving, p)
+            runtime, dtype, threads = "openvino", request.resolved_dtype(p), serving.intra_op_threads
         host = EncoderHostParams(
-            batching, "model.onnx", threads, max_patches=max_patches, sparse_source=tower.head.sparse_source
+            batching,
+            "model.onnx",
+            threads,
+            max_patches=max_patches,
+            sparse_source=tower.head.sparse_source,
+            onnx_runtime=runtime,
+            onnx_dtype=dtype,
         )
         config = python_model(name, inputs, outputs, [host], serving, engine=True, max_batch=max_batch, ragged=ragged)
         return [TritonModel(config, HOST_SHELL)]
