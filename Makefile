@@ -37,8 +37,15 @@ serve: $(VENV)/.installed-serve
 		--triton-grpc-port $(TRITON_GRPC_PORT) --triton-metrics-port $(TRITON_METRICS_PORT) \
 		$(if $(REEXPORT),--reexport) $(if $(WORKERS),--workers $(WORKERS)) $(foreach a,$(EXPORT_ARGS),--export-arg=$(a))
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test build/langchain-cohere/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# LangChain's Cohere client needs cohere 5.x beside the test extra's 7.x: a folder of its own, which the
+# test puts on a child process's path (tests/langchain-cohere.txt).
+build/langchain-cohere/.installed: tests/langchain-cohere.txt | $(BIN)/python
+	rm -rf build/langchain-cohere
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --target build/langchain-cohere -r $<
+	touch $@
 
 # The CPU compose stack built and run on a Docker Engine (as root with CI set, it installs one).
 test-compose: $(VENV)/.installed-test

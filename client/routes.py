@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from client import request_id
-from client.cohere_embed import CohereEmbedRequest, cohere_embed
+from client.cohere_embed import CohereEmbedRequest, CohereEmbedRequestV1, cohere_embed
 from client.embed import EmbedTask
 from client.errors import APIError, invalid_fields, too_large
 from client.inference import UNRESOLVED, Inference, Timings, request_priority
@@ -188,13 +188,22 @@ async def rerank_tei(request: Request):
 @router.post("/v2/embed", openapi_extra=_body_schema(CohereEmbedRequest))
 async def embed_cohere(request: Request):
     """Cohere's embed v2 (`cohere.ClientV2.embed`): every requested embedding type from one inference."""
+    return await _cohere_embed(request, CohereEmbedRequest)
 
+
+@router.post("/v1/embed", openapi_extra=_body_schema(CohereEmbedRequestV1))
+async def embed_cohere_v1(request: Request):
+    """Cohere's embed v1 (`cohere.Client.embed`, LangChain's `CohereEmbeddings`)."""
+    return await _cohere_embed(request, CohereEmbedRequestV1)
+
+
+async def _cohere_embed(request: Request, model: type[CohereEmbedRequest]):
     async def task(body: CohereEmbedRequest, timings: Timings) -> Answer:
         result = await cohere_embed(_embed(request), body, timings)
         items = len(body.texts or body.images or ())
         return Answer(result, items, result["meta"]["billed_units"]["input_tokens"])
 
-    return await _answered(request, "embeddings", CohereEmbedRequest, task)
+    return await _answered(request, "embeddings", model, task)
 
 
 @router.post("/v1/ranking", openapi_extra=_body_schema(NimRankingRequest))

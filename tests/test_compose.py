@@ -55,7 +55,8 @@ def engine(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    """all-MiniLM-L6-v2 and a tiny CLIP exported on the host for the `local` target, into a fresh folder."""
+    """all-MiniLM-L6-v2 and a tiny CLIP exported on the host for the `local` target, and all-MiniLM-L6-v2
+    for `openvino` in bf16 (fp32 where the CPU lacks bf16), into a fresh folder."""
     from export.build import Progress, export
     from export.request import ExportRequest
     from launcher import default_model
@@ -64,6 +65,8 @@ def repository(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("compose-repo")
     export(ExportRequest(default_model.checkpoint(), repo, "all-MiniLM-L6-v2", hf_id=default_model.HF_ID), Progress())
     export(ExportRequest(tiny.clip(tmp_path_factory.mktemp("clip") / "clip"), repo, "clip"), Progress())
+    openvino = ExportRequest(default_model.checkpoint(), repo, "minilm-openvino", target="openvino", dtype="bfloat16")
+    export(openvino, Progress())
     repo.chmod(0o755)
     return repo
 
@@ -130,6 +133,10 @@ def test_the_compose_stack_serves_what_the_host_stack_serves(stack, repository, 
     cosine = (served * expected).sum(axis=1)
     assert cosine.min() >= 0.99999, cosine
     report(f"compose vs host-served embeddings: min cosine {cosine.min():.7f}")
+    # The image carries OpenVINO: the same model through the `openvino` target, within the bf16 gate.
+    openvino = (embed(url, {"model": "minilm-openvino", "input": TEXTS}) * expected).sum(axis=1)
+    assert openvino.min() >= 0.9999, openvino
+    report(f"compose openvino bfloat16 vs host-served fp32: min cosine {openvino.min():.7f}")
 
     import base64
     import io

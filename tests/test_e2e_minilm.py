@@ -384,6 +384,60 @@ def test_cohere_sdk_v2_embed_gets_every_type_from_one_request(minilm_stack) -> N
     assert refused.value.status_code == 400
 
 
+def test_cohere_sdk_v1_embed_answers_both_of_its_shapes(minilm_stack) -> None:
+    """`cohere.Client(base_url=…).embed` (v1): with `embedding_types` the by-type shape v2 has, without it
+    v1's bare float vectors; `input_type` may be left out."""
+    import cohere
+
+    url = minilm_stack.adapter_url
+    texts = HELD_OUT[8:12]
+    floats = np.array(
+        [d["embedding"] for d in httpx.post(f"{url}/v1/embeddings", json={"input": texts}).json()["data"]]
+    )
+    client = cohere.Client(base_url=url, api_key="unused")
+    by_type = client.embed(model=default_model.NAME, texts=texts, input_type="search_query", embedding_types=["float"])
+    assert by_type.response_type == "embeddings_by_type"
+    np.testing.assert_allclose(np.array(by_type.embeddings.float_), floats, atol=1e-6)
+    bare = client.embed(model=default_model.NAME, texts=texts)
+    assert bare.response_type == "embeddings_floats" and bare.texts == texts
+    np.testing.assert_allclose(np.array(bare.embeddings), floats, atol=1e-6)
+    assert bare.meta.billed_units.input_tokens == by_type.meta.billed_units.input_tokens > 0
+
+
+LANGCHAIN = ROOT / "build" / "langchain-cohere"  # `make test` installs it (tests/langchain-cohere.txt)
+LANGCHAIN_SCRIPT = """
+import json, sys
+from langchain_cohere import CohereEmbeddings
+embeddings = CohereEmbeddings(model=sys.argv[2], base_url=sys.argv[1], cohere_api_key="unused")
+texts = json.loads(sys.argv[3])
+print(json.dumps({"documents": embeddings.embed_documents(texts), "query": embeddings.embed_query(texts[0])}))
+"""
+
+
+def test_langchain_cohere_embeddings_work_unchanged(minilm_stack) -> None:
+    """LangChain's `CohereEmbeddings(base_url=…)`, as a user's code calls it (it sends Cohere's v1 embed), in
+    a child process on its own packages: langchain-cohere needs the cohere SDK 5.x, the test extra has 7.x."""
+    import json
+
+    assert (LANGCHAIN / ".installed").exists(), "run `make test`: it installs LangChain into build/langchain-cohere"
+    url = minilm_stack.adapter_url
+    texts = HELD_OUT[12:16]
+    floats = np.array(
+        [d["embedding"] for d in httpx.post(f"{url}/v1/embeddings", json={"input": texts}).json()["data"]]
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", LANGCHAIN_SCRIPT, url, default_model.NAME, json.dumps(texts)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(LANGCHAIN), "HOME": str(LANGCHAIN)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(got["documents"]), floats, atol=1e-6)
+    np.testing.assert_allclose(got["query"], floats[0], atol=1e-6)  # MiniLM has no query template
+
+
 def test_a_high_priority_request_overtakes_a_queue_of_low_priority_ones(minilm_stack) -> None:
     """Triton's dynamic batchers queue by priority level (the generated configs' `priority_levels`), and the
     ensemble passes the request's level to its steps: a request at level 1 sent behind 24 queued at level 3
