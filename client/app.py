@@ -23,7 +23,7 @@ from client.images import ImageLoader
 from client.inference import Inference
 from client.metrics import Metrics
 from client.registry import ModelRegistry
-from client.responses import JSONResponse, error_response
+from client.responses import COHERE_PATHS, JSONResponse, error_dialect, error_response
 from client.routes import DIRECT, router
 from client.settings import Settings
 from client.token_outputs import TokenOutputs
@@ -88,6 +88,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         rid = request_id.adopt(Headers(scope=scope).get(request_id.HEADER))
+        error_dialect.set("cohere" if scope.get("path") in COHERE_PATHS else "")
         started = False
 
         async def send_with_id(message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -37,5 +38,14 @@ def public(error: APIError) -> APIError:
     return APIError(error.status, f"{summary} (request id {rid})", error.type, error.param, error.code)
 
 
+# Cohere's API puts an error's text at the top level (`{"message": …}`): on its routes an error carries it
+# beside the OpenAI `error` object every route answers with, so a client of either finds its own field.
+COHERE_PATHS = frozenset({"/v1/embed", "/v2/embed", "/v1/rerank", "/v2/rerank"})
+error_dialect: ContextVar[str] = ContextVar("error_dialect", default="")  # set per request by the gate
+
+
 def error_response(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(public(error).body(), status_code=error.status, headers={**error.headers(), **(headers or {})})
+    body = public(error).body()
+    if error_dialect.get() == "cohere":
+        body = {"message": body["error"]["message"], **body}
+    return JSONResponse(body, status_code=error.status, headers={**error.headers(), **(headers or {})})

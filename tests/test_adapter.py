@@ -537,6 +537,27 @@ def test_cohere_v2_embed_refuses_what_it_cannot_honour() -> None:
         assert ok["response_type"] == "embeddings_by_type" and ok["meta"]["billed_units"]["input_tokens"] == 2
 
 
+def test_cohere_routes_answer_errors_in_both_shapes() -> None:
+    """An error on Cohere's routes carries Cohere's top-level `message` beside the OpenAI `error` object
+    (every kind of error: the body model's, the route's own, the gate's); elsewhere the OpenAI body alone."""
+    with TestClient(create_app(Settings(max_body_bytes=4096), triton=FakeTriton([MODEL]))) as c:
+        for path, body in (
+            ("/v2/embed", {"model": "m", "texts": ["a"]}),  # input_type missing: the body model's
+            ("/v1/embed", {"model": "m", "texts": []}),  # the route's own check
+            ("/v1/embed", {"model": "m", "texts": ["a" * 5000]}),  # the gate's body cap: 413
+            ("/v2/rerank", {"model": "m", "query": "q"}),
+            ("/v1/rerank", {"model": "nope", "query": "q", "documents": ["d"]}),
+        ):
+            r = c.post(path, json=body)
+            error = r.json()
+            assert r.status_code in (400, 404, 413) and error["message"] == error["error"]["message"], (path, error)
+        other = c.post("/v1/embeddings", json={"model": "m", "input": []}).json()
+        assert set(other) == {"error"}
+        v1 = c.post("/v1/embed", json={"model": "m", "texts": ["ab"]}).json()  # no embedding_types: v1's floats
+        assert v1["response_type"] == "embeddings_floats" and v1["embeddings"] == [[2.0, 0.0, 0.0, 0.0]]
+        assert c.post("/v1/embed", json={"model": "m", "texts": ["ab"], "truncate": None}).status_code == 200
+
+
 def test_a_requests_priority_reaches_triton_as_its_level() -> None:
     """vLLM's `priority` (lower first) on every inference route: Triton's level 1 below 0, 3 above, and 0
     (the model's default, level 2) when unset; each level is a lane of its own in the coalescer."""
