@@ -136,6 +136,7 @@ def test_auto_exports_the_chosen_engine(machine, trials, expected, tmp_path: Pat
     elif expected == "openvino bfloat16":  # the fp32 graph, compiled by OpenVINO in bf16; one thread per instance
         assert (encoder / "model.onnx").exists() and not (encoder / "checkpoint").exists()
         assert (host.onnx_runtime, host.onnx_dtype, host.intra_op_threads) == ("openvino", "bfloat16", 1)
+        assert host.max_padding == 2.0  # OpenVINO's calls cost more than its padding (export/towers/engines.py)
         graph = onnx.load(str(encoder / "model.onnx"), load_external_data=False)
         kinds = {t.data_type for t in graph.graph.initializer}
         assert onnx.TensorProto.FLOAT in kinds and not kinds & {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
