@@ -118,12 +118,13 @@ def in_process_engines(model: Model, texts: list[str], b: int) -> list[Result]:
     OpenVINO and PyTorch bf16 where the CPU has bf16 instructions), each in a fresh process on the same
     sorted batches."""
     from export.engine_choice import candidates, cpu_flags
+    from export.request import ONNX_RUNTIMES
 
     rows = []
     for c in candidates(cpu_flags()):
         label = f"in-process {c.runtime} {c.dtype} (sorted batches of {b})"
-        if c.target in ("local", "openvino"):
-            runtime = "openvino" if c.target == "openvino" else "onnxruntime"
+        if c.target in ONNX_RUNTIMES:
+            runtime = ONNX_RUNTIMES[c.target]
             rows.append(
                 runners.isolated(
                     runners.onnx_inprocess, model.onnx_repository, model.name, texts, b, label, runtime, c.dtype

@@ -27,7 +27,7 @@ from export.checkpoint import Plan
 from export.errors import ExportError, ValidationError
 from export.graph import export_onnx, graph_io, torch_outputs
 from export.heads import Agreement, Outputs, check
-from export.request import EXTERNAL_DATA_BYTES, Dtype, ExportRequest
+from export.request import EXTERNAL_DATA_BYTES, ONNX_RUNTIMES, Dtype, ExportRequest
 from export.tensorrt import build_engine, check_tensorrt, run_engine
 from export.torch_graphs import load_graphs
 from export.towers.base import Tower, TritonModel
@@ -237,7 +237,7 @@ def _validated_session(request: ExportRequest, path: Path, dtype: Dtype):
     if request.target == "openvino":
         from runtime.onnx_encoder import open_onnx
 
-        return open_onnx(str(path), "openvino", dtype)
+        return open_onnx(str(path), ONNX_RUNTIMES[request.target], dtype)
     return onnx_session(path, dtype)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.request import Dtype, ExportRequest, Target
+from export.request import ONNX_RUNTIMES, Dtype, ExportRequest, Target
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 TIMING_TEXTS = 256  # texts of 5–60 words, in batches of `TIMING_ROWS` sorted by length
@@ -198,9 +198,8 @@ def _runner(candidate: Candidate, graph, onnx: Path, names: tuple[str, ...]) -> 
     from runtime.onnx_encoder import open_onnx
     from runtime.torch_session import cast_for_autocast
 
-    if candidate.target != "torch":
-        runtime = "openvino" if candidate.target == "openvino" else "onnxruntime"
-        session = open_onnx(str(onnx), runtime, candidate.dtype)
+    if candidate.target in ONNX_RUNTIMES:
+        session = open_onnx(str(onnx), ONNX_RUNTIMES[candidate.target], candidate.dtype)
         return lambda feed: dict(zip(names, session.run(list(names), feed), strict=True))
     autocast = candidate.dtype == "bfloat16"
     if autocast:  # in place: the bf16 candidate comes last

@@ -26,8 +26,12 @@ TARGETS: tuple[str, ...] = ("auto", *ENGINE_TARGETS)
 # Targets whose encoder runs inside a Python-backend host (in-process ONNX Runtime or OpenVINO, or the
 # PyTorch graph) rather than in a native engine model.
 HOSTED_TARGETS: tuple[str, ...] = ("local", "openvino", "torch")
-# Targets that run the exported ONNX graph on the CPU inside the host: ONNX Runtime, or OpenVINO.
-ONNX_HOSTED_TARGETS: tuple[str, ...] = ("local", "openvino")
+# Targets that run the exported ONNX graph on the CPU inside the host, and the runtime each names in the host's
+# config (EncoderHostParams.onnx_runtime).
+ONNX_RUNTIMES: dict[str, str] = {"local": "onnxruntime", "openvino": "openvino"}
+ONNX_HOSTED_TARGETS: tuple[str, ...] = tuple(ONNX_RUNTIMES)
+# Targets that serve bf16 on the CPU over fp32 weights (PyTorch under autocast, OpenVINO's inference precision).
+CPU_BF16_TARGETS: tuple[str, ...] = ("torch", "openvino")
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ class ExportRequest:
             )
         elif self.target == "torch" and not self.on_gpu and dtype == "float16":
             problems.append("a float16 torch graph is not served on the CPU: use --dtype bfloat16 (or float32)")
-        elif dtype == "bfloat16" and self.target not in ("torch", "openvino") and not cuda_onnxruntime():
+        elif dtype == "bfloat16" and self.target not in CPU_BF16_TARGETS and not cuda_onnxruntime():
             problems.append(
                 f"a bfloat16 {self.target} engine needs ONNX Runtime's CUDA provider, to serve it and to validate it "
                 "(its CPU kernels have no bf16): export on the GPU host, use --target tensorrt, or --dtype float32"
@@ -214,8 +218,7 @@ class ExportRequest:
         """An engine served on the CPU in bf16 over fp32 weights, checked against the fp32 reference: a `torch`
         graph's matrix products under autocast (runtime/torch_session.py), or an `openvino` graph compiled
         with bf16 inference precision (runtime/openvino_session.py); the ONNX graph itself stays fp32."""
-        cpu_bf16_targets = ("torch", "openvino")
-        return self.target in cpu_bf16_targets and not self.on_gpu and self.resolved_dtype(p) == "bfloat16"
+        return self.target in CPU_BF16_TARGETS and not self.on_gpu and self.resolved_dtype(p) == "bfloat16"
 
     def reference_dtype(self, p: Plan) -> Dtype:
         """The dtype the PyTorch reference is computed in: the engine's own, but fp32 for a CPU autocast graph."""

@@ -35,7 +35,9 @@ class OpenVinoSession:
         core = ov.Core()
         self.compiled = core.compile_model(path, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.names = [o.get_any_name() for o in self.compiled.outputs]
+        self.inputs = frozenset(i.get_any_name() for i in self.compiled.inputs)
+        self.ports = {o.get_any_name(): o for o in self.compiled.outputs}  # looked up once, not per call
+        self.names = list(self.ports)
 
     @property
     def precision(self) -> str:
@@ -43,7 +45,6 @@ class OpenVinoSession:
         return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        inputs = {i.get_any_name() for i in self.compiled.inputs}
-        results = self.request.infer({name: np.ascontiguousarray(a) for name, a in feed.items() if name in inputs})
-        by_name = {port.get_any_name(): value for port, value in results.items()}
-        return [np.array(by_name[name]) for name in (output_names or self.names)]
+        results = self.request.infer({n: np.ascontiguousarray(a) for n, a in feed.items() if n in self.inputs})
+        # Copies: the request's output buffers are reused by its next call.
+        return [np.array(results[self.ports[name]]) for name in (output_names or self.names)]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from contract import Batching, EncoderHostParams, TorchGraphParams
 from export.configs import Tensor, native_engine, numpy_dtype, on_gpu, python_model, unbatched_engine
-from export.request import ONNX_HOSTED_TARGETS
+from export.request import ONNX_RUNTIMES
 from export.towers.base import Tower, TritonModel
 
 if TYPE_CHECKING:
@@ -38,12 +38,11 @@ def engine_models(
     name, serving = tower.engine_model(request), request.serving
     ragged = batching != "concatenate"
     threads = serving.intra_op_threads
-    if request.target in ONNX_HOSTED_TARGETS:
-        runtime, dtype, padding = "onnxruntime", "float32", EncoderHostParams.max_padding
-        if request.target == "openvino":
+    if request.target in ONNX_RUNTIMES:
+        runtime, dtype, padding = ONNX_RUNTIMES[request.target], "float32", EncoderHostParams.max_padding
+        if runtime == "openvino":
             serving = cpu_instances(serving, p)
-            runtime, dtype, threads = "openvino", request.resolved_dtype(p), serving.intra_op_threads
-            padding = OPENVINO_MAX_PADDING
+            dtype, threads, padding = request.resolved_dtype(p), serving.intra_op_threads, OPENVINO_MAX_PADDING
         host = EncoderHostParams(
             batching,
             "model.onnx",
