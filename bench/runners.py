@@ -19,6 +19,7 @@ class Result:
     tokens: int = 0
     peak_mb: float | None = None  # peak resident memory of the process(es) doing the work
     cpu_ms: dict[str, float] | None = None  # CPU ms per request by serving process (bench/cpu.py)
+    rounds: list[float] = field(default_factory=list)  # items/s of every round when this is their median
 
     @property
     def requests(self) -> int:
@@ -48,7 +49,23 @@ class Result:
             "p99_ms": round(self.percentile(99), 2),
             "peak_mb": None if self.peak_mb is None else round(self.peak_mb),
             "cpu_ms_per_request": None if self.cpu_ms is None else {k: round(v, 3) for k, v in self.cpu_ms.items()},
+            **({"rounds_items_per_s": [round(x, 1) for x in self.rounds]} if self.rounds else {}),
         }
+
+
+def median_of_rounds(measures: list, rounds: int) -> list[Result]:
+    """Each of `measures` (calls returning a Result) run `rounds` times, the measures alternating within a
+    round; for each, the round with the median rate, carrying every round's rate."""
+    runs: list[list[Result]] = [[] for _ in measures]
+    for _ in range(rounds):
+        for results, measure in zip(runs, measures, strict=True):
+            results.append(measure())
+    medians = []
+    for results in runs:
+        median = sorted(results, key=lambda r: r.items_per_s)[len(results) // 2]
+        median.rounds = [r.items_per_s for r in results]
+        medians.append(median)
+    return medians
 
 
 def chunks(texts: list[str], size: int) -> list[list[str]]:
