@@ -25,7 +25,7 @@ from bench import machine
 from bench.runners import preprocessor
 from bench.workloads import WORKLOADS
 from launcher import default_model
-from runtime.openvino_session import PRECISION_HINTS
+from runtime.openvino_session import PRECISION_HINTS, compile_config
 from runtime.text import encode, frame_all, pad
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,13 +46,7 @@ class Compiler:
 
         self.ov, self.core = ov, ov.Core()
         self.model = self.core.read_model(str(onnx))
-        self.config = {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "ENABLE_CPU_PINNING": "NO",
-            "INFERENCE_NUM_THREADS": "1",
-        }
+        self.config = compile_config(dtype, threads=1)
         self.static: dict[tuple[int, int], object] = {}
 
     def dynamic(self):

@@ -15,23 +15,30 @@ import numpy as np
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
 
 
+def compile_config(dtype: str, threads: int = 0) -> dict[str, str]:
+    """The CPU plugin's settings a host compiles with: `dtype`'s inference precision, one stream, `threads`
+    threads (0: OpenVINO's choice), unpinned."""
+    if dtype not in PRECISION_HINTS:
+        raise ValueError(f"OpenVINO serves float32 or bfloat16 on the CPU, not {dtype}")
+    config = {
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        # Unpinned: each instance's process pins its threads without knowing of the others. Pinned (OpenVINO's
+        # default on Linux), two single-thread instances on 2 cores served 179 requests/s, unpinned 228
+        # (all-MiniLM-L6-v2 in bf16, one text per request, concurrency 16).
+        "ENABLE_CPU_PINNING": "NO",
+    }
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return config
+
+
 class OpenVinoSession:
     def __init__(self, path: str, dtype: str = "float32", threads: int = 0) -> None:
         import openvino as ov
 
-        if dtype not in PRECISION_HINTS:
-            raise ValueError(f"OpenVINO serves float32 or bfloat16 on the CPU, not {dtype}")
-        config = {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype],
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            # Unpinned: each instance's process pins its threads without knowing of the others. Pinned (OpenVINO's
-            # default on Linux), two single-thread instances on 2 cores served 179 requests/s, unpinned 228
-            # (all-MiniLM-L6-v2 in bf16, one text per request, concurrency 16).
-            "ENABLE_CPU_PINNING": "NO",
-        }
-        if threads > 0:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
+        config = compile_config(dtype, threads)
         core = ov.Core()
         self.compiled = core.compile_model(path, "CPU", config)
         self.request = self.compiled.create_infer_request()
